@@ -1,0 +1,3 @@
+"""Selective forwarding media server for telehealth clinics."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,292 @@
+"""The HTTP API of API.md (everything but ``/healthz``, ``/metrics`` and ``/v1/ws``).
+
+Thin: each handler authenticates, reads a bounded JSON body, calls the clinic domain and turns
+``ApiError`` into ``{"error": {"code", "message"}}``. Logs carry opaque ids only, never names.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from sfu.auth import GUEST, PATIENT, Claims, bearer_claims, mint_token
+from sfu.config import Config
+from sfu.errors import ApiError, bad_request, too_large
+from sfu.openapi import build_openapi
+from sfu.rooms import (
+    ClinicRegistry,
+    clean_message,
+    clean_name,
+    iso_time,
+    require_admin,
+    require_member,
+)
+from sfu.rooms.text import new_id
+
+logger = logging.getLogger("sfu.api")
+
+MAX_BODY = 64 * 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(exc: ApiError) -> web.Response:
+    """The contract's error body; 401 also carries ``WWW-Authenticate: Bearer``."""
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return web.json_response(
+        {"error": {"code": exc.code, "message": exc.message}}, status=exc.status, headers=headers
+    )
+
+
+def _guard(handler: Handler) -> Handler:
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return error_response(exc)
+
+    return wrapped
+
+
+@web.middleware
+async def api_error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Under ``/v1/``: unknown paths and methods answer in the contract's JSON error shape too."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc)
+    except web.HTTPNotFound:
+        if not request.path.startswith("/v1/"):
+            raise
+        return error_response(ApiError("not_found", f"no such call: {request.path}", 404))
+    except web.HTTPMethodNotAllowed as exc:
+        if not request.path.startswith("/v1/"):
+            raise
+        response = error_response(
+            ApiError("method_not_allowed", f"{request.method} is not allowed here", 405)
+        )
+        response.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
+        return response
+
+
+async def read_json(request: web.BaseRequest, *, required: bool = True) -> dict[str, Any]:
+    """The request's JSON object body: 413 over 64 KiB, 400 when malformed or not an object."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise too_large(f"request body over {MAX_BODY} bytes")
+    body = bytearray()
+    while True:
+        chunk = await request.content.read(MAX_BODY + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise too_large(f"request body over {MAX_BODY} bytes")
+    if not body.strip():
+        if required:
+            raise bad_request("a JSON object body is required")
+        return {}
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise bad_request("malformed JSON body") from exc
+    if not isinstance(data, dict):
+        raise bad_request("the body must be a JSON object")
+    return data
+
+
+class _Api:
+    def __init__(self, registry: ClinicRegistry, config: Config, clock: Callable[[], float]) -> None:
+        self.registry = registry
+        self.config = config
+        self.clock = clock
+        self._openapi: bytes | None = None
+
+    def claims(self, request: web.Request) -> Claims:
+        return bearer_claims(request, self.config.auth.secret, now=self.clock())
+
+    def base_url(self, request: web.Request) -> str:
+        return self.config.server.public_url.rstrip("/") or f"{request.scheme}://{request.host}"
+
+    # -- clinics and meeting rooms (admin) -----------------------------------------------------
+
+    async def put_clinic(self, request: web.Request) -> web.Response:
+        clinic_id = request.match_info["clinic"]
+        require_admin(self.claims(request), clinic_id)
+        body = await read_json(request)
+        clinic, created = self.registry.put_clinic(clinic_id, body.get("name"))
+        logger.info("clinic %s %s", clinic.id, "created" if created else "renamed")
+        return web.json_response(clinic.to_json(), status=201 if created else 200)
+
+    async def get_clinic(self, request: web.Request) -> web.Response:
+        clinic_id = request.match_info["clinic"]
+        require_member(self.claims(request), clinic_id)
+        return web.json_response(self.registry.get(clinic_id).to_json())
+
+    async def put_room(self, request: web.Request) -> web.Response:
+        clinic_id, room_id = request.match_info["clinic"], request.match_info["room"]
+        require_admin(self.claims(request), clinic_id)
+        clinic = self.registry.get(clinic_id)
+        body = await read_json(request)
+        room, created = clinic.put_room(room_id, body.get("name"))
+        logger.info("room %s/%s %s", clinic.id, room.id, "created" if created else "renamed")
+        return web.json_response(room.to_json(), status=201 if created else 200)
+
+    async def delete_room(self, request: web.Request) -> web.Response:
+        clinic_id, room_id = request.match_info["clinic"], request.match_info["room"]
+        require_admin(self.claims(request), clinic_id)
+        room = self.registry.get(clinic_id).delete_room(room_id)
+        logger.info("room %s/%s deleted (%d inside)", clinic_id, room.id, len(room.roster))
+        return web.Response(status=204)
+
+    # -- waiting area -----------------------------------------------------------------------------
+
+    async def enter_waiting_area(self, request: web.Request) -> web.Response:
+        clinic_id = request.match_info["clinic"]
+        self.registry.get(clinic_id)
+        body = await read_json(request)
+        now = self.clock()
+        address = request.remote or "unknown"
+        space = self.registry.enter_waiting_area(clinic_id, body.get("name"), address, now)
+        ttl = self.config.auth.patient_token_ttl
+        token = mint_token(
+            self.config.auth.secret,
+            sub=space.patient_sub,
+            role=PATIENT,
+            clinic=clinic_id,
+            name=space.patient_name,
+            space=space.id,
+            ttl=ttl,
+            now=now,
+        )
+        logger.info("space %s created in clinic %s", space.id, clinic_id)
+        return web.json_response(
+            {"space": space.id, "token": token, "expires_at": iso_time(int(now) + ttl)}, status=201
+        )
+
+    async def get_waiting_area(self, request: web.Request) -> web.Response:
+        clinic_id = request.match_info["clinic"]
+        require_member(self.claims(request), clinic_id)
+        return web.json_response(self.registry.get(clinic_id).waiting_area.to_json())
+
+    async def put_waiting_area(self, request: web.Request) -> web.Response:
+        clinic_id = request.match_info["clinic"]
+        require_admin(self.claims(request), clinic_id)
+        area = self.registry.get(clinic_id).waiting_area
+        body = await read_json(request)
+        closed = body.get("closed")
+        if not isinstance(closed, bool):
+            raise bad_request("'closed' is required and must be true or false")
+        message = clean_message(body.get("message", ""))
+        if closed:
+            area.close(message)
+        else:
+            area.open()
+        logger.info("waiting area of clinic %s %s", clinic_id, "closed" if closed else "opened")
+        return web.json_response({"closed": area.closed, "message": area.closed_message})
+
+    async def end_space(self, request: web.Request) -> web.Response:
+        clinic_id, space_id = request.match_info["clinic"], request.match_info["space"]
+        require_member(self.claims(request), clinic_id)
+        space = self.registry.get(clinic_id).waiting_area.end(space_id)
+        logger.info("space %s of clinic %s ended by staff", space.id, clinic_id)
+        return web.Response(status=204)
+
+    # -- invites ---------------------------------------------------------------------------------
+
+    async def invite_to_space(self, request: web.Request) -> web.Response:
+        clinic_id, space_id = request.match_info["clinic"], request.match_info["space"]
+        require_member(self.claims(request), clinic_id)
+        space = self.registry.get(clinic_id).waiting_area.get(space_id)
+        link = f"/c/{quote(clinic_id, safe='')}?space={quote(space.id, safe='')}"
+        return await self._invite(request, clinic_id, link, space=space.id)
+
+    async def invite_to_room(self, request: web.Request) -> web.Response:
+        clinic_id, room_id = request.match_info["clinic"], request.match_info["room"]
+        require_member(self.claims(request), clinic_id)
+        room = self.registry.get(clinic_id).room(room_id)
+        link = f"/c/{quote(clinic_id, safe='')}/rooms/{quote(room.id, safe='')}"
+        return await self._invite(request, clinic_id, link, room=room.id)
+
+    async def _invite(
+        self,
+        request: web.Request,
+        clinic_id: str,
+        link: str,
+        *,
+        space: str | None = None,
+        room: str | None = None,
+    ) -> web.Response:
+        body = await read_json(request, required=False)
+        name = clean_name(body["name"]) if body.get("name") is not None else ""
+        max_ttl = self.config.auth.guest_token_ttl
+        ttl = body.get("ttl", max_ttl)
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 60 <= ttl <= max_ttl:
+            raise bad_request(f"'ttl' must be a whole number of seconds, 60-{max_ttl}")
+        now = self.clock()
+        token = mint_token(
+            self.config.auth.secret,
+            sub=new_id("gu_"),
+            role=GUEST,
+            clinic=clinic_id,
+            name=name,
+            space=space,
+            room=room,
+            ttl=ttl,
+            now=now,
+        )
+        logger.info("guest invite for %s/%s", clinic_id, space or room)
+        return web.json_response(
+            {
+                "token": token,
+                "url": f"{self.base_url(request)}{link}#token={token}",
+                "expires_at": iso_time(int(now) + ttl),
+            },
+            status=201,
+        )
+
+    # -- the document ----------------------------------------------------------------------------
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        if self._openapi is None:
+            self._openapi = json.dumps(build_openapi(), indent=2).encode()
+        return web.Response(body=self._openapi, content_type="application/json")
+
+
+def setup_api_routes(
+    app: web.Application,
+    registry: ClinicRegistry,
+    config: Config,
+    *,
+    clock: Callable[[], float] = time.time,
+    json_errors: bool = True,
+) -> None:
+    """Register the HTTP calls of API.md on ``app`` (not /healthz, /metrics, /v1/ws).
+
+    With ``json_errors`` (default) it also installs ``api_error_middleware``, so unknown ``/v1/``
+    paths and methods answer in the contract's error shape.
+    """
+    api = _Api(registry, config, clock)
+    routes: list[tuple[str, str, Handler]] = [
+        ("PUT", "/v1/clinics/{clinic}", api.put_clinic),
+        ("GET", "/v1/clinics/{clinic}", api.get_clinic),
+        ("PUT", "/v1/clinics/{clinic}/rooms/{room}", api.put_room),
+        ("DELETE", "/v1/clinics/{clinic}/rooms/{room}", api.delete_room),
+        ("POST", "/v1/clinics/{clinic}/rooms/{room}/invites", api.invite_to_room),
+        ("POST", "/v1/clinics/{clinic}/waiting-area", api.enter_waiting_area),
+        ("GET", "/v1/clinics/{clinic}/waiting-area", api.get_waiting_area),
+        ("PUT", "/v1/clinics/{clinic}/waiting-area", api.put_waiting_area),
+        ("POST", "/v1/clinics/{clinic}/waiting-area/{space}/end", api.end_space),
+        ("POST", "/v1/clinics/{clinic}/waiting-area/{space}/invites", api.invite_to_space),
+        ("GET", "/v1/openapi.json", api.openapi),
+    ]
+    for method, path, handler in routes:
+        app.router.add_route(method, path, _guard(handler))
+    if json_errors:
+        app.middlewares.append(api_error_middleware)

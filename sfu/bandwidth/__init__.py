@@ -1,0 +1,56 @@
+"""Bandwidth leaf package: link estimators, stream allocation and admission.
+
+Pure code: no asyncio, no aiortc; every time-dependent method takes ``now`` (seconds). Rates are
+kbit/s floats. See the module docstrings for the algorithms.
+"""
+
+from sfu.bandwidth.admission import (
+    AdmissionSettings,
+    Decision,
+    ParticipantEstimate,
+    decide,
+    precall_verdict,
+    predict,
+)
+from sfu.bandwidth.allocator import (
+    Allocation,
+    AllocationSmoother,
+    Level,
+    LevelChange,
+    Receiver,
+    ReceiverChange,
+    ReceiverLevel,
+    SmoothedUpdate,
+    Stream,
+    StreamAllocation,
+    allocate,
+)
+from sfu.bandwidth.delay import DelayDetector
+from sfu.bandwidth.downlink import DownlinkEstimator, DownlinkSettings
+from sfu.bandwidth.uplink import SequenceLoss, UplinkEstimator, UplinkSettings
+
+__all__ = [
+    "AdmissionSettings",
+    "Allocation",
+    "AllocationSmoother",
+    "Decision",
+    "DelayDetector",
+    "DownlinkEstimator",
+    "DownlinkSettings",
+    "Level",
+    "LevelChange",
+    "ParticipantEstimate",
+    "Receiver",
+    "ReceiverChange",
+    "ReceiverLevel",
+    "SequenceLoss",
+    "SmoothedUpdate",
+    "Stream",
+    "StreamAllocation",
+    "UplinkEstimator",
+    "UplinkSettings",
+    "allocate",
+    "decide",
+    "precall_verdict",
+    "predict",
+]

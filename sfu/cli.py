@@ -1,0 +1,172 @@
+"""``sfu serve | token | check-config`` (API.md "Running")."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from sfu.auth import ROLES, mint_token
+from sfu.config import Config, default_config, load_config
+from sfu.errors import ConfigError
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(config: Config) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if config.logging.format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(config.logging.level.upper())
+    # aiortc/aioice log per packet at DEBUG and chatter at INFO: keep them quiet unless asked.
+    for name in ("aiortc", "aioice", "aiohttp.access"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+
+
+def _load(path: str | None) -> tuple[Config, bool]:
+    if path is None:
+        cfg = default_config()
+        secret = os.environ.get("SFU_AUTH_SECRET")
+        if secret:
+            from dataclasses import replace
+
+            cfg = replace(cfg, auth=replace(cfg.auth, secret=secret))
+            return cfg, False
+        return cfg, True
+    return load_config(path), False
+
+
+async def _serve(config: Config, host: str | None, port: int | None, show_secret: bool) -> int:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        pass
+    from sfu.server import Server
+
+    server = Server(config)
+    await server.start(host, port)
+    log = logging.getLogger("sfu")
+    bound = f"http://{host or config.server.host}:{server.port}"
+    if show_secret:
+        print(f"sfu: embedded default config; API secret for this run: {config.auth.secret}",
+              flush=True)
+        print(f"sfu: mint a token: SFU_AUTH_SECRET='{config.auth.secret}' sfu token --role staff "
+              f"--clinic demo --sub dr-lee --name 'Dr Lee'", flush=True)
+    log.info("listening on %s", bound)
+    print(f"sfu: listening on {bound}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("draining (timeout %.0fs)", config.server.drain_timeout)
+    try:
+        await asyncio.wait_for(server.drain(), timeout=config.server.drain_timeout)
+    except TimeoutError:
+        log.warning("drain timed out; closing anyway")
+    await asyncio.wait_for(server.close(), timeout=max(1.0, config.server.drain_timeout))
+    log.info("stopped")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        config, show_secret = _load(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        return 1
+    setup_logging(config)
+    runner: Any = asyncio.run
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        pass
+    code: int = runner(_serve(config, args.host, args.port, show_secret))
+    return code
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    secret = args.secret or os.environ.get("SFU_AUTH_SECRET")
+    if args.secret_from_config or not secret:
+        if args.config:
+            try:
+                secret = load_config(args.config).auth.secret
+            except ConfigError as exc:
+                for problem in exc.problems:
+                    print(f"config error: {problem}", file=sys.stderr)
+                return 1
+        elif not secret:
+            print("sfu token: no secret: pass --secret, set SFU_AUTH_SECRET, or --config FILE",
+                  file=sys.stderr)
+            return 1
+    assert secret is not None
+    print(mint_token(secret, sub=args.sub, role=args.role, clinic=args.clinic, name=args.name or "",
+                     space=args.space, room=args.room, ttl=args.ttl))
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        load_config(args.file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{args.file}: {problem}", file=sys.stderr)
+        return 1
+    print(f"{args.file}: ok")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sfu", description="Telehealth SFU")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="run the server")
+    p.add_argument("--config", help="TOML config file (default: embedded demo config)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("token", help="mint a token")
+    p.add_argument("--secret", help="the API secret (or SFU_AUTH_SECRET)")
+    p.add_argument("--secret-from-config", action="store_true",
+                   help="read the secret from --config FILE (or SFU_AUTH_SECRET)")
+    p.add_argument("--config", default=os.environ.get("SFU_CONFIG"))
+    p.add_argument("--role", required=True, choices=sorted(ROLES))
+    p.add_argument("--clinic", required=True)
+    p.add_argument("--sub", required=True)
+    p.add_argument("--name")
+    p.add_argument("--space")
+    p.add_argument("--room")
+    p.add_argument("--ttl", type=int, default=3600)
+    p.set_defaults(func=cmd_token)
+    p = sub.add_parser("check-config", help="validate a config file")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_check_config)
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""A synthetic participant that speaks the contract (API.md): for tests, bench and load tools.
+
+It publishes the pre-encoded clip (no encoding at run time: aiortc packetizes ``av.Packet``s)
+and receives without decoding: RTP is taken after SRTP and only counted (packets, frames,
+keyframes per m-line). It answers the server's offers with ``bundlePolicy=max-bundle``, sends
+receiver reports for what it receives, and turns the server's PLIs into keyframes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import sdp as aiortc_sdp
+
+from sfu.client.media import Clip, ClipAudioTrack, ClipVideoTrack, load_clip
+from sfu.transport import aiortc_glue as glue
+from sfu.transport import packets as P
+from sfu.transport.stats import ReceiveStats
+
+
+class ClientError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class TrackStats:
+    mid: str
+    kind: str = ""
+    participant: str = ""
+    ssrc: int | None = None
+    packets: int = 0
+    bytes: int = 0
+    frames: int = 0
+    keyframes: int = 0
+    first_packet_at: float | None = None
+    first_keyframe_at: float | None = None
+    last_packet_at: float | None = None
+    max_seq_gap: int = 0
+    last_seq: int | None = None
+    lost: int = 0
+    stats: ReceiveStats | None = None
+
+
+@dataclass
+class Client:
+    url: str  # http://host:port of the server
+    token: str
+    clip: Clip | None = None
+    publish_audio: bool = True
+    publish_video: bool = True
+    ice_addresses: tuple[str, ...] = ("127.0.0.1",)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    participant: str | None = None
+    tracks: dict[str, TrackStats] = field(default_factory=dict)  # mid -> stats
+    joined_at: float | None = None
+    offers: int = 0
+    pli_received: int = 0
+
+    def __post_init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._pc: RTCPeerConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._rtcp_task: asyncio.Task[None] | None = None
+        self._ssrc_to_mid: dict[int, str] = {}
+        self._wire: glue.WireSender | None = None
+        self._hooked = False
+        self._changed = asyncio.Event()
+        self._closed = False
+        self.video_track: ClipVideoTrack | None = None
+        self.audio_track: ClipAudioTrack | None = None
+        self.error: ClientError | None = None
+        self.ended: str | None = None
+        self.rtcp_ssrc = 0x5EED0000 | (id(self) & 0xFFFF)
+
+    # -- signaling ------------------------------------------------------------------------------
+    async def connect(self) -> None:
+        self._session = aiohttp.ClientSession()
+        ws_url = self.url.replace("http://", "ws://").replace("https://", "wss://")
+        self._ws = await self._session.ws_connect(f"{ws_url}/v1/ws?token={self.token}",
+                                                  max_msg_size=4 << 20)
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def send(self, message: dict[str, Any]) -> None:
+        assert self._ws is not None
+        await self._ws.send_str(json.dumps(message))
+
+    async def join(self, target: dict[str, str], timeout: float = 10.0) -> dict[str, Any]:
+        if self._ws is None:
+            await self.connect()
+        self.joined_at = time.monotonic()
+        await self.send({"type": "join", "target": target})
+        msg = await self.wait_message(lambda m: m["type"] in ("joined", "error"), timeout)
+        if msg["type"] == "error":
+            raise ClientError(msg["code"], msg.get("message", ""))
+        self.participant = msg["participant"]
+        return msg
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        async for msg in self._ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            data = json.loads(msg.data)
+            self.messages.append(data)
+            kind = data.get("type")
+            if kind == "offer":
+                await self._on_offer(data["sdp"])
+            elif kind == "tracks":
+                for t in data["tracks"]:
+                    stats = self.tracks.setdefault(t["mid"], TrackStats(t["mid"]))
+                    if stats.participant != t["participant"]:
+                        stats.participant, stats.kind = t["participant"], t["kind"]
+                        stats.first_keyframe_at = None
+            elif kind == "error":
+                self.error = ClientError(data["code"], data.get("message", ""))
+            elif kind == "ended":
+                self.ended = data.get("reason")
+            self._changed.set()
+        self._changed.set()
+
+    async def wait_message(self, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:
+        seen = 0
+        deadline = time.monotonic() + timeout
+        while True:
+            for m in self.messages[seen:]:
+                if predicate(m):
+                    return m
+            seen = len(self.messages)
+            if self._reader is not None and self._reader.done():
+                raise ClientError("closed", "signaling socket closed")
+            await self._wait_change(deadline)
+
+    async def wait_until(self, predicate: Any, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            await self._wait_change(deadline, tick=0.05)
+
+    async def _wait_change(self, deadline: float, tick: float | None = None) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("condition not met in time")
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), min(remaining, tick or remaining))
+
+    # -- media ---------------------------------------------------------------------------------------
+    async def _on_offer(self, sdp: str) -> None:
+        self.offers += 1
+        if self._pc is None:
+            self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[],
+                                                          bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        pc = self._pc
+        parsed = aiortc_sdp.SessionDescription.parse(sdp)
+        for media in parsed.media:
+            for ssrc in media.ssrc:
+                self._ssrc_to_mid[int(ssrc.ssrc)] = media.rtp.muxId
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        for transceiver in pc.getTransceivers():
+            glue.disable_media_pipeline(transceiver, keep_sender=True)
+        if not self._hooked:
+            self._hooked = True
+            dtls = glue.dtls_of(pc.getTransceivers()[0])
+            glue.install_gatherer(glue.ice_connection(dtls), glue.IceSettings(self.ice_addresses))
+            glue.hook_dtls(dtls, self._on_rtp, self._on_rtcp, time.monotonic, pass_rtcp=True)
+            self._wire = glue.WireSender(dtls)
+            clip = self.clip or load_clip()
+            if self.publish_audio:
+                self.audio_track = ClipAudioTrack(clip)
+                pc.addTrack(self.audio_track)
+            if self.publish_video:
+                self.video_track = ClipVideoTrack(clip)
+                pc.addTrack(self.video_track)
+            self._rtcp_task = asyncio.ensure_future(self._run_rtcp())
+        answer = await pc.createAnswer()
+        await pc.setLocalDescription(answer)
+        await self.send({"type": "answer", "sdp": pc.localDescription.sdp})
+
+    def _on_rtp(self, data: bytes, now: float) -> None:
+        try:
+            packet = P.parse_rtp(data)
+        except ValueError:
+            return
+        mid = self._ssrc_to_mid.get(packet.ssrc)
+        if mid is None:
+            return
+        stats = self.tracks.setdefault(mid, TrackStats(mid))
+        if stats.stats is None or stats.ssrc != packet.ssrc:
+            stats.ssrc = packet.ssrc
+            stats.stats = ReceiveStats(90000 if stats.kind == "video" else 48000)
+        stats.stats.add(packet.seq, packet.ts, now)
+        if stats.first_packet_at is None:
+            stats.first_packet_at = now
+        stats.last_packet_at = now
+        stats.packets += 1
+        stats.bytes += len(data)
+        if stats.last_seq is not None:
+            gap = (packet.seq - stats.last_seq) & 0xFFFF
+            if 1 < gap < 0x8000:
+                stats.max_seq_gap = max(stats.max_seq_gap, gap)
+        stats.last_seq = packet.seq
+        if stats.kind == "video":
+            start, key = P.vp8_frame_info(packet.data, packet.payload_offset)
+            if start:
+                stats.frames += 1
+            if key:
+                stats.keyframes += 1
+                if stats.first_keyframe_at is None:
+                    stats.first_keyframe_at = now
+                    self._changed.set()
+        else:
+            stats.frames += 1
+
+    def _on_rtcp(self, data: bytes, now: float) -> None:
+        try:
+            messages = P.parse_rtcp(data)
+        except ValueError:
+            return
+        for msg in messages:
+            if isinstance(msg, P.Pli | P.Fir) and self.video_track is not None:
+                self.pli_received += 1
+                self.video_track.request_keyframe()
+
+    async def _run_rtcp(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self._wire is None:
+                continue
+            now = time.monotonic()
+            blocks = [t.stats.report(t.ssrc, now) for t in self.tracks.values()
+                      if t.stats is not None and t.ssrc is not None]
+            if blocks:
+                self._wire.send_rtcp(P.build_rr(P.ReceiverReport(self.rtcp_ssrc, blocks[:31])))
+
+    # -- views ------------------------------------------------------------------------------------
+    def received_from(self, participant: str, kind: str) -> TrackStats | None:
+        for t in self.tracks.values():
+            if t.participant == participant and t.kind == kind:
+                return t
+        return None
+
+    def packets_sent(self) -> int:
+        total = 0
+        if self._pc is not None:
+            for transceiver in self._pc.getTransceivers():
+                sender = transceiver.sender
+                total += getattr(sender, "_RTCRtpSender__packet_count", 0)
+        return total
+
+    # -- leaving ------------------------------------------------------------------------------------
+    async def leave(self) -> None:
+        if self._ws is not None and not self._ws.closed:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.send({"type": "leave"})
+        await self.close()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._rtcp_task is not None:
+            self._rtcp_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rtcp_task
+        if self._pc is not None:
+            await self._pc.close()
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self._session is not None:
+            await self._session.close()
+
+    async def vanish(self) -> None:
+        """Drop everything without a word: no leave, no DTLS close (an abrupt disconnect)."""
+        self._closed = True
+        if self._rtcp_task is not None:
+            self._rtcp_task.cancel()
+        if self._reader is not None:
+            self._reader.cancel()
+        if self._ws is not None:
+            await self._ws.close()
+        if self._session is not None:
+            await self._session.close()
+        if self._pc is not None:
+            await self._pc.close()

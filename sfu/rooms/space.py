@@ -1,0 +1,149 @@
+"""A space: one patient's private consultation, from entry until it ends."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+from sfu.auth import ADMIN, PATIENT, STAFF
+from sfu.errors import not_found
+from sfu.rooms.participants import Participant, Roster
+from sfu.rooms.text import iso_time
+
+WAITING: Final = "waiting"
+IN_CONSULTATION: Final = "in_consultation"
+ON_HOLD: Final = "on_hold"
+
+ENDED_BY_STAFF: Final = "ended_by_staff"
+EXPIRED: Final = "expired"  # the patient never connected
+PATIENT_LEFT: Final = "patient_left"  # the patient dropped and did not come back in time
+
+
+class Space:
+    """Status is derived from who is inside: staff present -> ``in_consultation``; staff were here
+    and left -> ``on_hold``; otherwise ``waiting``. ``waiting_since`` never changes.
+
+    The patient's display name lives only here, in memory.
+    """
+
+    kind: Final = "space"
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        clinic: str,
+        patient_name: str,
+        patient_sub: str,
+        now: float,
+        capacity: int,
+        on_change: Callable[[Space], None] | None = None,
+    ) -> None:
+        self._id = id
+        self._clinic = clinic
+        self.patient_name = patient_name
+        self.patient_sub = patient_sub
+        self.created_at = now
+        self.waiting_since = now
+        self._roster = Roster(capacity)
+        self._on_change = on_change
+        self._staff_seen = False
+        self._patient_connected = False
+        self._patient_left_at: float | None = None
+        self.end_reason: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def clinic(self) -> str:
+        return self._clinic
+
+    @property
+    def closed(self) -> bool:
+        """Ended: nobody may join any more."""
+        return self.end_reason is not None
+
+    @property
+    def is_full(self) -> bool:
+        return self._roster.is_full
+
+    @property
+    def status(self) -> str:
+        if self._roster.has_role(STAFF, ADMIN):
+            return IN_CONSULTATION
+        return ON_HOLD if self._staff_seen else WAITING
+
+    @property
+    def patient_present(self) -> bool:
+        return self._roster.has_role(PATIENT)
+
+    @property
+    def participants(self) -> list[dict[str, str]]:
+        return self._roster.to_json()
+
+    @property
+    def roster(self) -> Roster:
+        return self._roster
+
+    def participant_joined(self, pid: str, name: str, role: str, now: float) -> Participant:
+        """Record a join (404 when the space has ended, ``room_full`` at capacity)."""
+        if self.closed:
+            raise not_found("this consultation has ended")
+        participant = self._roster.add(pid, name, role, now)
+        if role in (STAFF, ADMIN):
+            self._staff_seen = True
+        if role == PATIENT:
+            self._patient_connected = True
+            self._patient_left_at = None
+        self._changed()
+        return participant
+
+    def participant_left(self, pid: str, now: float) -> Participant | None:
+        """Record a leave (idempotent). When the last patient connection goes, the grace starts."""
+        participant = self._roster.remove(pid)
+        if participant is None:
+            return None
+        if participant.role == PATIENT and not self.patient_present:
+            self._patient_left_at = now
+        if not self.closed:
+            self._changed()
+        return participant
+
+    def expiry_reason(self, now: float, *, unconnected_expiry: float, reconnect_grace: float) -> str | None:
+        """Why this space should be removed at ``now``, or None to keep it.
+
+        A patient who dropped keeps the space for ``reconnect_grace`` seconds (whoever else is in
+        it); a space whose patient never connected expires ``unconnected_expiry`` seconds after
+        entry, once nobody is in it.
+        """
+        if self.closed or self.patient_present:
+            return None
+        if self._patient_left_at is not None:
+            return PATIENT_LEFT if now - self._patient_left_at >= reconnect_grace else None
+        if not self._patient_connected and not self._roster:
+            return EXPIRED if now - self.created_at >= unconnected_expiry else None
+        return None
+
+    def end(self, reason: str) -> tuple[str, ...]:
+        """Mark ended (idempotent); return the ids of who was inside."""
+        if self.closed:
+            return ()
+        self.end_reason = reason
+        inside = self._roster.ids()
+        return inside
+
+    def to_json(self) -> dict[str, Any]:
+        """The object of ``GET waiting-area`` and the ``waiting_area`` WebSocket message."""
+        return {
+            "space": self._id,
+            "status": self.status,
+            "waiting_since": iso_time(self.waiting_since),
+            "patient": {"name": self.patient_name},
+            "participants": self._roster.to_json(),
+        }
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change(self)

@@ -1,0 +1,142 @@
+"""A clinic's one waiting area: the private spaces of the patients who entered it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sfu.config import WaitingAreaConfig
+from sfu.errors import conflict, not_found
+from sfu.rooms.events import DomainEvent, SpaceCreated, SpaceEnded, WaitingAreaChanged
+from sfu.rooms.space import ENDED_BY_STAFF, Space
+from sfu.rooms.text import clean_message, clean_name, new_id
+
+DEFAULT_CLOSED_MESSAGE = "The waiting area is closed at the moment. Please try again later."
+
+
+class WaitingArea:
+    def __init__(
+        self,
+        clinic: str,
+        *,
+        settings: WaitingAreaConfig,
+        capacity: int,
+        max_spaces: int,
+        closed_message: str = "",
+        emit: Callable[[DomainEvent], None],
+    ) -> None:
+        self.clinic = clinic
+        self.settings = settings
+        self.capacity = capacity
+        self.max_spaces = max_spaces
+        self._emit = emit
+        self._spaces: dict[str, Space] = {}
+        self.closed = bool(closed_message)
+        self.closed_message = closed_message
+
+    # -- opening hours ------------------------------------------------------------------------
+
+    def close(self, message: str = "") -> None:
+        """Refuse new entries (409 with ``message``); spaces already here stay."""
+        message = clean_message(message) or DEFAULT_CLOSED_MESSAGE
+        self.closed, self.closed_message = True, message
+        self._emit(WaitingAreaChanged(self.clinic))
+
+    def open(self) -> None:
+        self.closed, self.closed_message = False, ""
+        self._emit(WaitingAreaChanged(self.clinic))
+
+    # -- spaces ---------------------------------------------------------------------------------
+
+    def enter(self, name: object, now: float, *, patient_sub: str | None = None) -> Space:
+        """A patient enters: a new private space (409 when closed or full, 400 for a bad name).
+
+        Rate limiting per address is the registry's (``ClinicRegistry.enter_waiting_area``).
+        """
+        if self.closed:
+            raise conflict(self.closed_message or DEFAULT_CLOSED_MESSAGE)
+        patient_name = clean_name(name)
+        if len(self._spaces) >= self.max_spaces:
+            raise conflict("The waiting area is full at the moment. Please try again later.")
+        space_id = new_id("sp_")
+        while space_id in self._spaces:  # pragma: no cover - 96 random bits
+            space_id = new_id("sp_")
+        space = Space(
+            id=space_id,
+            clinic=self.clinic,
+            patient_name=patient_name,
+            patient_sub=patient_sub or new_id("pt_"),
+            now=now,
+            capacity=self.capacity,
+            on_change=self._space_changed,
+        )
+        self._spaces[space_id] = space
+        self._emit(SpaceCreated(self.clinic, space_id))
+        self._emit(WaitingAreaChanged(self.clinic))
+        return space
+
+    def find(self, space_id: str) -> Space | None:
+        return self._spaces.get(space_id)
+
+    def get(self, space_id: str) -> Space:
+        space = self._spaces.get(space_id)
+        if space is None:
+            raise not_found("no such space: it has ended or never existed")
+        return space
+
+    @property
+    def spaces(self) -> list[Space]:
+        """Longest waiting first."""
+        return sorted(self._spaces.values(), key=lambda s: s.waiting_since)
+
+    def end(self, space_id: str, reason: str = ENDED_BY_STAFF) -> Space:
+        """Remove a space; everyone inside is to be told ``ended`` (event ``SpaceEnded``). 404 if gone."""
+        space = self.get(space_id)
+        self._remove(space, reason)
+        self._emit(WaitingAreaChanged(self.clinic))
+        return space
+
+    def end_all(self, reason: str) -> list[Space]:
+        """Remove every space (e.g. ``server_shutdown``)."""
+        ended = list(self._spaces.values())
+        for space in ended:
+            self._remove(space, reason)
+        if ended:
+            self._emit(WaitingAreaChanged(self.clinic))
+        return ended
+
+    def expire(self, now: float) -> list[Space]:
+        """Remove spaces whose patient never connected or whose reconnect grace ran out."""
+        removed: list[Space] = []
+        for space in list(self._spaces.values()):
+            reason = space.expiry_reason(
+                now,
+                unconnected_expiry=self.settings.unconnected_expiry,
+                reconnect_grace=self.settings.reconnect_grace,
+            )
+            if reason is not None:
+                self._remove(space, reason)
+                removed.append(space)
+        if removed:
+            self._emit(WaitingAreaChanged(self.clinic))
+        return removed
+
+    def to_json(self) -> dict[str, Any]:
+        """``GET waiting-area``; the WebSocket ``waiting_area`` message is ``{"type": ..., **this}``."""
+        return {
+            "spaces": [space.to_json() for space in self.spaces],
+            "closed": self.closed,
+            "message": self.closed_message,
+        }
+
+    def __len__(self) -> int:
+        return len(self._spaces)
+
+    def _remove(self, space: Space, reason: str) -> None:
+        del self._spaces[space.id]
+        inside = space.end(reason)
+        self._emit(SpaceEnded(self.clinic, space.id, reason, inside))
+
+    def _space_changed(self, space: Space) -> None:
+        if space.id in self._spaces:
+            self._emit(WaitingAreaChanged(self.clinic))

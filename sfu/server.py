@@ -1,0 +1,303 @@
+"""The server: HTTP + WebSocket on aiohttp, the clinic registry, the calls, and their owner.
+
+One idempotent ``close`` in a fixed order: stop accepting, tell everyone, close sessions and
+endpoints, await every task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiortc import RTCIceServer
+
+from sfu.api import setup_api_routes
+from sfu.auth import Claims
+from sfu.config import Config, parse_port_range
+from sfu.errors import ApiError, forbidden
+from sfu.metrics import Metrics
+from sfu.rooms import events as ev
+from sfu.rooms.call import Call, CallKey, Participant
+from sfu.rooms.clinic import ClinicRegistry
+from sfu.rooms.policy import ResolvedTarget, require_member
+from sfu.signaling import SignalingSession
+from sfu.transport.aiortc_glue import IceSettings
+from sfu.transport.endpoint import Endpoint, EndpointSettings
+from sfu.transport.forwarder import Counters
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).parent / "web"
+
+
+class Server:
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.counters = Counters()
+        self.registry = ClinicRegistry(config, on_event=self._on_domain_event)
+        self.calls: dict[CallKey, Call] = {}
+        self.sessions: set[SignalingSession] = set()
+        self.draining = False
+        self.metrics = Metrics(self.counters, self.snapshot)
+        self.endpoint_settings = self._endpoint_settings(config)
+        self.app = self._make_app()
+        self._runner: web.AppRunner | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.loop_lag = 0.0
+        self.port = config.server.port
+
+    @staticmethod
+    def _endpoint_settings(config: Config) -> EndpointSettings:
+        media = config.media
+        return EndpointSettings(
+            ice=IceSettings(tuple(media.ice_addresses), media.announced_address,
+                            parse_port_range(media.udp_ports)),
+            ice_servers=tuple(RTCIceServer(urls=s.urls, username=s.username or None,
+                                           credential=s.credential or None)
+                              for s in media.ice_servers),
+            inactivity_timeout=media.inactivity_timeout,
+            connect_timeout=media.connect_timeout,
+            packet_cache_size=media.packet_cache_size,
+            pli_interval=media.pli_interval,
+        )
+
+    def _make_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.server.max_message_bytes)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/v1/ws", self._ws)
+        setup_api_routes(app, self.registry, self.config, clock=self.clock)
+        if WEB_DIR.is_dir():
+            from sfu.web_routes import setup_web_routes
+
+            setup_web_routes(app, WEB_DIR)
+        return app
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self, host: str | None = None, port: int | None = None) -> None:
+        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host or self.config.server.host,
+                           self.config.server.port if port is None else port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        self._spawn(self._housekeeping())
+        self._spawn(self._measure_loop_lag())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Refuse new joins, tell everyone ``server_shutdown``, wait for them to go."""
+        self.draining = True
+        for session in list(self.sessions):
+            session.ended("server_shutdown")
+        deadline = time.monotonic() + (timeout or self.config.server.drain_timeout)
+        while self.calls and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.draining = True
+        for session in list(self.sessions):
+            session.ended("server_shutdown")
+        for call in list(self.calls.values()):
+            for participant in list(call.participants.values()):
+                endpoint = participant.endpoint
+                call.remove(participant.id)
+                if isinstance(endpoint, Endpoint):
+                    await endpoint.close()
+        self.calls.clear()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.registry.expire(self.clock())
+
+    async def _measure_loop_lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            start = loop.time()
+            await asyncio.sleep(0.25)
+            lag = max(0.0, loop.time() - start - 0.25)
+            self.loop_lag = lag
+            self.metrics.loop_lag.observe(lag)
+
+    # -- HTTP -------------------------------------------------------------------------------------
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if self.draining:
+            return web.json_response({"status": "draining"}, status=503)
+        if self.loop_lag > 1.0:
+            return web.json_response({"status": "overloaded", "loop_lag": self.loop_lag}, status=503)
+        return web.json_response({"status": "ready"})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(),
+                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(heartbeat=20, max_msg_size=max(
+            4 * self.config.server.max_message_bytes, 1 << 20))
+        await ws.prepare(request)
+        session = SignalingSession(self, ws)
+        self.sessions.add(session)
+        await session.run(request.query.get("token"))
+        return ws
+
+    # -- joining and leaving ----------------------------------------------------------------------
+    def admit(self, session: SignalingSession, claims: Claims,
+              resolved: ResolvedTarget) -> tuple[str, str] | None:
+        """Admit a participant, or return (code, message) for the refusal. Changes nothing on refusal."""
+        if self.draining:
+            return "draining", "the server is shutting down; try again in a moment"
+        venue = resolved.venue
+        key = CallKey(resolved.clinic.id, venue.kind, venue.id)
+        call = self.calls.get(key)
+        if call is None:
+            call = Call(key, self.config.limits.max_participants)
+        if venue.closed:
+            return "not_found", "this consultation has ended"
+        # the same identity joining again replaces its old connection (a reload, a reconnect)
+        for other in list(call.participants.values()):
+            if other.identity == claims.sub and other.role == claims.role:
+                old = self._session_of(other)
+                if old is not None:
+                    old.ended("replaced")
+                    self._detach(old, call, other, "replaced")
+        if call.full:
+            return "room_full", (f"this call already has {len(call)} participants, "
+                                 f"the most allowed is {call.max_participants}")
+        pid = "p_" + secrets.token_hex(8)
+        name = claims.name or getattr(venue, "patient_name", "") if claims.role == "patient" \
+            else claims.name or claims.role.capitalize()
+        try:
+            venue.participant_joined(pid, name, claims.role, self.clock())
+        except ApiError as exc:
+            return exc.code, exc.message
+        participant = Participant(pid, name, claims.role, claims.sub, joined_at=self.clock(),
+                                  notify=session.send)
+        endpoint = Endpoint(pid, self.endpoint_settings, session, self.counters)
+        participant.endpoint = endpoint
+        self.calls[key] = call
+        call.add(participant)
+        self.metrics.join_outcome(claims.role, "admitted")
+        if claims.role in ("staff", "admin") and key.kind == "space":
+            since = getattr(venue, "waiting_since", None)
+            if since is not None and not getattr(venue, "_wait_observed", False):
+                venue._wait_observed = True
+                self.metrics.wait_seconds.observe(max(0.0, self.clock() - since))
+        log.info("participant %s (%s) joined %s %s", pid, claims.role, key.kind, key.id)
+        session.joined(call, participant, endpoint, venue)
+        return None
+
+    def _session_of(self, participant: Participant) -> SignalingSession | None:
+        return next((s for s in self.sessions if s.participant is participant), None)
+
+    def _detach(self, session: SignalingSession, call: Call, participant: Participant,
+                reason: str) -> None:
+        call.remove(participant.id)
+        if session.venue is not None:
+            session.venue.participant_left(participant.id, self.clock())
+        if not call.participants:
+            self.calls.pop(call.key, None)
+        session._left = True
+        if session.endpoint is not None:
+            self._spawn(session.endpoint.close())
+        log.info("participant %s left %s %s (%s)", participant.id, call.key.kind, call.key.id, reason)
+
+    async def remove_participant(self, session: SignalingSession, reason: str) -> None:
+        call, participant = session.call, session.participant
+        if call is None or participant is None:
+            return
+        if call.participants.get(participant.id) is participant:
+            call.remove(participant.id)
+            if session.venue is not None:
+                session.venue.participant_left(participant.id, self.clock())
+            if not call.participants:
+                self.calls.pop(call.key, None)
+            log.info("participant %s left %s %s (%s)", participant.id, call.key.kind, call.key.id,
+                     reason)
+        if session.endpoint is not None:
+            await session.endpoint.close()
+
+    # -- waiting-area feed ------------------------------------------------------------------------
+    def watch(self, session: SignalingSession, claims: Claims, clinic_id: str) -> None:
+        try:
+            require_member(claims, clinic_id)
+        except ApiError:
+            raise forbidden("only staff of this clinic may watch its waiting area") from None
+        clinic = self.registry.get(clinic_id)
+        session.watching = clinic_id
+        session.send({"type": "waiting_area", "clinic": clinic_id,
+                      "spaces": [s.to_json() for s in clinic.waiting_area.spaces]})
+
+    def _on_domain_event(self, event: ev.DomainEvent) -> None:
+        if isinstance(event, ev.WaitingAreaChanged):
+            clinic = self.registry.find(event.clinic)
+            if clinic is None:
+                return
+            message = {"type": "waiting_area", "clinic": event.clinic,
+                       "spaces": [s.to_json() for s in clinic.waiting_area.spaces]}
+            for session in self.sessions:
+                if session.watching == event.clinic:
+                    session.send(message)
+        elif isinstance(event, ev.SpaceEnded):
+            self._end_call(CallKey(event.clinic, "space", event.space), event.reason)
+        elif isinstance(event, ev.RoomDeleted):
+            self._end_call(CallKey(event.clinic, "room", event.room), "room_deleted")
+
+    def _end_call(self, key: CallKey, reason: str) -> None:
+        call = self.calls.get(key)
+        if call is None:
+            return
+        for participant in list(call.participants.values()):
+            session = self._session_of(participant)
+            if session is not None:
+                session.ended(reason)
+
+    # -- snapshots for metrics and clients ----------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        roles: dict[str, int] = {}
+        rooms = {"space": 0, "room": 0}
+        for call in self.calls.values():
+            rooms[call.key.kind] += 1
+            for p in call.participants.values():
+                roles[p.role] = roles.get(p.role, 0) + 1
+        waiting = sum(1 for clinic in self.registry.clinics for s in clinic.waiting_area.spaces
+                      if s.status == "waiting" and s.patient_present)
+        return {"participants": roles, "rooms": rooms, "waiting_patients": waiting}
+
+    def ice_servers_json(self) -> list[dict[str, Any]]:
+        out = []
+        for server in self.config.media.ice_servers:
+            entry: dict[str, Any] = {"urls": server.urls}
+            if server.username:
+                entry["username"] = server.username
+                entry["credential"] = server.credential
+            out.append(entry)
+        return out

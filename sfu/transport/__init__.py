@@ -1,0 +1,1 @@
+"""WebRTC transport and the forwarding core. Knows nothing about clinics."""

@@ -1,0 +1,191 @@
+"""Everything that reaches into aiortc/aioice internals lives here (pinned: aiortc 1.16.0).
+
+aiortc gives us SDP, ICE, DTLS and the SRTP keys. What it would do with media (jitter buffer,
+decoder threads, encoder loops) is switched off; RTP and RTCP are taken right after SRTP
+unprotect and sent right before the socket. tests/transport/test_aiortc_glue.py covers each
+hook, so an aiortc upgrade that moves them fails loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import random
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aioice.candidate import Candidate, candidate_foundation, candidate_priority
+from aioice.ice import Connection, StunProtocol, get_host_addresses
+from aiortc import RTCRtpTransceiver
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtcrtpsender import RTCRtpSender
+
+RtpHandler = Callable[[bytes, float], None]
+RtcpHandler = Callable[[bytes, float], None]
+
+
+@dataclass(frozen=True)
+class IceSettings:
+    addresses: tuple[str, ...] = ("127.0.0.1",)
+    announced_address: str = ""
+    port_range: tuple[int, int] | None = None
+
+
+async def _noop_async(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+def disable_media_pipeline(transceiver: RTCRtpTransceiver, *, keep_sender: bool = False) -> None:
+    """Keep aiortc from decoding (receiver thread) and, unless asked, from running its sender.
+
+    With ``receive`` a no-op the receiver never starts its decoder thread nor registers with the
+    RTP router; with ``send`` a no-op the sender runs neither its RTP nor its RTCP loop.
+    """
+    receiver: RTCRtpReceiver = transceiver.receiver
+    receiver.receive = _noop_async  # type: ignore[method-assign]
+    if not keep_sender:
+        sender: RTCRtpSender = transceiver.sender
+        sender.send = _noop_async  # type: ignore[method-assign]
+
+
+def hook_dtls(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler,
+              clock: Callable[[], float], *, pass_rtcp: bool = False) -> None:
+    """Take unprotected RTP/RTCP from ``dtls`` before aiortc routes it.
+
+    ``pass_rtcp`` keeps aiortc's own RTCP routing as well (a client's sender answers NACKs).
+    """
+    original_rtcp = dtls._handle_rtcp_data
+
+    async def handle_rtp(data: bytes, arrival_time_ms: int) -> None:
+        on_rtp(data, clock())
+
+    async def handle_rtcp(data: bytes) -> None:
+        on_rtcp(data, clock())
+        if pass_rtcp:
+            await original_rtcp(data)
+
+    dtls._handle_rtp_data = handle_rtp  # type: ignore[method-assign]
+    dtls._handle_rtcp_data = handle_rtcp  # type: ignore[method-assign]
+
+
+class WireSender:
+    """Protects and sends synchronously: no coroutine, no queue on the packet path."""
+
+    __slots__ = ("_dtls", "_protect", "_protect_rtcp", "_sendto", "_addr", "errors")
+
+    def __init__(self, dtls: RTCDtlsTransport) -> None:
+        self._dtls = dtls
+        self._sendto: Callable[[bytes, Any], None] | None = None
+        self._addr: Any = None
+        self.errors = 0
+
+    def _bind(self) -> bool:
+        dtls = self._dtls
+        if dtls.state != "connected" or dtls._tx_srtp is None:
+            return False
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None or pair.protocol.transport is None:
+            return False
+        self._protect = dtls._tx_srtp.protect
+        self._protect_rtcp = dtls._tx_srtp.protect_rtcp
+        self._sendto = pair.protocol.transport.sendto
+        self._addr = pair.remote_addr
+        return True
+
+    def send_rtp(self, data: bytes) -> None:
+        if self._sendto is None and not self._bind():
+            return
+        try:
+            self._sendto(self._protect(data), self._addr)  # type: ignore[misc]
+        except Exception:  # noqa: BLE001 - a dead socket or SRTP error must not stop the fan-out
+            self.errors += 1
+
+    def send_rtcp(self, data: bytes) -> None:
+        if self._sendto is None and not self._bind():
+            return
+        try:
+            self._sendto(self._protect_rtcp(data), self._addr)  # type: ignore[misc]
+        except Exception:  # noqa: BLE001
+            self.errors += 1
+
+    def reset(self) -> None:
+        self._sendto = None
+
+
+def _bind_udp(address: str, port_range: tuple[int, int] | None) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        if port_range is None:
+            sock.bind((address, 0))
+            return sock
+        lo, hi = port_range
+        ports = list(range(lo, hi + 1))
+        random.shuffle(ports)
+        for port in ports:
+            try:
+                sock.bind((address, port))
+                return sock
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+        raise OSError(errno.EADDRINUSE, f"no free UDP port in {lo}-{hi} on {address}")
+    except BaseException:
+        sock.close()
+        raise
+
+
+def install_gatherer(connection: Connection, settings: IceSettings) -> None:
+    """Replace aioice's host gathering: chosen addresses (127.0.0.1 allowed), a port range,
+    and an announced address for 1:1 NAT. STUN/TURN candidates are not gathered by the server."""
+
+    async def gather_candidates() -> None:
+        if connection._local_candidates_start:
+            return
+        connection._local_candidates_start = True
+        loop = asyncio.get_running_loop()
+        addresses = list(settings.addresses) or get_host_addresses(use_ipv4=True, use_ipv6=False)
+        for address in addresses:
+            sock = _bind_udp(address, settings.port_range)
+            _, protocol = await loop.create_datagram_endpoint(
+                lambda: StunProtocol(connection), sock=sock)
+            port = sock.getsockname()[1]
+            host = settings.announced_address or address
+            protocol.local_candidate = Candidate(
+                foundation=candidate_foundation("host", "udp", host), component=1,
+                transport="udp", priority=candidate_priority(1, "host"), host=host,
+                port=port, type="host")
+            connection._protocols.append(protocol)
+            connection._local_candidates.append(protocol.local_candidate)
+        connection._local_candidates_end = True
+
+    connection.gather_candidates = gather_candidates  # type: ignore[method-assign]
+
+
+def ice_connection(dtls: RTCDtlsTransport) -> Connection:
+    return dtls.transport._connection
+
+
+def dtls_of(transceiver: RTCRtpTransceiver) -> RTCDtlsTransport:
+    dtls: RTCDtlsTransport = transceiver.receiver.transport
+    return dtls
+
+
+def set_stream_id(transceiver: RTCRtpTransceiver, stream_id: str, track_id: str) -> None:
+    """msid of a sending m-line: one stream per publisher, so receivers sync its audio and video."""
+    transceiver.sender._stream_id = stream_id
+    transceiver.sender._track_id = track_id
+
+
+def sender_ssrcs(transceiver: RTCRtpTransceiver) -> tuple[int, int]:
+    sender = transceiver.sender
+    return int(sender._ssrc), int(sender._rtx_ssrc)
+
+
+def on_connection_state(pc: Any, callback: Callable[[str], Awaitable[None] | None]) -> None:
+    pc.on("connectionstatechange", lambda: callback(pc.connectionState))

@@ -1,0 +1,367 @@
+"""A participant's media endpoint: one peer, what it publishes, what it is sent.
+
+Owns the WebRTC peer, the producers of the participant's own tracks, the outgoing streams
+towards it, its RTCP timer and its liveness check. Negotiation is serialized here: never two
+offers in flight; a change during one marks the endpoint dirty and re-offers after the answer.
+Knows nothing about clinics or rooms: the owner wires endpoints together with ``subscribe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiortc import RTCIceServer
+
+from sfu.errors import NegotiationError
+from sfu.transport import packets as P
+from sfu.transport.aiortc_glue import IceSettings
+from sfu.transport.forwarder import Consumer, Counters, OutStream, Producer
+from sfu.transport.peer import CLOCK_RATES, AnswerInfo, SendSlot, WebRtcPeer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EndpointSettings:
+    ice: IceSettings = IceSettings()
+    ice_servers: tuple[RTCIceServer, ...] = ()
+    inactivity_timeout: float = 30.0
+    connect_timeout: float = 20.0
+    packet_cache_size: int = 512
+    pli_interval: float = 1.0
+    rtcp_interval: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrackInfo:
+    mid: str
+    participant: str
+    kind: str
+
+
+class EndpointListener:
+    """What an endpoint tells its owner. Every method has a do-nothing default."""
+
+    async def send_offer(self, endpoint: Endpoint, sdp: str, tracks: list[TrackInfo]) -> None:
+        return None
+
+    def producers_changed(self, endpoint: Endpoint) -> None:
+        return None
+
+    def failed(self, endpoint: Endpoint, reason: str) -> None:
+        return None
+
+    def first_media(self, endpoint: Endpoint) -> None:
+        return None
+
+
+class Endpoint:
+    def __init__(self, endpoint_id: str, settings: EndpointSettings, listener: EndpointListener,
+                 counters: Counters, clock: Callable[[], float] = time.monotonic) -> None:
+        self.id = endpoint_id
+        self.settings = settings
+        self.listener = listener
+        self.counters = counters
+        self.clock = clock
+        self.peer = WebRtcPeer(ice=settings.ice, ice_servers=list(settings.ice_servers),
+                               on_rtp=self._on_rtp, on_rtcp=self._on_rtcp,
+                               on_state=self._on_state, clock=clock)
+        self.producers: dict[str, Producer] = {}  # kind -> producer
+        self._by_ssrc: dict[int, Producer] = {}
+        self._by_rtx: dict[int, Producer] = {}
+        self.out_by_ssrc: dict[int, OutStream] = {}
+        self._slots: dict[Producer, tuple[SendSlot, OutStream, Consumer]] = {}
+        self._offer_in_flight = False
+        self._dirty = False
+        self._negotiated_once = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
+        self.last_rx = clock()
+        self.created = clock()
+        self.connected = False
+        self.got_media = False
+        self.closed = False
+        self.rtt: float | None = None
+        self.rr_listeners: list[Callable[[P.ReportBlock, float, float | None], None]] = []
+        self.remb_listeners: list[Callable[[int, float], None]] = []
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._spawn(self._run_rtcp(), "rtcp")
+        self._spawn(self._watch_liveness(), "liveness")
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(f"endpoint-{self.id}-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def defer(self, delay: float, fn: Callable[[float], None]) -> None:
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            fn(self.clock())
+
+        handle = loop.call_later(delay, fire)
+        self._timers.add(handle)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for producer in self.producers.values():
+            producer.close()
+        for _, _, consumer in self._slots.values():
+            consumer.close()
+        self._slots.clear()
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.peer.close()
+
+    def _on_state(self, state: str) -> None:
+        if state == "connected":
+            self.connected = True
+            self.last_rx = self.clock()
+        elif state in ("failed", "closed") and not self.closed:
+            self.listener.failed(self, f"transport {state}")
+
+    async def _watch_liveness(self) -> None:
+        s = self.settings
+        while True:
+            await asyncio.sleep(1.0)
+            now = self.clock()
+            if not self.connected:
+                if self._negotiated_once and now - self.created > s.connect_timeout:
+                    self.listener.failed(self, "connect timeout")
+                    return
+            elif now - self.last_rx > s.inactivity_timeout:
+                self.listener.failed(self, "no media or RTCP")
+                return
+
+    # -- negotiation --------------------------------------------------------------------------
+    def renegotiate(self) -> None:
+        """Offer again when possible; never two offers in flight."""
+        if self.closed:
+            return
+        if self._offer_in_flight:
+            self._dirty = True
+            return
+        self._offer_in_flight = True
+        self._dirty = False
+        self._spawn(self._offer(), "offer")
+
+    async def _offer(self) -> None:
+        try:
+            sdp = await self.peer.create_offer()
+            for slot, out, _ in self._slots.values():
+                if slot.mid is not None and out.mid != slot.mid:
+                    out.set_mid(slot.mid)
+            await self.listener.send_offer(self, sdp, self.tracks())
+        except Exception as exc:  # noqa: BLE001 - a failure at the participant's boundary
+            log.exception("endpoint %s: offer failed", self.id)
+            self.listener.failed(self, f"offer failed: {exc}")
+
+    def tracks(self) -> list[TrackInfo]:
+        return [TrackInfo(slot.mid or "", c.producer.owner, slot.kind)
+                for slot, _, c in self._slots.values() if slot.mid is not None]
+
+    async def apply_answer(self, sdp: str) -> None:
+        if not self._offer_in_flight:
+            raise NegotiationError("no offer is waiting for an answer")
+        info = await self.peer.apply_answer(sdp)
+        self._offer_in_flight = False
+        self._negotiated_once = True
+        self._apply_payload_types(info)
+        if self._update_producers(info):
+            self.listener.producers_changed(self)
+        if self._dirty:
+            self.renegotiate()
+
+    def _apply_payload_types(self, info: AnswerInfo) -> None:
+        for slot, out, consumer in self._slots.values():
+            names = info.payload_types.get(slot.mid or "", {})
+            producer = consumer.producer
+            name = "opus" if slot.kind == "audio" else "vp8"
+            if name in names:
+                out.pt_map[producer.payload_type] = names[name]
+                consumer.refresh_payload_type()
+
+    def _update_producers(self, info: AnswerInfo) -> bool:
+        changed = False
+        for kind, pub in info.publish.items():
+            current = self.producers.get(kind)
+            if current is not None and (not pub.active or current.ssrc != pub.ssrc):
+                self._drop_producer(kind)
+                changed = True
+            if pub.active and kind not in self.producers:
+                producer = Producer(
+                    producer_id=f"{self.id}:{kind}", owner=self.id, kind=kind,
+                    clock_rate=CLOCK_RATES[kind], ssrc=pub.ssrc, rtx_ssrc=pub.rtx_ssrc,
+                    payload_type=pub.payload_type, rtx_payload_type=pub.rtx_payload_type,
+                    feedback=self.peer.wire, rtcp_ssrc=self.peer.rtcp_ssrc, counters=self.counters,
+                    defer=self.defer, ext_ids=pub.ext_ids,
+                    cache_size=self.settings.packet_cache_size, pli_interval=self.settings.pli_interval)
+                producer.mid = pub.mid
+                self.producers[kind] = producer
+                if pub.ssrc is not None:
+                    self._by_ssrc[pub.ssrc] = producer
+                if pub.rtx_ssrc is not None:
+                    self._by_rtx[pub.rtx_ssrc] = producer
+                changed = True
+        return changed
+
+    def _drop_producer(self, kind: str) -> None:
+        producer = self.producers.pop(kind)
+        self._by_ssrc = {k: v for k, v in self._by_ssrc.items() if v is not producer}
+        self._by_rtx = {k: v for k, v in self._by_rtx.items() if v is not producer}
+        producer.close()
+
+    async def add_candidate(self, candidate: str, sdp_mid: str | None) -> None:
+        await self.peer.add_ice_candidate(candidate, sdp_mid)
+
+    # -- subscriptions ------------------------------------------------------------------------
+    def subscribe(self, producer: Producer) -> Consumer:
+        """Forward ``producer`` to this endpoint on a (possibly recycled) m-line."""
+        existing = self._slots.get(producer)
+        if existing is not None:
+            return existing[2]
+        slot = self.peer.acquire_slot(producer.kind, producer.owner, producer.id)
+        out = self.out_by_ssrc.get(slot.ssrc)
+        if out is None:
+            out = OutStream(ssrc=slot.ssrc, mid=slot.mid or "", kind=slot.kind, sink=self.peer.wire,
+                            clock_rate=CLOCK_RATES[slot.kind], pt_map={})
+            self.out_by_ssrc[slot.ssrc] = out
+        consumer = Consumer(producer, out, self.counters)
+        self._slots[producer] = (slot, out, consumer)
+        self.renegotiate()
+        producer.request_keyframe(self.clock())
+        return consumer
+
+    def unsubscribe(self, producer: Producer) -> None:
+        entry = self._slots.pop(producer, None)
+        if entry is None:
+            return
+        slot, _, consumer = entry
+        consumer.close()
+        self.peer.release_slot(slot)
+        self.renegotiate()
+
+    def consumers(self) -> list[Consumer]:
+        return [c for _, _, c in self._slots.values()]
+
+    def subscribed(self) -> list[Producer]:
+        return list(self._slots)
+
+    # -- packets in -----------------------------------------------------------------------------
+    def _on_rtp(self, data: bytes, now: float) -> None:
+        self.last_rx = now
+        try:
+            packet = P.parse_rtp(data)
+        except ValueError:
+            self.counters.drop("malformed")
+            return
+        producer = self._by_ssrc.get(packet.ssrc)
+        if producer is not None:
+            if not self.got_media:
+                self.got_media = True
+                self.listener.first_media(self)
+            producer.on_rtp(packet, now)
+            return
+        producer = self._by_rtx.get(packet.ssrc)
+        if producer is not None:
+            producer.on_rtx(packet, now)
+            return
+        self._learn_ssrc(packet, now)
+
+    def _learn_ssrc(self, packet: P.RtpPacket, now: float) -> None:
+        """A publisher that announced no SSRC: match by the mid extension, then payload type."""
+        for producer in self.producers.values():
+            mid_id = producer.ext_mid_id
+            if producer.ssrc is None and (
+                    (mid_id is not None and packet.ext.get(mid_id) == producer.mid.encode())
+                    or packet.pt == producer.payload_type):
+                producer.ssrc = packet.ssrc
+                self._by_ssrc[packet.ssrc] = producer
+                producer.on_rtp(packet, now)
+                return
+        self.counters.drop("unknown_ssrc")
+
+    def _on_rtcp(self, data: bytes, now: float) -> None:
+        self.last_rx = now
+        try:
+            messages = P.parse_rtcp(data)
+        except ValueError:
+            self.counters.drop("malformed_rtcp")
+            return
+        for msg in messages:
+            if isinstance(msg, P.SenderReport):
+                producer = self._by_ssrc.get(msg.ssrc)
+                if producer is not None:
+                    producer.on_sender_report(msg, now)
+                self._on_report_blocks(msg.reports, now)
+            elif isinstance(msg, P.ReceiverReport):
+                self._on_report_blocks(msg.reports, now)
+            elif isinstance(msg, P.Nack):
+                out = self.out_by_ssrc.get(msg.media_ssrc)
+                if out is not None and out.consumer is not None:
+                    self.counters.nacks += 1
+                    for seq in msg.lost[:64]:
+                        out.consumer.retransmit(seq)
+            elif isinstance(msg, P.Pli):
+                self._keyframe_for(msg.media_ssrc, now)
+            elif isinstance(msg, P.Fir):
+                for ssrc in msg.media_ssrcs:
+                    self._keyframe_for(ssrc, now)
+            elif isinstance(msg, P.Remb):
+                for listener in self.remb_listeners:
+                    listener(msg.bitrate, now)
+
+    def _keyframe_for(self, ssrc: int, now: float) -> None:
+        out = self.out_by_ssrc.get(ssrc)
+        if out is not None and out.consumer is not None:
+            out.consumer.producer.request_keyframe(now)
+
+    def _on_report_blocks(self, blocks: list[P.ReportBlock], now: float) -> None:
+        for block in blocks:
+            out = self.out_by_ssrc.get(block.ssrc)
+            if out is None:
+                continue
+            rtt = None
+            sent_at = out.sent_srs.get(block.lsr) if block.lsr else None
+            if sent_at is not None:
+                rtt = max(0.0, now - sent_at - block.dlsr / 65536)
+                self.rtt = rtt if self.rtt is None else 0.8 * self.rtt + 0.2 * rtt
+            for listener in self.rr_listeners:
+                listener(block, now, rtt)
+
+    # -- RTCP out -------------------------------------------------------------------------------
+    def rtcp_compound(self, now: float) -> bytes:
+        parts: list[bytes] = []
+        for out in self.out_by_ssrc.values():
+            sr = out.sender_report(now)
+            if sr is not None:
+                parts.append(P.build_sr(sr))
+        blocks = [p.stats.report(p.ssrc, now) for p in self.producers.values()
+                  if p.ssrc is not None and p.stats.started]
+        if blocks or not parts:
+            parts.insert(0, P.build_rr(P.ReceiverReport(self.peer.rtcp_ssrc, blocks)))
+        parts.append(P.build_sdes_cname(self.peer.rtcp_ssrc, f"sfu-{self.id}"))
+        return b"".join(parts)
+
+    async def _run_rtcp(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.rtcp_interval)
+            if self.connected:
+                self.peer.wire.send_rtcp(self.rtcp_compound(self.clock()))

@@ -1,0 +1,329 @@
+"""The forwarding core: producers (published streams) fan packets out to consumers.
+
+No asyncio, no aiortc: packets come in through ``Producer.on_rtp`` and leave through a
+``PacketSink``. A producer parses nothing again once the endpoint parsed the packet; each
+consumer only decides (forward, drop, re-anchor) and rewrites the fixed header.
+
+Outgoing continuity belongs to an ``OutStream`` (one sending m-line of a subscriber, one SSRC):
+when the source behind it changes (a recycled m-line, a pause) a new anchor keeps sequence
+numbers contiguous and timestamps moving forward, so the receiver sees one unbroken stream.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Protocol
+
+from sfu.transport.packetcache import PacketCache
+from sfu.transport.packets import (
+    RtpPacket,
+    SenderReport,
+    abs_send_time,
+    build_nack,
+    build_pli,
+    build_rtp,
+    ext_block,
+    ext_element,
+    unwrap_rtx,
+    vp8_frame_info,
+)
+from sfu.transport.stats import ReceiveStats
+
+# Extension ids the server offers (aiortc's): the same for every peer, since the server always offers.
+EXT_MID = 1
+EXT_AUDIO_LEVEL = 2
+EXT_ABS_SEND_TIME = 3
+
+
+class PacketSink(Protocol):
+    def send_rtp(self, data: bytes) -> None: ...
+
+    def send_rtcp(self, data: bytes) -> None: ...
+
+
+class Counters:
+    """Per-process totals, bumped with plain integer adds on the packet path, read on scrape."""
+
+    __slots__ = ("forwarded_packets", "forwarded_bytes", "received_packets", "dropped",
+                 "nacks", "retransmitted", "plis")
+
+    def __init__(self) -> None:
+        self.forwarded_packets = {"audio": 0, "video": 0}
+        self.forwarded_bytes = {"audio": 0, "video": 0}
+        self.received_packets = {"audio": 0, "video": 0}
+        self.dropped: dict[str, int] = {}
+        self.nacks = 0
+        self.retransmitted = 0
+        self.plis = 0
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + n
+
+
+Defer = Callable[[float, Callable[[float], None]], None]
+
+
+class Producer:
+    """One published track of one participant: an SSRC, its RTX SSRC, cache and statistics."""
+
+    def __init__(self, *, producer_id: str, owner: str, kind: str, clock_rate: int, ssrc: int | None,
+                 rtx_ssrc: int | None, payload_type: int, rtx_payload_type: int | None,
+                 feedback: PacketSink, rtcp_ssrc: int, counters: Counters, defer: Defer,
+                 ext_ids: dict[str, int], cache_size: int = 512, pli_interval: float = 1.0) -> None:
+        self.id = producer_id
+        self.owner = owner
+        self.kind = kind
+        self.clock_rate = clock_rate
+        self.ssrc = ssrc
+        self.rtx_ssrc = rtx_ssrc
+        self.payload_type = payload_type
+        self.rtx_payload_type = rtx_payload_type
+        self.consumers: list[Consumer] = []
+        self.stats = ReceiveStats(clock_rate)
+        self.cache = PacketCache(cache_size) if kind == "video" else None
+        self._feedback = feedback
+        self._rtcp_ssrc = rtcp_ssrc
+        self._counters = counters
+        self._defer = defer
+        self._pli_interval = pli_interval
+        self._last_pli = -1e9
+        self._pli_pending = False
+        self._in_audio_level = ext_ids.get("audio_level")
+        self._in_abs_send_time = ext_ids.get("abs_send_time")
+        self.ext_mid_id = ext_ids.get("mid")
+        self.mid = ""
+        self._is_video = kind == "video"
+        # NTP/RTP mapping from the publisher's last sender report: (ntp, rtp_ts, received at)
+        self.sr: tuple[int, int, float] | None = None
+        self.packets = 0
+        self.octets = 0
+        self.last_packet_at = 0.0
+        self.keyframes = 0
+        self.closed = False
+
+    # -- the packet path -----------------------------------------------------------------
+    def on_rtp(self, packet: RtpPacket, now: float) -> None:
+        self.stats.add(packet.seq, packet.ts, now)
+        self.packets += 1
+        self.octets += len(packet.data)
+        self.last_packet_at = now
+        self._counters.received_packets[self.kind] += 1
+        ext = packet.ext
+        if self._is_video:
+            packet.frame_start, packet.keyframe = vp8_frame_info(packet.data, packet.payload_offset)
+            if packet.keyframe:
+                self.keyframes += 1
+            packet.shared_ext = ext_element(EXT_ABS_SEND_TIME, abs_send_time(now))
+            self.cache.add(packet)  # type: ignore[union-attr]
+        elif self._in_audio_level is not None and ext:
+            level = ext.get(self._in_audio_level)
+            if level is not None:
+                packet.shared_ext = ext_element(EXT_AUDIO_LEVEL, level)
+        packet.arrival = now
+        for consumer in self.consumers:
+            consumer.forward(packet, now)
+
+    def on_rtx(self, packet: RtpPacket, now: float) -> None:
+        if self.ssrc is None:
+            return
+        try:
+            original = unwrap_rtx(packet, self.payload_type, self.ssrc)
+        except ValueError:
+            self._counters.drop("rtx_padding")
+            return
+        if self.cache is not None and self.cache.get(original.seq) is not None:
+            self._counters.drop("duplicate")
+            return
+        self.on_rtp(original, now)
+
+    # -- feedback towards the publisher ----------------------------------------------------
+    def request_keyframe(self, now: float) -> None:
+        """Ask the publisher for a keyframe, at most once per ``pli_interval``."""
+        if not self._is_video or self.closed or self.ssrc is None:
+            return
+        wait = self._last_pli + self._pli_interval - now
+        if wait <= 0:
+            self._last_pli = now
+            self._pli_pending = False
+            self._counters.plis += 1
+            self._feedback.send_rtcp(build_pli(self._rtcp_ssrc, self.ssrc))
+        elif not self._pli_pending:
+            self._pli_pending = True
+            self._defer(wait, self._flush_pli)
+
+    def _flush_pli(self, now: float) -> None:
+        if self._pli_pending and not self.closed:
+            self._pli_pending = False
+            self._last_pli = -1e9
+            self.request_keyframe(now)
+
+    def nack_upstream(self, lost: list[int]) -> None:
+        if self.ssrc is not None and lost:
+            self._feedback.send_rtcp(build_nack(self._rtcp_ssrc, self.ssrc, lost))
+
+    def on_sender_report(self, sr: SenderReport, now: float) -> None:
+        self.sr = (sr.ntp, sr.rtp_ts, now)
+        self.stats.on_sender_report(sr.ntp, now)
+
+    def close(self) -> None:
+        self.closed = True
+        for consumer in list(self.consumers):
+            consumer.close()
+        self.consumers.clear()
+
+
+class OutStream:
+    """One sending m-line of a subscriber: its SSRC, and continuity across sources."""
+
+    __slots__ = ("ssrc", "mid", "kind", "sink", "mid_element", "last_seq", "last_ts",
+                 "last_sent_at", "packets", "octets", "consumer", "clock_rate", "pt_map", "sent_srs")
+
+    def __init__(self, *, ssrc: int, mid: str, kind: str, sink: PacketSink, clock_rate: int,
+                 pt_map: dict[int, int]) -> None:
+        self.ssrc = ssrc
+        self.mid = mid
+        self.kind = kind
+        self.sink = sink
+        self.clock_rate = clock_rate
+        self.pt_map = pt_map
+        self.mid_element = b""
+        self.set_mid(mid)
+        self.last_seq = random.randint(0, 0x7FFF)
+        self.last_ts = random.randint(0, 0x7FFFFFFF)
+        self.last_sent_at: float | None = None
+        self.packets = 0
+        self.octets = 0
+        self.consumer: Consumer | None = None
+        self.sent_srs: dict[int, float] = {}  # middle 32 bits of NTP -> send time, for RTT
+
+    def set_mid(self, mid: str) -> None:
+        """The mid is known once the offer that adds the m-line is made."""
+        self.mid = mid
+        self.mid_element = ext_element(EXT_MID, mid.encode()) if mid else b""
+
+    def sender_report(self, now: float) -> SenderReport | None:
+        """An SR translated from the current source's own SR, or None without a mapping."""
+        consumer = self.consumer
+        if consumer is None or consumer.anchor is None or self.last_sent_at is None:
+            return None
+        sr = consumer.producer.sr
+        if sr is None:
+            return None
+        ntp, rtp_ts, at = sr
+        elapsed = now - at
+        ntp_now = ntp + int(elapsed * (1 << 32))
+        rtp_now = (rtp_ts + int(elapsed * self.clock_rate) + consumer.anchor[2]) & 0xFFFFFFFF
+        self.sent_srs[(ntp_now >> 16) & 0xFFFFFFFF] = now
+        if len(self.sent_srs) > 8:
+            self.sent_srs.pop(next(iter(self.sent_srs)))
+        return SenderReport(self.ssrc, ntp_now, rtp_now, self.packets, self.octets)
+
+
+class Consumer:
+    """A producer's forwarded copy towards one subscriber, through one ``OutStream``."""
+
+    __slots__ = ("producer", "out", "paused", "need_keyframe", "anchor", "anchors", "_pt",
+                 "_counters", "_kind", "dropped", "closed", "_video")
+
+    def __init__(self, producer: Producer, out: OutStream, counters: Counters) -> None:
+        self.producer = producer
+        self.out = out
+        self.paused = False
+        self._video = producer.kind == "video"
+        self.need_keyframe = self._video
+        # (first incoming seq, seq offset, ts offset) of the current anchor; older ones for NACKs
+        self.anchor: tuple[int, int, int] | None = None
+        self.anchors: list[tuple[int, int, int, int]] = []  # (out start seq, in start, seq off, ts off)
+        self._pt = out.pt_map.get(producer.payload_type, producer.payload_type)
+        self._counters = counters
+        self._kind = producer.kind
+        self.dropped = 0
+        self.closed = False
+        out.consumer = self
+        producer.consumers.append(self)
+
+    def forward(self, packet: RtpPacket, now: float) -> None:
+        if self.paused:
+            return
+        anchor = self.anchor
+        if anchor is None or self.need_keyframe:
+            if self._video and not (packet.keyframe and packet.frame_start):
+                self.dropped += 1
+                return
+            anchor = self._anchor(packet, now)
+        elif (packet.seq - anchor[0]) & 0xFFFF >= 0x8000:
+            self._counters.drop("before_anchor")
+            return  # older than the point where this stream joined the outgoing one
+        out = self.out
+        seq = (packet.seq + anchor[1]) & 0xFFFF
+        ts = (packet.ts + anchor[2]) & 0xFFFFFFFF
+        data = packet.data
+        body = memoryview(data)[packet.payload_offset:]
+        ext = ext_block(out.mid_element + packet.shared_ext)
+        wire = build_rtp(data[0], packet.marker, self._pt, seq, ts, out.ssrc, ext, body)
+        out.sink.send_rtp(wire)
+        if ((seq - out.last_seq) & 0xFFFF) < 0x8000:
+            out.last_seq = seq
+            out.last_ts = ts
+        out.last_sent_at = now
+        out.packets += 1
+        out.octets += len(wire)
+        counters = self._counters
+        counters.forwarded_packets[self._kind] += 1
+        counters.forwarded_bytes[self._kind] += len(wire)
+
+    def _anchor(self, packet: RtpPacket, now: float) -> tuple[int, int, int]:
+        out = self.out
+        seq_off = (out.last_seq + 1 - packet.seq) & 0xFFFF
+        if out.last_sent_at is None:
+            advance = 1
+        else:
+            advance = max(1, int((now - out.last_sent_at) * out.clock_rate))
+        ts_off = (out.last_ts + advance - packet.ts) & 0xFFFFFFFF
+        self.anchor = (packet.seq, seq_off, ts_off)
+        self.anchors.append(((packet.seq + seq_off) & 0xFFFF, packet.seq, seq_off, ts_off))
+        if len(self.anchors) > 4:
+            del self.anchors[0]
+        self.need_keyframe = False
+        return self.anchor
+
+    def retransmit(self, out_seq: int) -> bool:
+        """Answer a NACK for an outgoing sequence number from the producer's cache."""
+        cache = self.producer.cache
+        if cache is None or self.closed:
+            return False
+        for out_start, in_start, seq_off, ts_off in reversed(self.anchors):
+            if (out_seq - out_start) & 0xFFFF < 0x8000:
+                in_seq = (out_seq - seq_off) & 0xFFFF
+                packet = cache.get(in_seq)
+                if packet is None or (in_seq - in_start) & 0xFFFF >= 0x8000:
+                    return False
+                out = self.out
+                body = memoryview(packet.data)[packet.payload_offset:]
+                ext = ext_block(out.mid_element + packet.shared_ext)
+                out.sink.send_rtp(build_rtp(packet.data[0], packet.marker, self._pt, out_seq,
+                                            packet.ts + ts_off, out.ssrc, ext, body))
+                self._counters.retransmitted += 1
+                return True
+        return False
+
+    def refresh_payload_type(self) -> None:
+        self._pt = self.out.pt_map.get(self.producer.payload_type, self.producer.payload_type)
+
+    def set_paused(self, paused: bool, now: float) -> None:
+        if paused == self.paused:
+            return
+        self.paused = paused
+        if not paused and self._video:
+            self.need_keyframe = True
+            self.producer.request_keyframe(now)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self in self.producer.consumers:
+            self.producer.consumers.remove(self)
+        if self.out.consumer is self:
+            self.out.consumer = None

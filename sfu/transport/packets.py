@@ -1,0 +1,387 @@
+"""RTP and RTCP on the wire: parse once, rewrite per consumer. A leaf: no asyncio, no aiortc.
+
+Parsing raises ``ValueError`` on a malformed packet; the caller drops it with a counter.
+The per-packet functions avoid work that can be done once per stream: a consumer's
+``mid`` extension element is built once, the extensions shared by every consumer of a
+packet are built once per packet.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
+URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+
+_HDR = struct.Struct("!BBHII")
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+
+
+class RtpPacket:
+    """One received RTP packet, parsed once and shared by every consumer.
+
+    ``ext`` maps extension id -> raw value for the one-byte (RFC 8285) form; packets with a
+    two-byte extension block keep ``ext`` empty (their extensions are not forwarded).
+    """
+
+    __slots__ = (
+        "data", "marker", "pt", "seq", "ts", "ssrc", "payload_offset", "ext",
+        "keyframe", "frame_start", "arrival", "shared_ext",
+    )
+
+    def __init__(self, data: bytes, marker: bool, pt: int, seq: int, ts: int, ssrc: int,
+                 payload_offset: int, ext: dict[int, bytes]) -> None:
+        self.data = data
+        self.marker = marker
+        self.pt = pt
+        self.seq = seq
+        self.ts = ts
+        self.ssrc = ssrc
+        self.payload_offset = payload_offset
+        self.ext = ext
+        self.keyframe = False
+        self.frame_start = False
+        self.arrival = 0.0
+        self.shared_ext = b""
+
+    @property
+    def payload(self) -> bytes:
+        return self.data[self.payload_offset:]
+
+
+def is_rtcp(data: bytes) -> bool:
+    """RFC 5761: RTCP packet types 192-223 share the second byte's range with RTP PTs."""
+    return len(data) >= 2 and 192 <= data[1] <= 223
+
+
+def parse_rtp(data: bytes) -> RtpPacket:
+    if len(data) < 12:
+        raise ValueError("RTP packet shorter than its fixed header")
+    b0, b1, seq, ts, ssrc = _HDR.unpack_from(data)
+    if b0 >> 6 != 2:
+        raise ValueError("RTP version is not 2")
+    offset = 12 + 4 * (b0 & 0x0F)
+    ext: dict[int, bytes] = {}
+    if b0 & 0x10:
+        if len(data) < offset + 4:
+            raise ValueError("RTP header extension truncated")
+        profile, words = struct.unpack_from("!HH", data, offset)
+        start = offset + 4
+        offset = start + 4 * words
+        if len(data) < offset:
+            raise ValueError("RTP header extension truncated")
+        if profile == 0xBEDE:
+            i = start
+            while i < offset:
+                byte = data[i]
+                if byte == 0:
+                    i += 1
+                    continue
+                ext_id = byte >> 4
+                if ext_id == 15:
+                    break
+                length = (byte & 0x0F) + 1
+                ext[ext_id] = data[i + 1:i + 1 + length]
+                i += 1 + length
+    if b0 & 0x20:
+        if len(data) <= offset or data[-1] == 0 or data[-1] > len(data) - offset:
+            raise ValueError("RTP padding longer than the packet")
+    elif len(data) < offset:
+        raise ValueError("RTP packet truncated")
+    return RtpPacket(data, bool(b1 & 0x80), b1 & 0x7F, seq, ts, ssrc, offset, ext)
+
+
+def vp8_frame_info(payload: bytes | memoryview, offset: int = 0) -> tuple[bool, bool]:
+    """(start of a frame, start of a keyframe) from a VP8 RTP payload (RFC 7741)."""
+    n = len(payload)
+    if n - offset < 1:
+        return False, False
+    b = payload[offset]
+    start = bool(b & 0x10) and (b & 0x07) == 0
+    if not start:
+        return False, False
+    i = offset + 1
+    if b & 0x80:  # X
+        if i >= n:
+            return False, False
+        x = payload[i]
+        i += 1
+        if x & 0x80:  # I: picture id, 7 or 15 bits
+            if i >= n:
+                return False, False
+            i += 2 if payload[i] & 0x80 else 1
+        if x & 0x40:  # L
+            i += 1
+        if x & 0x30:  # T or K
+            i += 1
+    if i >= n:
+        return True, False
+    return True, not (payload[i] & 0x01)
+
+
+def abs_send_time(now: float) -> bytes:
+    """The 24-bit 6.18 fixed-point abs-send-time value for ``now`` (seconds)."""
+    value = int(now * (1 << 18)) & 0xFFFFFF
+    return bytes(((value >> 16) & 0xFF, (value >> 8) & 0xFF, value & 0xFF))
+
+
+def ext_element(ext_id: int, value: bytes) -> bytes:
+    """One one-byte-form extension element (id 1-14, value 1-16 bytes)."""
+    if not 1 <= ext_id <= 14 or not 1 <= len(value) <= 16:
+        raise ValueError("extension does not fit the one-byte form")
+    return bytes((ext_id << 4 | (len(value) - 1),)) + value
+
+
+def ext_block(elements: bytes) -> bytes:
+    """Wrap extension elements in a 0xBEDE block padded to 32 bits; b'' for none."""
+    if not elements:
+        return b""
+    pad = -len(elements) & 3
+    return b"\xbe\xde" + _U16.pack((len(elements) + pad) >> 2) + elements + b"\x00" * pad
+
+
+def build_rtp(b0_flags: int, marker: bool, pt: int, seq: int, ts: int, ssrc: int,
+              ext: bytes, body: bytes | memoryview) -> bytes:
+    """Serialize an RTP packet. ``b0_flags`` keeps the padding bit (0x20) of the source."""
+    first = 0x80 | (b0_flags & 0x20) | (0x10 if ext else 0)
+    return b"".join((_HDR.pack(first, (0x80 if marker else 0) | pt, seq & 0xFFFF,
+                               ts & 0xFFFFFFFF, ssrc), ext, body))
+
+
+def unwrap_rtx(packet: RtpPacket, original_pt: int, original_ssrc: int) -> RtpPacket:
+    """RFC 4588: the first two payload bytes carry the original sequence number."""
+    off = packet.payload_offset
+    if len(packet.data) < off + 2:
+        raise ValueError("RTX packet without original sequence number")
+    (osn,) = _U16.unpack_from(packet.data, off)
+    data = packet.data
+    padding = data[-1] if data[0] & 0x20 else 0
+    if len(data) - padding <= off + 2:
+        raise ValueError("RTX padding-only packet")
+    first = 0x80 | (data[0] & 0x10)  # keep X; CSRCs and padding are left out
+    rebuilt = b"".join((
+        _HDR.pack(first, (data[1] & 0x80) | original_pt, osn, packet.ts, original_ssrc),
+        data[12 + 4 * (data[0] & 0x0F):off],
+        data[off + 2:len(data) - padding],
+    ))
+    return parse_rtp(rebuilt)
+
+
+# --------------------------------------------------------------------------------------- RTCP
+
+RTCP_SR = 200
+RTCP_RR = 201
+RTCP_SDES = 202
+RTCP_BYE = 203
+RTCP_RTPFB = 205
+RTCP_PSFB = 206
+
+
+@dataclass
+class ReportBlock:
+    ssrc: int
+    fraction_lost: int  # 0-255
+    packets_lost: int
+    highest_seq: int
+    jitter: int
+    lsr: int
+    dlsr: int
+
+
+@dataclass
+class SenderReport:
+    ssrc: int
+    ntp: int
+    rtp_ts: int
+    packets: int
+    octets: int
+    reports: list[ReportBlock] = field(default_factory=list)
+
+
+@dataclass
+class ReceiverReport:
+    ssrc: int
+    reports: list[ReportBlock] = field(default_factory=list)
+
+
+@dataclass
+class Nack:
+    sender_ssrc: int
+    media_ssrc: int
+    lost: list[int]
+
+
+@dataclass
+class Pli:
+    sender_ssrc: int
+    media_ssrc: int
+
+
+@dataclass
+class Fir:
+    sender_ssrc: int
+    media_ssrcs: list[int]
+
+
+@dataclass
+class Remb:
+    sender_ssrc: int
+    bitrate: int  # bit/s
+    ssrcs: list[int]
+
+
+@dataclass
+class Bye:
+    ssrcs: list[int]
+
+
+RtcpMessage = SenderReport | ReceiverReport | Nack | Pli | Fir | Remb | Bye
+
+
+def _report_blocks(data: bytes, pos: int, count: int, end: int) -> list[ReportBlock]:
+    blocks = []
+    for _ in range(count):
+        if pos + 24 > end:
+            raise ValueError("RTCP report block truncated")
+        ssrc, lost_word, highest, jitter, lsr, dlsr = struct.unpack_from("!IIIIII", data, pos)
+        lost = lost_word & 0xFFFFFF
+        if lost & 0x800000:
+            lost -= 0x1000000
+        blocks.append(ReportBlock(ssrc, lost_word >> 24, lost, highest, jitter, lsr, dlsr))
+        pos += 24
+    return blocks
+
+
+def parse_rtcp(data: bytes) -> list[RtcpMessage]:
+    """Parse a compound RTCP packet into the messages an SFU acts on; others are skipped."""
+    out: list[RtcpMessage] = []
+    pos = 0
+    n = len(data)
+    if n < 4:
+        raise ValueError("RTCP packet too short")
+    while pos < n:
+        if pos + 4 > n:
+            raise ValueError("RTCP header truncated")
+        b0, ptype, words = struct.unpack_from("!BBH", data, pos)
+        if b0 >> 6 != 2:
+            raise ValueError("RTCP version is not 2")
+        end = pos + 4 + 4 * words
+        if end > n:
+            raise ValueError("RTCP packet length exceeds datagram")
+        count = b0 & 0x1F
+        body = pos + 4
+        if ptype == RTCP_SR:
+            if body + 24 > end:
+                raise ValueError("RTCP SR truncated")
+            ssrc, ntp_hi, ntp_lo, rtp_ts, packets, octets = struct.unpack_from("!IIIIII", data, body)
+            out.append(SenderReport(ssrc, (ntp_hi << 32) | ntp_lo, rtp_ts, packets, octets,
+                                    _report_blocks(data, body + 24, count, end)))
+        elif ptype == RTCP_RR:
+            if body + 4 > end:
+                raise ValueError("RTCP RR truncated")
+            (ssrc,) = _U32.unpack_from(data, body)
+            out.append(ReceiverReport(ssrc, _report_blocks(data, body + 4, count, end)))
+        elif ptype == RTCP_BYE:
+            out.append(Bye([_U32.unpack_from(data, body + 4 * i)[0] for i in range(count)
+                            if body + 4 * i + 4 <= end]))
+        elif ptype in (RTCP_RTPFB, RTCP_PSFB):
+            if body + 8 > end:
+                raise ValueError("RTCP feedback truncated")
+            sender, media = struct.unpack_from("!II", data, body)
+            fci = body + 8
+            if ptype == RTCP_RTPFB and count == 1:
+                lost: list[int] = []
+                for i in range(fci, end - 3, 4):
+                    pid, blp = struct.unpack_from("!HH", data, i)
+                    lost.append(pid)
+                    lost.extend((pid + b + 1) & 0xFFFF for b in range(16) if blp >> b & 1)
+                out.append(Nack(sender, media, lost))
+            elif ptype == RTCP_PSFB and count == 1:
+                out.append(Pli(sender, media))
+            elif ptype == RTCP_PSFB and count == 4:
+                out.append(Fir(sender, [_U32.unpack_from(data, i)[0] for i in range(fci, end - 7, 8)]))
+            elif ptype == RTCP_PSFB and count == 15 and data[fci:fci + 4] == b"REMB" and fci + 8 <= end:
+                num, b1, b2, b3 = data[fci + 4], data[fci + 5], data[fci + 6], data[fci + 7]
+                exp = b1 >> 2
+                mantissa = ((b1 & 3) << 16) | (b2 << 8) | b3
+                ssrcs = [_U32.unpack_from(data, fci + 8 + 4 * i)[0] for i in range(num)
+                         if fci + 12 + 4 * i <= end]
+                out.append(Remb(sender, mantissa << exp, ssrcs))
+        pos = end
+    return out
+
+
+def _pack_blocks(blocks: list[ReportBlock]) -> bytes:
+    return b"".join(
+        struct.pack("!IIIIII", b.ssrc, (b.fraction_lost & 0xFF) << 24 | (b.packets_lost & 0xFFFFFF),
+                    b.highest_seq & 0xFFFFFFFF, b.jitter & 0xFFFFFFFF, b.lsr, b.dlsr)
+        for b in blocks[:31]
+    )
+
+
+def _rtcp(count: int, ptype: int, body: bytes) -> bytes:
+    return struct.pack("!BBH", 0x80 | count, ptype, len(body) // 4) + body
+
+
+def build_sr(sr: SenderReport) -> bytes:
+    body = struct.pack("!IIIIII", sr.ssrc, sr.ntp >> 32, sr.ntp & 0xFFFFFFFF, sr.rtp_ts & 0xFFFFFFFF,
+                       sr.packets & 0xFFFFFFFF, sr.octets & 0xFFFFFFFF) + _pack_blocks(sr.reports)
+    return _rtcp(min(len(sr.reports), 31), RTCP_SR, body)
+
+
+def build_rr(rr: ReceiverReport) -> bytes:
+    return _rtcp(min(len(rr.reports), 31), RTCP_RR, _U32.pack(rr.ssrc) + _pack_blocks(rr.reports))
+
+
+def build_sdes_cname(ssrc: int, cname: str) -> bytes:
+    raw = cname.encode()[:255]
+    item = _U32.pack(ssrc) + bytes((1, len(raw))) + raw + b"\x00"
+    item += b"\x00" * (-len(item) & 3)
+    return _rtcp(1, RTCP_SDES, item)
+
+
+def build_pli(sender_ssrc: int, media_ssrc: int) -> bytes:
+    return _rtcp(1, RTCP_PSFB, struct.pack("!II", sender_ssrc, media_ssrc))
+
+
+def build_nack(sender_ssrc: int, media_ssrc: int, lost: list[int]) -> bytes:
+    fci = b""
+    seqs = sorted(set(lost))
+    i = 0
+    while i < len(seqs):
+        pid, blp = seqs[i], 0
+        i += 1
+        while i < len(seqs) and 0 < (seqs[i] - pid) & 0xFFFF <= 16:
+            blp |= 1 << (((seqs[i] - pid) & 0xFFFF) - 1)
+            i += 1
+        fci += struct.pack("!HH", pid, blp)
+    return _rtcp(1, RTCP_RTPFB, struct.pack("!II", sender_ssrc, media_ssrc) + fci)
+
+
+def build_remb(sender_ssrc: int, bitrate: int, ssrcs: list[int]) -> bytes:
+    exp = 0
+    mantissa = max(0, int(bitrate))
+    while mantissa > 0x3FFFF:
+        mantissa >>= 1
+        exp += 1
+    fci = b"REMB" + bytes((len(ssrcs), exp << 2 | mantissa >> 16, (mantissa >> 8) & 0xFF,
+                           mantissa & 0xFF)) + b"".join(_U32.pack(s) for s in ssrcs)
+    return _rtcp(15, RTCP_PSFB, struct.pack("!II", sender_ssrc, 0) + fci)
+
+
+def ntp_time(now_unix: float) -> int:
+    """64-bit NTP timestamp for a Unix time."""
+    seconds = now_unix + 2208988800
+    return (int(seconds) << 32) | int((seconds % 1) * (1 << 32))
+
+
+def ntp_to_unix(ntp: int) -> float:
+    return (ntp >> 32) - 2208988800 + (ntp & 0xFFFFFFFF) / (1 << 32)
+
+
+def seq_newer(a: int, b: int) -> bool:
+    """True when 16-bit sequence number ``a`` comes after ``b``."""
+    return a != b and ((a - b) & 0xFFFF) < 0x8000

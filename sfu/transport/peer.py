@@ -1,0 +1,215 @@
+"""One WebRTC peer connection on the server side, always the offerer, media pipeline switched off.
+
+The first offer has the two m-lines a client publishes on (audio then video, server ``recvonly``);
+every forwarded track gets a ``sendonly`` m-line. aiortc cannot remove m-lines, so a freed one
+goes ``inactive`` and is recycled for the next track of its kind: the SDP stays bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc import sdp as aiortc_sdp
+
+from sfu.errors import NegotiationError
+from sfu.transport import aiortc_glue as glue
+from sfu.transport.packets import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID
+
+log = logging.getLogger(__name__)
+
+CLOCK_RATES = {"audio": 48000, "video": 90000}
+_EXT_NAMES = {URI_MID: "mid", URI_AUDIO_LEVEL: "audio_level", URI_ABS_SEND_TIME: "abs_send_time"}
+
+
+@dataclass
+class SendSlot:
+    """A sending m-line: its SSRC is fixed for the life of the peer, its source is not."""
+
+    kind: str
+    transceiver: RTCRtpTransceiver
+    ssrc: int
+    rtx_ssrc: int
+    in_use: bool = True
+
+    @property
+    def mid(self) -> str | None:
+        mid: str | None = self.transceiver.mid
+        return mid
+
+
+@dataclass
+class PublishInfo:
+    """What an answer says about one m-line the client publishes on."""
+
+    kind: str
+    mid: str
+    active: bool
+    ssrc: int | None
+    rtx_ssrc: int | None
+    payload_type: int
+    rtx_payload_type: int | None
+    ext_ids: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class AnswerInfo:
+    publish: dict[str, PublishInfo]  # kind -> info
+    payload_types: dict[str, dict[str, int]]  # mid -> codec name -> payload type
+
+
+def _codec_preferences(kind: str) -> list[object]:
+    caps = RTCRtpSender.getCapabilities(kind).codecs
+    wanted = {"audio": ("audio/opus",), "video": ("video/VP8", "video/rtx")}[kind]
+    chosen = [c for c in caps if c.mimeType in wanted]
+    if kind == "video":  # keep only the rtx that goes with VP8 (it is the first one listed)
+        vp8 = [c for c in chosen if c.mimeType == "video/VP8"]
+        rtx = [c for c in chosen if c.mimeType == "video/rtx"][:1]
+        chosen = vp8 + rtx
+    return chosen  # type: ignore[return-value]
+
+
+class WebRtcPeer:
+    def __init__(self, *, ice: glue.IceSettings, ice_servers: list[RTCIceServer],
+                 on_rtp: glue.RtpHandler, on_rtcp: glue.RtcpHandler,
+                 on_state: Callable[[str], None], clock: Callable[[], float]) -> None:
+        self._pc = RTCPeerConnection(RTCConfiguration(
+            iceServers=ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        self._on_state = on_state
+        self._pc.on("connectionstatechange", self._state_changed)
+        self.publish: dict[str, RTCRtpTransceiver] = {}
+        self.slots: list[SendSlot] = []
+        for kind in ("audio", "video"):
+            self.publish[kind] = self._transceiver(kind, "recvonly")
+        self.dtls = glue.dtls_of(self.publish["audio"])
+        glue.install_gatherer(glue.ice_connection(self.dtls), ice)
+        glue.hook_dtls(self.dtls, on_rtp, on_rtcp, clock)
+        self.wire = glue.WireSender(self.dtls)
+        self.rtcp_ssrc = glue.sender_ssrcs(self.publish["audio"])[0]
+        self._offer_mids: list[tuple[str, str]] = []
+        self.closed = False
+
+    def _transceiver(self, kind: str, direction: str) -> RTCRtpTransceiver:
+        transceiver = self._pc.addTransceiver(kind, direction=direction)
+        transceiver.setCodecPreferences(_codec_preferences(kind))
+        glue.disable_media_pipeline(transceiver)
+        return transceiver
+
+    def _state_changed(self) -> None:
+        state = self._pc.connectionState
+        if state != "connected":
+            self.wire.reset()
+        self._on_state(state)
+
+    @property
+    def connection_state(self) -> str:
+        state: str = self._pc.connectionState
+        return state
+
+    # -- sending m-lines ---------------------------------------------------------------------
+    def acquire_slot(self, kind: str, stream_id: str, track_id: str) -> SendSlot:
+        slot = next((s for s in self.slots if s.kind == kind and not s.in_use), None)
+        if slot is None:
+            transceiver = self._transceiver(kind, "sendonly")
+            ssrc, rtx = glue.sender_ssrcs(transceiver)
+            slot = SendSlot(kind, transceiver, ssrc, rtx)
+            self.slots.append(slot)
+        else:
+            slot.in_use = True
+            slot.transceiver.direction = "sendonly"
+        glue.set_stream_id(slot.transceiver, stream_id, track_id)
+        return slot
+
+    def release_slot(self, slot: SendSlot) -> None:
+        slot.in_use = False
+        slot.transceiver.direction = "inactive"
+
+    # -- negotiation ----------------------------------------------------------------------
+    async def create_offer(self) -> str:
+        offer = await self._pc.createOffer()
+        await self._pc.setLocalDescription(offer)
+        description = self._pc.localDescription
+        parsed = aiortc_sdp.SessionDescription.parse(description.sdp)
+        self._offer_mids = [(m.kind, m.rtp.muxId) for m in parsed.media]
+        sdp: str = description.sdp
+        return sdp
+
+    async def apply_answer(self, sdp: str) -> AnswerInfo:
+        if self._pc.signalingState != "have-local-offer":
+            raise NegotiationError("no offer is waiting for an answer")
+        try:
+            parsed = aiortc_sdp.SessionDescription.parse(sdp)
+        except (ValueError, IndexError, KeyError, TypeError) as exc:
+            raise NegotiationError(f"malformed SDP: {exc}") from exc
+        got = [(m.kind, m.rtp.muxId) for m in parsed.media]
+        if got != self._offer_mids:
+            raise NegotiationError(
+                f"answer m-lines {got} do not match the offer's {self._offer_mids}")
+        for media in parsed.media:
+            if media.ice is None or not media.ice.usernameFragment or media.dtls is None \
+                    or not media.dtls.fingerprints:
+                if media.direction != "inactive" or media is parsed.media[0]:
+                    raise NegotiationError(f"m-line {media.rtp.muxId} lacks ICE or DTLS parameters")
+            if media.direction not in ("sendonly", "recvonly", "sendrecv", "inactive"):
+                raise NegotiationError(f"m-line {media.rtp.muxId} has no direction")
+        info = self._describe(parsed)
+        try:
+            await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        except Exception as exc:  # noqa: BLE001 - aiortc raises many types for a bad answer
+            raise NegotiationError(f"answer rejected: {exc}") from exc
+        return info
+
+    def _describe(self, parsed: aiortc_sdp.SessionDescription) -> AnswerInfo:
+        publish: dict[str, PublishInfo] = {}
+        pts: dict[str, dict[str, int]] = {}
+        for index, media in enumerate(parsed.media):
+            names: dict[str, int] = {}
+            for codec in media.rtp.codecs:
+                names.setdefault(codec.name.lower(), codec.payloadType)
+            pts[media.rtp.muxId] = names
+            if index >= 2:
+                continue
+            kind = media.kind
+            main = names.get("opus" if kind == "audio" else "vp8")
+            active = media.direction in ("sendonly", "sendrecv")
+            if active and main is None:
+                raise NegotiationError(f"m-line {media.rtp.muxId} publishes without Opus/VP8")
+            ssrc = rtx_ssrc = None
+            for group in media.ssrc_group:
+                if group.semantic == "FID" and len(group.items) == 2:
+                    ssrc, rtx_ssrc = int(group.items[0]), int(group.items[1])
+            if ssrc is None and media.ssrc:
+                ssrc = int(media.ssrc[0].ssrc)
+            ext_ids = {_EXT_NAMES[e.uri]: e.id for e in media.rtp.headerExtensions
+                       if e.uri in _EXT_NAMES}
+            publish[kind] = PublishInfo(kind, media.rtp.muxId, active, ssrc, rtx_ssrc,
+                                        main or 0, names.get("rtx"), ext_ids)
+        return AnswerInfo(publish, pts)
+
+    async def add_ice_candidate(self, candidate: str, sdp_mid: str | None) -> None:
+        """Trickled candidates: the peer-reflexive path makes them optional; parse and add."""
+        from aiortc.sdp import candidate_from_sdp
+
+        text = candidate[len("candidate:"):] if candidate.startswith("candidate:") else candidate
+        if not text:
+            return
+        parsed = candidate_from_sdp(text)
+        parsed.sdpMid = sdp_mid or self._offer_mids[0][1] if self._offer_mids else None
+        await self._pc.addIceCandidate(parsed)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.wire.reset()
+        await self._pc.close()

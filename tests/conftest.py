@@ -1,0 +1,59 @@
+"""Shared fixtures: a real server on loopback, tokens, the pre-encoded clip."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gc
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from sfu.auth import mint_token
+from sfu.client.media import Clip, ClipParams, load_clip
+from sfu.config import Config, MediaConfig, default_config
+
+SECRET = "test-secret-0123456789abcdef"
+
+
+def make_config(**overrides: object) -> Config:
+    cfg = default_config()
+    cfg = dataclasses.replace(cfg, auth=dataclasses.replace(cfg.auth, secret=SECRET))
+    media = overrides.pop("media", None)
+    if isinstance(media, dict):
+        cfg = dataclasses.replace(cfg, media=dataclasses.replace(MediaConfig(), **media))
+    for section, values in overrides.items():
+        assert isinstance(values, dict)
+        cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **values)})
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Clip:
+    directory = Path(os.environ.get("SFU_CLIP_DIR") or tmp_path_factory.mktemp("clip"))
+    return load_clip(directory, ClipParams(seconds=5))
+
+
+@pytest.fixture
+def token() -> Callable[..., str]:
+    def mint(role: str = "staff", sub: str = "dr-lee", clinic: str = "demo", **kw: object) -> str:
+        return mint_token(SECRET, sub=sub, role=role, clinic=clinic, **kw)  # type: ignore[arg-type]
+
+    return mint
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[object]:
+    from sfu.server import Server
+
+    srv = Server(make_config(media={"inactivity_timeout": 5.0}))
+    await srv.start("127.0.0.1", 0)
+    srv.url = f"http://127.0.0.1:{srv.port}"  # type: ignore[attr-defined]
+    try:
+        yield srv
+    finally:
+        await srv.close()
+        await asyncio.sleep(0)
+        gc.collect()
