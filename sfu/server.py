@@ -30,6 +30,7 @@ from sfu.signaling import SignalingSession
 from sfu.transport.aiortc_glue import IceSettings
 from sfu.transport.endpoint import Endpoint, EndpointSettings
 from sfu.transport.forwarder import Counters
+from sfu.webhooks import WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,15 @@ class Server:
         self._closed = False
         self.loop_lag = 0.0
         self.port = config.server.port
+        # Listeners of server events (webhooks, tests): called with (event name, JSON payload of
+        # opaque ids). Called synchronously; they must only queue work.
+        self._space_status: dict[str, str] = {}
+        self.event_listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self.webhooks = WebhookDispatcher(config.webhooks, clock=clock,
+                                          registry=self.metrics.registry)
+        self.event_listeners.append(self.webhooks)
+        self._metrics_runner: web.AppRunner | None = None
+        self.metrics_port = 0  # the separate /metrics port once started (config.metrics.port)
 
     @staticmethod
     def _endpoint_settings(config: Config) -> EndpointSettings:
@@ -73,13 +83,17 @@ class Server:
         app = web.Application(client_max_size=self.config.server.max_message_bytes)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", self._metrics)
+        if not self.config.metrics.port:  # otherwise served on its own port (start)
+            app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/v1/ws", self._ws)
         setup_api_routes(app, self.registry, self.config, clock=self.clock)
         if WEB_DIR.is_dir():
             from sfu.web_routes import setup_web_routes
 
-            setup_web_routes(app, WEB_DIR)
+            try:
+                setup_web_routes(app, WEB_DIR)
+            except FileNotFoundError as exc:
+                log.warning("reference web client not served: %s", exc)
         return app
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -95,6 +109,18 @@ class Server:
             self.port = sockets[0].getsockname()[1]
         self._spawn(self._housekeeping())
         self._spawn(self._measure_loop_lag())
+        if self.config.metrics.port:
+            await self._start_metrics(host or self.config.server.host)
+        await self.webhooks.start()
+
+    async def _start_metrics(self, host: str) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        self._metrics_runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._metrics_runner.setup()
+        site = web.TCPSite(self._metrics_runner, host, self.config.metrics.port)
+        await site.start()
+        self.metrics_port = self.config.metrics.port
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -126,10 +152,13 @@ class Server:
         self.calls.clear()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.webhooks.close()
 
     async def _housekeeping(self) -> None:
         while True:
@@ -144,6 +173,13 @@ class Server:
             lag = max(0.0, loop.time() - start - 0.25)
             self.loop_lag = lag
             self.metrics.loop_lag.observe(lag)
+
+    def emit(self, name: str, payload: dict[str, Any]) -> None:
+        for listener in list(self.event_listeners):
+            try:
+                listener(name, payload)
+            except Exception:  # noqa: BLE001 - a listener must never break signaling
+                log.exception("event listener failed for %s", name)
 
     # -- HTTP -------------------------------------------------------------------------------------
     async def _healthz(self, request: web.Request) -> web.Response:
@@ -206,6 +242,8 @@ class Server:
         self.calls[key] = call
         call.add(participant)
         self.metrics.join_outcome(claims.role, "admitted")
+        self.emit("participant.joined", {"clinic": key.clinic, key.kind: key.id,
+                                         "participant": pid, "role": claims.role})
         if claims.role in ("staff", "admin") and key.kind == "space":
             since = getattr(venue, "waiting_since", None)
             if since is not None and not getattr(venue, "_wait_observed", False):
@@ -229,6 +267,8 @@ class Server:
         if session.endpoint is not None:
             self._spawn(session.endpoint.close())
         log.info("participant %s left %s %s (%s)", participant.id, call.key.kind, call.key.id, reason)
+        self.emit("participant.left", {"clinic": call.key.clinic, call.key.kind: call.key.id,
+                                       "participant": participant.id, "reason": reason})
 
     async def remove_participant(self, session: SignalingSession, reason: str) -> None:
         call, participant = session.call, session.participant
@@ -242,6 +282,8 @@ class Server:
                 self.calls.pop(call.key, None)
             log.info("participant %s left %s %s (%s)", participant.id, call.key.kind, call.key.id,
                      reason)
+            self.emit("participant.left", {"clinic": call.key.clinic, call.key.kind: call.key.id,
+                                           "participant": participant.id, "reason": reason})
         if session.endpoint is not None:
             await session.endpoint.close()
 
@@ -256,17 +298,43 @@ class Server:
         session.send({"type": "waiting_area", "clinic": clinic_id,
                       "spaces": [s.to_json() for s in clinic.waiting_area.spaces]})
 
+    def refused(self, claims: Claims | None, code: str, target: Any = None) -> None:
+        """Count and announce a refused join."""
+        role = claims.role if claims is not None else "unknown"
+        self.metrics.join_outcome(role, code)
+        payload: dict[str, Any] = {"role": role, "code": code}
+        if claims is not None:
+            payload["clinic"] = claims.clinic
+        if isinstance(target, dict):
+            payload.update({k: v for k, v in target.items() if k in ("space", "room")
+                            and isinstance(v, str)})
+        self.emit("join.refused", payload)
+
     def _on_domain_event(self, event: ev.DomainEvent) -> None:
-        if isinstance(event, ev.WaitingAreaChanged):
+        if isinstance(event, ev.SpaceCreated):
+            self.emit("space.created", {"clinic": event.clinic, "space": event.space})
+        elif isinstance(event, ev.WaitingAreaChanged):
             clinic = self.registry.find(event.clinic)
             if clinic is None:
                 return
+            for space in clinic.waiting_area.spaces:
+                before = self._space_status.get(space.id)
+                now_status = space.status
+                if before != now_status:
+                    self._space_status[space.id] = now_status
+                    if now_status == "in_consultation":
+                        self.emit("consultation.started", {"clinic": event.clinic, "space": space.id})
+                    elif now_status == "on_hold":
+                        self.emit("consultation.on_hold", {"clinic": event.clinic, "space": space.id})
             message = {"type": "waiting_area", "clinic": event.clinic,
                        "spaces": [s.to_json() for s in clinic.waiting_area.spaces]}
             for session in self.sessions:
                 if session.watching == event.clinic:
                     session.send(message)
         elif isinstance(event, ev.SpaceEnded):
+            self._space_status.pop(event.space, None)
+            self.emit("consultation.ended", {"clinic": event.clinic, "space": event.space,
+                                             "reason": event.reason})
             self._end_call(CallKey(event.clinic, "space", event.space), event.reason)
         elif isinstance(event, ev.RoomDeleted):
             self._end_call(CallKey(event.clinic, "room", event.room), "room_deleted")

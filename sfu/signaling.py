@@ -92,7 +92,7 @@ class SignalingSession(EndpointListener):
             try:
                 self.claims = verify_token(token or "", self.server.config.auth.secret)
             except ApiError as exc:
-                self.server.metrics.join_outcome("unknown", "unauthorized")
+                self.server.refused(None, "unauthorized")
                 self.error(exc.code, exc.message)
                 self.close_soon()
                 return
@@ -161,8 +161,7 @@ class SignalingSession(EndpointListener):
         try:
             resolved = authorize_join(claims, server.registry, message.get("target"))
         except ApiError as exc:
-            server.metrics.join_outcome(claims.role, exc.code if exc.code in (
-                "forbidden", "bad_request", "unauthorized") else "forbidden")
+            server.refused(claims, exc.code, message.get("target"))
             self.error(exc.code, exc.message)
             if exc.code != "bad_request":
                 self.close_soon()
@@ -170,7 +169,7 @@ class SignalingSession(EndpointListener):
         outcome = server.admit(self, claims, resolved)
         if outcome is not None:
             code, text = outcome
-            server.metrics.join_outcome(claims.role, code)
+            server.refused(claims, code, message.get("target"))
             self.error(code, text)
             self.close_soon()
             return

@@ -107,6 +107,14 @@ class Client:
         return msg
 
     async def _read(self) -> None:
+        try:
+            await self._read_messages()
+        except (ConnectionError, aiohttp.ClientError) as exc:
+            self.error = self.error or ClientError("closed", f"signaling failed: {exc}")
+        finally:
+            self._changed.set()
+
+    async def _read_messages(self) -> None:
         assert self._ws is not None
         async for msg in self._ws:
             if msg.type != aiohttp.WSMsgType.TEXT:
@@ -127,7 +135,6 @@ class Client:
             elif kind == "ended":
                 self.ended = data.get("reason")
             self._changed.set()
-        self._changed.set()
 
     async def wait_message(self, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:
         seen = 0
@@ -268,31 +275,18 @@ class Client:
         if self._closed:
             return
         self._closed = True
-        if self._rtcp_task is not None:
-            self._rtcp_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._rtcp_task
-        if self._pc is not None:
-            await self._pc.close()
+        for task in (self._reader, self._rtcp_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._ws is not None:
             await self._ws.close()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        if self._pc is not None:
+            await self._pc.close()
         if self._session is not None:
             await self._session.close()
 
     async def vanish(self) -> None:
-        """Drop everything without a word: no leave, no DTLS close (an abrupt disconnect)."""
-        self._closed = True
-        if self._rtcp_task is not None:
-            self._rtcp_task.cancel()
-        if self._reader is not None:
-            self._reader.cancel()
-        if self._ws is not None:
-            await self._ws.close()
-        if self._session is not None:
-            await self._session.close()
-        if self._pc is not None:
-            await self._pc.close()
+        """Drop the signaling socket without a word (no ``leave``): an abrupt disconnect."""
+        await self.close()

@@ -1,0 +1,301 @@
+"""Forwarding benchmark: R rooms x P participants for T seconds against a real server process.
+
+    python -m bench.forwarding                       # the default scenarios: 1x6 and 4x3
+    python -m bench.forwarding --rooms 4 --people 6 --seconds 20
+
+The server runs in its own process (``sfu serve`` with a generated config), so its CPU time is
+read from /proc/<pid>/stat alone; the synthetic participants (sfu.client) run in worker
+processes. Each scenario prints one row: server CPU %, CPU microseconds per forwarded RTP packet,
+forwarded packets/s, delivered/sent ratio, join-to-first-keyframe p50/p95, server RSS.
+Figures are medians/ratios from one run: the machine is shared, compare rows of the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SECRET = "bench-secret-0123456789abcdef-xyz"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def scrape(url: str) -> dict[str, float]:
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            try:
+                out[name] = float(value)
+            except ValueError:
+                continue
+    return out
+
+
+def forwarded(metrics: dict[str, float]) -> float:
+    return sum(v for k, v in metrics.items() if k.startswith("sfu_rtp_packets_forwarded_total"))
+
+
+def start_server(rooms: int, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    room_lines = "".join(f'  [[clinics.rooms]]\n  id = "r{i}"\n  name = "Room {i}"\n' for i in range(rooms))
+    config = workdir / "bench.toml"
+    config.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\n[auth]\nsecret = "{SECRET}"\n'
+        f'[logging]\nlevel = "WARNING"\n'
+        f'[[clinics]]\nid = "bench"\nname = "Bench clinic"\n{room_lines}')
+    proc = subprocess.Popen([sys.executable, "-m", "sfu.cli", "serve", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/healthz", timeout=1)
+            return proc, url
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+# --------------------------------------------------------------------------- worker process side
+
+@dataclass
+class Assignment:
+    room: str
+    sub: str
+    join_delay: float
+
+
+def worker_main(url: str, assignments: list[Assignment], marks: tuple[float, float, float],
+                clip_dir: str, out: Any) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    result = asyncio.run(_worker(url, assignments, marks, clip_dir))
+    out.put(result)
+
+
+async def _worker(url: str, assignments: list[Assignment], marks: tuple[float, float, float],
+                  clip_dir: str) -> dict[str, Any]:
+    from sfu.auth import mint_token
+    from sfu.client.client import Client
+    from sfu.client.media import ClipParams, load_clip
+
+    clip = load_clip(Path(clip_dir), ClipParams())
+    start_at, window_start, window_end = marks
+    clients: list[tuple[Assignment, Client]] = []
+    errors: list[str] = []
+
+    async def join(a: Assignment) -> None:
+        await asyncio.sleep(max(0.0, start_at + a.join_delay - time.time()))
+        c = Client(url, mint_token(SECRET, sub=a.sub, role="staff", clinic="bench"), clip=clip)
+        clients.append((a, c))
+        try:
+            await c.join({"room": a.room})
+        except Exception as exc:  # noqa: BLE001 - reported in the result
+            errors.append(f"{a.sub}: {exc}")
+
+    def snapshot() -> dict[str, Any]:
+        return {c.participant: {"sent": c.packets_sent(),
+                                "received": sum(t.packets for t in c.tracks.values())}
+                for _, c in clients if c.participant}
+
+    await asyncio.gather(*(join(a) for a in assignments))
+    await asyncio.sleep(max(0.0, window_start - time.time()))
+    cpu0 = time.process_time()
+    first = snapshot()
+    await asyncio.sleep(max(0.0, window_end - time.time()))
+    last = snapshot()
+    cpu1 = time.process_time()
+    info = []
+    for a, c in clients:
+        tracks = [{"participant": t.participant, "kind": t.kind,
+                   "first_keyframe_at": t.first_keyframe_at, "packets": t.packets}
+                  for t in c.tracks.values()]
+        info.append({"room": a.room, "participant": c.participant, "joined_at": c.joined_at,
+                     "tracks": tracks})
+    for _, c in clients:
+        try:
+            await c.leave()
+        except Exception:  # noqa: BLE001
+            pass
+    return {"first": first, "last": last, "clients": info, "errors": errors,
+            "cpu": cpu1 - cpu0}
+
+
+# --------------------------------------------------------------------------- the run
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def run_scenario(rooms: int, people: int, seconds: float, workers: int, clip_dir: str,
+                 warmup: float = 4.0) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, url = start_server(rooms, Path(tmp))
+        try:
+            return _measure(proc, url, rooms, people, seconds, workers, clip_dir, warmup)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _measure(proc: subprocess.Popen[bytes], url: str, rooms: int, people: int, seconds: float,
+             workers: int, clip_dir: str, warmup: float) -> dict[str, Any]:
+    assignments = [Assignment(f"r{r}", f"u{r}-{p}", 0.15 * p + 0.05 * r)
+                   for r in range(rooms) for p in range(people)]
+    joining = max(a.join_delay for a in assignments) + 2.0
+    start_at = time.time() + 3.0  # workers import aiortc and load the clip first
+    window_start = start_at + joining + warmup
+    window_end = window_start + seconds
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = []
+    for w in range(workers):
+        part = assignments[w::workers]
+        p = ctx.Process(target=worker_main, args=(url, part, (start_at, window_start, window_end),
+                                                  clip_dir, queue))
+        p.start()
+        procs.append(p)
+    time.sleep(max(0.0, window_start - time.time()))
+    cpu0, fwd0, t0 = proc_cpu_seconds(proc.pid), forwarded(scrape(url)), time.monotonic()
+    rss_samples = []
+    while time.time() < window_end:
+        rss_samples.append(proc_rss_mb(proc.pid))
+        time.sleep(min(1.0, max(0.0, window_end - time.time())))
+    cpu1, fwd1, t1 = proc_cpu_seconds(proc.pid), forwarded(scrape(url)), time.monotonic()
+    results = [queue.get(timeout=60 + seconds) for _ in procs]
+    for p in procs:
+        p.join(timeout=10)
+    cpu = cpu1 - cpu0
+    fwd = fwd1 - fwd0
+    elapsed = t1 - t0
+    # delivered / sent over the window, per room: each publisher's packets go to people-1 others
+    sent: dict[str, int] = {}
+    received: dict[str, int] = {}
+    room_of: dict[str, str] = {}
+    joined_at: dict[str, float] = {}
+    latencies: list[float] = []
+    errors: list[str] = []
+    tool_cpu = 0.0
+    for res in results:
+        errors += res["errors"]
+        tool_cpu += res["cpu"]
+        for pid, snap in res["last"].items():
+            before = res["first"].get(pid, {"sent": 0, "received": 0})
+            sent[pid] = snap["sent"] - before["sent"]
+            received[pid] = snap["received"] - before["received"]
+        for c in res["clients"]:
+            room_of[c["participant"]] = c["room"]
+            joined_at[c["participant"]] = c["joined_at"]
+    for res in results:
+        for c in res["clients"]:
+            for t in c["tracks"]:
+                if t["kind"] == "video" and t["first_keyframe_at"] and t["participant"] in joined_at:
+                    since = max(c["joined_at"], joined_at[t["participant"]])
+                    latencies.append(t["first_keyframe_at"] - since)
+    expected = sum(n * (sum(1 for q in room_of if room_of[q] == room_of[p]) - 1)
+                   for p, n in sent.items())
+    delivered = sum(received.values()) / expected if expected else float("nan")
+    return {
+        "scenario": f"{rooms}x{people}", "seconds": round(elapsed, 1),
+        "server_cpu_percent": 100 * cpu / elapsed,
+        "us_per_forwarded_packet": 1e6 * cpu / fwd if fwd else float("nan"),
+        "forwarded_pps": fwd / elapsed,
+        "delivered_ratio": delivered,
+        "keyframe_p50_s": percentile(latencies, 0.5), "keyframe_p95_s": percentile(latencies, 0.95),
+        "server_rss_mb": max(rss_samples) if rss_samples else proc_rss_mb(proc.pid),
+        "tool_cpu_percent": 100 * tool_cpu / elapsed,
+        "errors": errors,
+    }
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    head = (f"{'scenario':>8} {'cpu %':>7} {'us/pkt':>7} {'fwd pkt/s':>10} {'delivered':>9} "
+            f"{'kf p50 s':>8} {'kf p95 s':>8} {'rss MB':>7} {'tool cpu %':>10}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['scenario']:>8} {r['server_cpu_percent']:7.1f} {r['us_per_forwarded_packet']:7.1f} "
+              f"{r['forwarded_pps']:10.0f} {100 * r['delivered_ratio']:8.2f}% "
+              f"{r['keyframe_p50_s']:8.2f} {r['keyframe_p95_s']:8.2f} {r['server_rss_mb']:7.1f} "
+              f"{r['tool_cpu_percent']:10.1f}")
+        for e in r["errors"][:5]:
+            print(f"  error: {e}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rooms", type=int)
+    parser.add_argument("--people", type=int)
+    parser.add_argument("--scenarios", default="1x6,4x3", help="comma list of RxP (default 1x6,4x3)")
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", help="also write the rows as JSON to this file")
+    args = parser.parse_args(argv)
+    from sfu.client.media import ClipParams, default_clip_dir, load_clip
+
+    clip_dir = default_clip_dir()
+    load_clip(clip_dir, ClipParams())  # generate once, before the workers start
+    if args.rooms or args.people:
+        scenarios = [(args.rooms or 1, args.people or 6)]
+    else:
+        scenarios = [tuple(int(x) for x in re.split("x", s)) for s in args.scenarios.split(",")]
+    rows = []
+    for rooms, people in scenarios:
+        print(f"running {rooms} room(s) x {people} people for {args.seconds:.0f} s ...", flush=True)
+        rows.append(run_scenario(rooms, people, args.seconds, args.workers, str(clip_dir)))
+    print()
+    print_table(rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The forwarding core, packet by packet, with a recording sink and a fake clock."""
+
+from __future__ import annotations
+
+from sfu.transport import packets as P
+from sfu.transport.forwarder import Consumer, Counters, OutStream, Producer
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.rtp: list[bytes] = []
+        self.rtcp: list[bytes] = []
+
+    def send_rtp(self, data: bytes) -> None:
+        self.rtp.append(data)
+
+    def send_rtcp(self, data: bytes) -> None:
+        self.rtcp.append(data)
+
+
+class Timers:
+    def __init__(self) -> None:
+        self.pending: list[tuple[float, object]] = []
+
+    def defer(self, delay, fn):
+        self.pending.append((delay, fn))
+
+
+def producer(kind="video", ssrc=111, feedback=None, timers=None, counters=None):
+    return Producer(producer_id="p", owner="alice", kind=kind, clock_rate=90000 if kind == "video" else 48000,
+                    ssrc=ssrc, rtx_ssrc=222, payload_type=97 if kind == "video" else 96,
+                    rtx_payload_type=98, feedback=feedback or Sink(), rtcp_ssrc=9,
+                    counters=counters or Counters(), defer=(timers or Timers()).defer,
+                    ext_ids={"mid": 1, "abs_send_time": 3, "audio_level": 2})
+
+
+def vp8(seq, ts, key=False, start=True, ssrc=111):
+    desc = b"\x10" if start else b"\x00"
+    body = desc + (b"\x00" if key else b"\x01") + b"frame"
+    return P.parse_rtp(P.build_rtp(0, False, 97, seq, ts, ssrc, b"", body))
+
+
+def out_stream(sink, ssrc=555, mid="4"):
+    return OutStream(ssrc=ssrc, mid=mid, kind="video", sink=sink, clock_rate=90000, pt_map={97: 100})
+
+
+def test_video_consumer_waits_for_a_keyframe_then_rewrites_ssrc_pt_and_mid():
+    sink = Sink()
+    prod = producer()
+    out = out_stream(sink)
+    Consumer(prod, out, Counters())
+    prod.on_rtp(vp8(10, 1000), 0.0)  # delta frame: held back
+    prod.on_rtp(vp8(11, 4000, key=True), 0.1)
+    prod.on_rtp(vp8(12, 4000, start=False), 0.1)
+    assert len(sink.rtp) == 2
+    first, second = (P.parse_rtp(d) for d in sink.rtp)
+    assert first.ssrc == 555 and first.pt == 100 and first.ext[1] == b"4"
+    assert (second.seq - first.seq) & 0xFFFF == 1 and second.ts == first.ts
+    assert 3 in first.ext  # abs-send-time restamped by the server
+    assert first.payload == vp8(11, 4000, key=True).payload  # payload untouched
+
+
+def test_switching_source_keeps_sequence_and_timestamps_continuous():
+    sink = Sink()
+    out = out_stream(sink)
+    a, b = producer(ssrc=1), producer(ssrc=2)
+    ca = Consumer(a, out, Counters())
+    for i in range(5):
+        a.on_rtp(vp8(100 + i, 3000 * i, key=(i == 0), ssrc=1), i / 30)
+    ca.close()
+    Consumer(b, out, Counters())
+    b.on_rtp(vp8(40000, 777, key=True, ssrc=2), 5 / 30)
+    b.on_rtp(vp8(40001, 3777, ssrc=2), 6 / 30)
+    seqs = [P.parse_rtp(d).seq for d in sink.rtp]
+    tss = [P.parse_rtp(d).ts for d in sink.rtp]
+    assert [(s - seqs[0]) & 0xFFFF for s in seqs] == list(range(7))
+    assert all(((t2 - t1) & 0xFFFFFFFF) < 0x80000000 and t2 != t1 for t1, t2 in zip(tss[4:], tss[5:]))
+
+
+def test_nack_is_answered_from_the_cache_with_the_same_outgoing_numbers():
+    sink = Sink()
+    prod = producer()
+    consumer = Consumer(prod, out_stream(sink), Counters())
+    for i in range(4):
+        prod.on_rtp(vp8(200 + i, 100 + i, key=(i == 0)), 0.0)
+    lost = P.parse_rtp(sink.rtp[2])
+    assert consumer.retransmit(lost.seq)
+    again = P.parse_rtp(sink.rtp[-1])
+    assert (again.seq, again.ts, again.ssrc, again.payload) == (lost.seq, lost.ts, lost.ssrc, lost.payload)
+    assert not consumer.retransmit((lost.seq + 1000) & 0xFFFF)
+
+
+def test_keyframe_requests_are_rate_limited_per_publisher_stream():
+    feedback, timers = Sink(), Timers()
+    prod = producer(feedback=feedback, timers=timers)
+    prod.request_keyframe(10.0)
+    prod.request_keyframe(10.2)
+    prod.request_keyframe(10.5)
+    assert len(feedback.rtcp) == 1 and len(timers.pending) == 1
+    delay, fire = timers.pending[0]
+    assert abs(delay - 0.8) < 1e-6
+    fire(11.0)
+    assert len(feedback.rtcp) == 2
+    assert isinstance(P.parse_rtcp(feedback.rtcp[0])[0], P.Pli)
+
+
+def test_paused_consumer_sends_nothing_and_resumes_on_a_keyframe_without_a_gap():
+    sink = Sink()
+    prod = producer()
+    consumer = Consumer(prod, out_stream(sink), Counters())
+    prod.on_rtp(vp8(1, 0, key=True), 0.0)
+    consumer.set_paused(True, 0.1)
+    prod.on_rtp(vp8(2, 3000), 0.1)
+    consumer.set_paused(False, 0.2)
+    prod.on_rtp(vp8(3, 6000), 0.2)  # not a keyframe: still waiting
+    prod.on_rtp(vp8(4, 9000, key=True), 0.3)
+    seqs = [P.parse_rtp(d).seq for d in sink.rtp]
+    assert len(seqs) == 2 and (seqs[1] - seqs[0]) & 0xFFFF == 1
+
+
+def test_sender_report_translates_the_publishers_mapping():
+    sink = Sink()
+    prod = producer()
+    out = out_stream(sink)
+    Consumer(prod, out, Counters())
+    assert out.sender_report(0.0) is None  # nothing sent, no mapping yet
+    prod.on_rtp(vp8(1, 90000, key=True), 1.0)
+    assert out.sender_report(1.0) is None  # no publisher SR yet
+    ntp = P.ntp_time(1_700_000_000.0)
+    prod.on_sender_report(P.SenderReport(111, ntp, 90000, 1, 100), 1.0)
+    sent = P.parse_rtp(sink.rtp[0])
+    sr = out.sender_report(2.0)
+    assert sr is not None and sr.ssrc == 555 and sr.packets == 1
+    assert (sr.rtp_ts - sent.ts) & 0xFFFFFFFF == 90000  # one second later on the outgoing clock
+    assert abs(P.ntp_to_unix(sr.ntp) - 1_700_000_001.0) < 1e-3
+
+
+def test_receive_stats_report_loss_and_rtx_fills_the_gap():
+    counters = Counters()
+    prod = producer(counters=counters)
+    for seq in (1, 2, 4, 5):
+        prod.on_rtp(vp8(seq, seq * 3000, key=(seq == 1)), seq / 30)
+    block = prod.stats.report(111, 1.0)
+    assert block.packets_lost == 1 and block.fraction_lost > 0
+    rtx = P.parse_rtp(P.build_rtp(0, False, 98, 9, 9000, 222, b"", b"\x00\x03\x10\x01frame"))
+    prod.on_rtx(rtx, 1.1)
+    assert prod.stats.report(111, 1.2).packets_lost == 0
