@@ -1,0 +1,135 @@
+"""Bad signaling input gets a clear error and changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+
+import aiohttp
+import jwt
+import pytest
+
+from sfu.client.client import Client, ClientError
+from tests.conftest import SECRET
+from tests.integration.helpers import close_all, join_all, receives_everyone, wait_for
+
+
+async def ws(server, tok):
+    session = aiohttp.ClientSession()
+    sock = await session.ws_connect(f"{server.url.replace('http', 'ws')}/v1/ws?token={tok}")
+    return session, sock
+
+
+async def next_json(sock, timeout=5.0):
+    msg = await asyncio.wait_for(sock.receive(), timeout)
+    if msg.type != aiohttp.WSMsgType.TEXT:
+        return {"type": "closed"}
+    return json.loads(msg.data)
+
+
+def snapshot(server):
+    return {key: sorted(call.participants) for key, call in server.calls.items()}
+
+
+@pytest.mark.parametrize("bad", [
+    "not a token",
+    jwt.encode({"sub": "x", "role": "staff", "clinic": "demo", "exp": 1}, SECRET, algorithm="HS256"),
+    jwt.encode({"sub": "x", "role": "staff", "clinic": "demo", "exp": 4102444800}, "wrong-secret-123456",
+               algorithm="HS256"),
+    jwt.encode({"sub": "x", "role": "staff", "exp": 4102444800}, SECRET, algorithm="HS256"),
+    "",
+])
+async def test_bad_tokens_are_refused_before_anything_else(server, bad):
+    session, sock = await ws(server, bad)
+    try:
+        await sock.send_str(json.dumps({"type": "join", "target": {"room": "team"}}))
+        msg = await next_json(sock)
+        assert msg["type"] == "error" and msg["code"] == "unauthorized"
+        assert (await next_json(sock))["type"] == "closed"
+        assert server.calls == {}
+    finally:
+        await session.close()
+
+
+async def test_every_kind_of_bad_message_gets_bad_request_and_the_room_is_unchanged(server, token, clip):
+    clients = await join_all(server.url, [token(sub="a"), token(sub="b")], clip, {"room": "team"})
+    await wait_for(receives_everyone(clients), timeout=15)
+    before = snapshot(server)
+    seen = [len(c.messages) for c in clients]
+    session, sock = await ws(server, token(sub="c"))
+    try:
+        for frame in [
+            "{not json",
+            json.dumps([1, 2]),
+            json.dumps({"no": "type"}),
+            json.dumps({"type": "dance"}),
+            json.dumps({"type": "answer", "sdp": "v=0"}),  # answer before join
+            json.dumps({"type": "join", "target": "team"}),
+            json.dumps({"type": "join", "target": {"room": "team", "space": "x"}}),
+            json.dumps({"type": "candidate", "candidate": "garbage"}),  # before join
+            json.dumps({"type": "join", "target": {"room": "x" * 70000}}),  # over 64 KiB
+        ]:
+            await sock.send_str(frame)
+            msg = await next_json(sock)
+            assert msg["type"] == "error" and msg["code"] == "bad_request", (frame[:40], msg)
+            assert msg["message"]
+        await sock.send_bytes(b"\x00\x01")
+        assert (await next_json(sock))["code"] == "bad_request"
+        assert snapshot(server) == before
+        for c, n in zip(clients, seen):
+            assert not [m for m in c.messages[n:] if m["type"] in ("participant_joined", "participant_left")]
+    finally:
+        await session.close()
+        await close_all(clients)
+
+
+async def test_an_answer_that_does_not_fit_the_offer_is_refused_and_the_call_goes_on(server, token, clip):
+    a, b = await join_all(server.url, [token(sub="a"), token(sub="b")], clip, {"room": "team"})
+    try:
+        await wait_for(receives_everyone([a, b]), timeout=15)
+        offer = await a.wait_message(lambda m: m["type"] == "offer")
+        for sdp in ["v=0\r\nnonsense", offer["sdp"].split("m=video")[0], "x" * 1000]:
+            await a.send({"type": "answer", "sdp": sdp})
+        errors = []
+        await a.wait_until(lambda: len([m for m in a.messages if m["type"] == "error"]) >= 3)
+        errors = [m for m in a.messages if m["type"] == "error"]
+        assert all(e["code"] == "bad_request" for e in errors)
+        before = b.received_from(a.participant, "video").packets
+        await asyncio.sleep(0.5)
+        assert b.received_from(a.participant, "video").packets > before
+        assert len(next(iter(server.calls.values())).participants) == 2
+    finally:
+        await close_all([a, b])
+
+
+async def test_join_twice_and_unknown_rooms(server, token, clip):
+    c = Client(server.url, token(sub="a"), clip=clip)
+    try:
+        await c.join({"room": "team"})
+        await c.send({"type": "join", "target": {"room": "team"}})
+        msg = await c.wait_message(lambda m: m["type"] == "error")
+        assert msg["code"] == "bad_request"
+        other = Client(server.url, token(sub="b"), clip=clip)
+        with pytest.raises(ClientError) as refused:
+            await other.join({"room": "nope"})
+        assert refused.value.code == "not_found"
+        await other.close()
+    finally:
+        await c.leave()
+
+
+async def test_garbage_datagrams_at_the_media_port_change_nothing(server, token, clip):
+    a, b = await join_all(server.url, [token(sub="a"), token(sub="b")], clip, {"room": "team"})
+    try:
+        await wait_for(receives_everyone([a, b]), timeout=15)
+        offer = (await a.wait_message(lambda m: m["type"] == "offer"))["sdp"]
+        port = int(next(line for line in offer.splitlines() if line.startswith("a=candidate")).split()[5])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(300):
+                s.sendto(bytes([0x80 | (i % 64), i % 256]) + bytes(range(i % 200)), ("127.0.0.1", port))
+        before = b.received_from(a.participant, "video").packets
+        await asyncio.sleep(0.7)
+        assert b.received_from(a.participant, "video").packets > before
+    finally:
+        await close_all([a, b])
