@@ -19,11 +19,12 @@ from aiortc import RTCIceServer
 
 from sfu.api import setup_api_routes
 from sfu.auth import Claims
+from sfu.calls import CallManager
 from sfu.config import Config, parse_port_range
 from sfu.errors import ApiError, forbidden
 from sfu.metrics import Metrics
 from sfu.rooms import events as ev
-from sfu.rooms.call import Call, CallKey, Participant
+from sfu.rooms.call import Call, CallKey
 from sfu.rooms.clinic import ClinicRegistry
 from sfu.rooms.policy import ResolvedTarget, require_member
 from sfu.signaling import SignalingSession
@@ -43,7 +44,7 @@ class Server:
         self.clock = clock
         self.counters = Counters()
         self.registry = ClinicRegistry(config, on_event=self._on_domain_event)
-        self.calls: dict[CallKey, Call] = {}
+        self.call_manager = CallManager(self)
         self.sessions: set[SignalingSession] = set()
         self.draining = False
         self.metrics = Metrics(self.counters, self.snapshot)
@@ -143,13 +144,7 @@ class Server:
         self.draining = True
         for session in list(self.sessions):
             session.ended("server_shutdown")
-        for call in list(self.calls.values()):
-            for participant in list(call.participants.values()):
-                endpoint = participant.endpoint
-                call.remove(participant.id)
-                if isinstance(endpoint, Endpoint):
-                    await endpoint.close()
-        self.calls.clear()
+        await self.call_manager.close()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._metrics_runner is not None:
@@ -164,6 +159,7 @@ class Server:
         while True:
             await asyncio.sleep(1.0)
             self.registry.expire(self.clock())
+            self.call_manager.tick()
 
     async def _measure_loop_lag(self) -> None:
         loop = asyncio.get_running_loop()
@@ -205,87 +201,17 @@ class Server:
         await session.run(request.query.get("token"))
         return ws
 
-    # -- joining and leaving ----------------------------------------------------------------------
+    # -- joining and leaving (sfu/calls.py) ------------------------------------------------------
+    @property
+    def calls(self) -> dict[CallKey, Call]:
+        return self.call_manager.calls
+
     def admit(self, session: SignalingSession, claims: Claims,
               resolved: ResolvedTarget) -> tuple[str, str] | None:
-        """Admit a participant, or return (code, message) for the refusal. Changes nothing on refusal."""
-        if self.draining:
-            return "draining", "the server is shutting down; try again in a moment"
-        venue = resolved.venue
-        key = CallKey(resolved.clinic.id, venue.kind, venue.id)
-        call = self.calls.get(key)
-        if call is None:
-            call = Call(key, self.config.limits.max_participants)
-        if venue.closed:
-            return "not_found", "this consultation has ended"
-        # the same identity joining again replaces its old connection (a reload, a reconnect)
-        for other in list(call.participants.values()):
-            if other.identity == claims.sub and other.role == claims.role:
-                old = self._session_of(other)
-                if old is not None:
-                    old.ended("replaced")
-                    self._detach(old, call, other, "replaced")
-        if call.full:
-            return "room_full", (f"this call already has {len(call)} participants, "
-                                 f"the most allowed is {call.max_participants}")
-        pid = "p_" + secrets.token_hex(8)
-        name = claims.name or getattr(venue, "patient_name", "") if claims.role == "patient" \
-            else claims.name or claims.role.capitalize()
-        try:
-            venue.participant_joined(pid, name, claims.role, self.clock())
-        except ApiError as exc:
-            return exc.code, exc.message
-        participant = Participant(pid, name, claims.role, claims.sub, joined_at=self.clock(),
-                                  notify=session.send)
-        endpoint = Endpoint(pid, self.endpoint_settings, session, self.counters)
-        participant.endpoint = endpoint
-        self.calls[key] = call
-        call.add(participant)
-        self.metrics.join_outcome(claims.role, "admitted")
-        self.emit("participant.joined", {"clinic": key.clinic, key.kind: key.id,
-                                         "participant": pid, "role": claims.role})
-        if claims.role in ("staff", "admin") and key.kind == "space":
-            since = getattr(venue, "waiting_since", None)
-            if since is not None and not getattr(venue, "_wait_observed", False):
-                venue._wait_observed = True
-                self.metrics.wait_seconds.observe(max(0.0, self.clock() - since))
-        log.info("participant %s (%s) joined %s %s", pid, claims.role, key.kind, key.id)
-        session.joined(call, participant, endpoint, venue)
-        return None
-
-    def _session_of(self, participant: Participant) -> SignalingSession | None:
-        return next((s for s in self.sessions if s.participant is participant), None)
-
-    def _detach(self, session: SignalingSession, call: Call, participant: Participant,
-                reason: str) -> None:
-        call.remove(participant.id)
-        if session.venue is not None:
-            session.venue.participant_left(participant.id, self.clock())
-        if not call.participants:
-            self.calls.pop(call.key, None)
-        session._left = True
-        if session.endpoint is not None:
-            self._spawn(session.endpoint.close())
-        log.info("participant %s left %s %s (%s)", participant.id, call.key.kind, call.key.id, reason)
-        self.emit("participant.left", {"clinic": call.key.clinic, call.key.kind: call.key.id,
-                                       "participant": participant.id, "reason": reason})
+        return self.call_manager.admit(session, claims, resolved)
 
     async def remove_participant(self, session: SignalingSession, reason: str) -> None:
-        call, participant = session.call, session.participant
-        if call is None or participant is None:
-            return
-        if call.participants.get(participant.id) is participant:
-            call.remove(participant.id)
-            if session.venue is not None:
-                session.venue.participant_left(participant.id, self.clock())
-            if not call.participants:
-                self.calls.pop(call.key, None)
-            log.info("participant %s left %s %s (%s)", participant.id, call.key.kind, call.key.id,
-                     reason)
-            self.emit("participant.left", {"clinic": call.key.clinic, call.key.kind: call.key.id,
-                                           "participant": participant.id, "reason": reason})
-        if session.endpoint is not None:
-            await session.endpoint.close()
+        await self.call_manager.remove(session, reason)
 
     # -- waiting-area feed ------------------------------------------------------------------------
     def watch(self, session: SignalingSession, claims: Claims, clinic_id: str) -> None:
@@ -340,22 +266,11 @@ class Server:
             self._end_call(CallKey(event.clinic, "room", event.room), "room_deleted")
 
     def _end_call(self, key: CallKey, reason: str) -> None:
-        call = self.calls.get(key)
-        if call is None:
-            return
-        for participant in list(call.participants.values()):
-            session = self._session_of(participant)
-            if session is not None:
-                session.ended(reason)
+        self.call_manager.end_call(key, reason)
 
     # -- snapshots for metrics and clients ----------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
-        roles: dict[str, int] = {}
-        rooms = {"space": 0, "room": 0}
-        for call in self.calls.values():
-            rooms[call.key.kind] += 1
-            for p in call.participants.values():
-                roles[p.role] = roles.get(p.role, 0) + 1
+        roles, rooms = self.call_manager.snapshot()
         waiting = sum(1 for clinic in self.registry.clinics for s in clinic.waiting_area.spaces
                       if s.status == "waiting" and s.patient_present)
         return {"participants": roles, "rooms": rooms, "waiting_patients": waiting}

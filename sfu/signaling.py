@@ -155,7 +155,7 @@ class SignalingSession(EndpointListener):
     async def _on_join(self, message: dict[str, Any]) -> None:
         assert self.claims is not None
         claims = self.claims
-        if self.participant is not None:
+        if self.participant is not None or self._left:
             raise bad_request("already joined; send 'leave' first")
         server = self.server
         try:
@@ -174,16 +174,38 @@ class SignalingSession(EndpointListener):
             self.close_soon()
             return
 
+    def probing(self, call: Call, participant: Participant, endpoint: Endpoint, venue: Any) -> None:
+        """The join would fill the call: media starts, ``joined`` waits for the probe's verdict."""
+        self.call, self.participant, self.endpoint, self.venue = call, participant, endpoint, venue
+        endpoint.start()
+        endpoint.renegotiate()
+
+    def own(self, task: asyncio.Task[None]) -> None:
+        """Tasks working for this session are cancelled and awaited when it ends."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def refuse(self, code: str, message: str) -> None:
+        """A probed newcomer is refused: nothing about the call changed."""
+        self.error(code, message)
+        self._spawn(self._leave("refused"))
+        self.close_soon()
+
+    def mark_left(self) -> None:
+        self._left = True
+
     def joined(self, call: Call, participant: Participant, endpoint: Endpoint, venue: Any) -> None:
         """Called by the server once admitted."""
+        probed = self.endpoint is endpoint
         self.call, self.participant, self.endpoint, self.venue = call, participant, endpoint, venue
         self.send({
             "type": "joined", "participant": participant.id, "target": call.key.target(),
             "participants": [p.public() for p in call.others(participant.id)],
             "ice_servers": self.server.ice_servers_json(),
         })
-        endpoint.start()
-        endpoint.renegotiate()
+        if not probed:
+            endpoint.start()
+            endpoint.renegotiate()
 
     async def _on_answer(self, message: dict[str, Any]) -> None:
         sdp = message.get("sdp")
@@ -225,7 +247,6 @@ class SignalingSession(EndpointListener):
     async def _leave(self, reason: str) -> None:
         if self._left or self.participant is None:
             return
-        self._left = True
         await self.server.remove_participant(self, reason)
 
     # -- EndpointListener -----------------------------------------------------------------------

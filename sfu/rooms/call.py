@@ -58,16 +58,34 @@ class Call:
         self.key = key
         self.max_participants = max_participants
         self.participants: dict[str, Participant] = {}
+        # Newcomers whose link is being probed before admission: they receive the call's media
+        # but nobody is told about them and nobody receives theirs until they are admitted.
+        self.probing: dict[str, Participant] = {}
+        self.quality: Any = None  # the call's QualityController, set by the owner
 
     def __len__(self) -> int:
-        return len(self.participants)
+        return len(self.participants) + len(self.probing)
 
     @property
     def full(self) -> bool:
-        return len(self.participants) >= self.max_participants
+        return len(self) >= self.max_participants
+
+    def start_probe(self, participant: Participant) -> None:
+        """Let a newcomer receive everyone, unseen, while its link is measured."""
+        self.probing[participant.id] = participant
+        endpoint = participant.endpoint
+        if endpoint is not None:
+            for other in self.participants.values():
+                if other.endpoint is not None:
+                    for producer in other.endpoint.producers.values():
+                        endpoint.subscribe(producer)
+
+    def end_probe(self, participant_id: str) -> Participant | None:
+        return self.probing.pop(participant_id, None)
 
     def add(self, participant: Participant) -> None:
         """Add a participant (the caller has checked admission) and tell the others."""
+        self.probing.pop(participant.id, None)
         others = list(self.participants.values())
         self.participants[participant.id] = participant
         for other in others:
@@ -75,12 +93,14 @@ class Call:
         self.wire(participant)
 
     def remove(self, participant_id: str) -> Participant | None:
+        if participant_id in self.probing:
+            return self.probing.pop(participant_id)
         participant = self.participants.pop(participant_id, None)
         if participant is None:
             return None
         endpoint = participant.endpoint
         if endpoint is not None:
-            for other in self.participants.values():
+            for other in [*self.participants.values(), *self.probing.values()]:
                 if other.endpoint is None:
                     continue
                 for producer in list(endpoint.producers.values()):
@@ -99,6 +119,8 @@ class Call:
                 continue
             for producer in other.endpoint.producers.values():
                 endpoint.subscribe(producer)
+            for producer in endpoint.producers.values():
+                other.endpoint.subscribe(producer)
 
     def producers_changed(self, participant: Participant) -> None:
         """A participant's published tracks changed: update every subscriber."""
@@ -106,7 +128,9 @@ class Call:
         if endpoint is None:
             return
         current = set(endpoint.producers.values())
-        for other in self.participants.values():
+        if participant.id in self.probing:
+            return  # nobody receives a probing newcomer
+        for other in [*self.participants.values(), *self.probing.values()]:
             if other is participant or other.endpoint is None:
                 continue
             for producer in other.endpoint.subscribed():

@@ -22,6 +22,7 @@ from sfu.transport.packets import (
     abs_send_time,
     build_nack,
     build_pli,
+    build_remb,
     build_rtp,
     ext_block,
     ext_element,
@@ -90,7 +91,7 @@ class Producer:
         self._last_pli = -1e9
         self._pli_pending = False
         self._in_audio_level = ext_ids.get("audio_level")
-        self._in_abs_send_time = ext_ids.get("abs_send_time")
+        self.ext_abs_send_time_id = ext_ids.get("abs_send_time")
         self.ext_mid_id = ext_ids.get("mid")
         self.mid = ""
         self._is_video = kind == "video"
@@ -101,6 +102,11 @@ class Producer:
         self.last_packet_at = 0.0
         self.keyframes = 0
         self.closed = False
+        # Optional per-packet observer (the uplink estimator); audio-level sums for the
+        # active-speaker choice, read and reset by the owner once per tick.
+        self.observer: Callable[[RtpPacket, float], None] | None = None
+        self.level_sum = 0
+        self.level_count = 0
 
     # -- the packet path -----------------------------------------------------------------
     def on_rtp(self, packet: RtpPacket, now: float) -> None:
@@ -114,12 +120,16 @@ class Producer:
             packet.frame_start, packet.keyframe = vp8_frame_info(packet.data, packet.payload_offset)
             if packet.keyframe:
                 self.keyframes += 1
-            packet.shared_ext = ext_element(EXT_ABS_SEND_TIME, abs_send_time(now))
             self.cache.add(packet)  # type: ignore[union-attr]
+            if self.observer is not None:
+                self.observer(packet, now)
+            packet.shared_ext = ext_element(EXT_ABS_SEND_TIME, abs_send_time(now))
         elif self._in_audio_level is not None and ext:
             level = ext.get(self._in_audio_level)
             if level is not None:
                 packet.shared_ext = ext_element(EXT_AUDIO_LEVEL, level)
+                self.level_sum += 127 - (level[0] & 0x7F)
+                self.level_count += 1
         packet.arrival = now
         for consumer in self.consumers:
             consumer.forward(packet, now)
@@ -157,6 +167,11 @@ class Producer:
             self._pli_pending = False
             self._last_pli = -1e9
             self.request_keyframe(now)
+
+    def send_remb(self, kbps: float) -> None:
+        """Ask the publisher to send at most ``kbps`` on this stream."""
+        if self.ssrc is not None and not self.closed:
+            self._feedback.send_rtcp(build_remb(self._rtcp_ssrc, int(kbps * 1000), [self.ssrc]))
 
     def nack_upstream(self, lost: list[int]) -> None:
         if self.ssrc is not None and lost:

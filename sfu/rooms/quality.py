@@ -1,0 +1,226 @@
+"""Bandwidth in a live call: estimate each link, allocate, degrade with reasons.
+
+One ``QualityController`` per call, ticked once a second by the call's owner. Each tick it feeds
+the per-participant estimators (sfu/bandwidth) with what the media endpoints measured, runs the
+allocator and the smoother, then applies the result: paused video is not forwarded (resumed
+with a keyframe request), publishers are capped with REMB, and every change of a receiver's
+level reaches that receiver as a ``quality`` message and the metrics.
+
+Pure policy lives in sfu/bandwidth; this module only moves numbers between it and the media.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sfu.bandwidth import (
+    AllocationSmoother,
+    DownlinkEstimator,
+    Level,
+    Receiver,
+    Stream,
+    UplinkEstimator,
+    allocate,
+)
+from sfu.rooms.call import Call, Participant
+
+AUDIO_KBPS = 40.0  # nominal Opus rate before it is measured
+VIDEO_KBPS = 500.0  # nominal video rate before it is measured
+MAX_VIDEO_KBPS = 2500.0  # the REMB a publisher gets when nobody needs it to send less
+
+
+@dataclass
+class QualitySettings:
+    min_video_kbps: float = 150
+    min_audio_kbps: float = 40
+    upgrade_hold_s: float = 5.0
+
+
+@dataclass
+class Link:
+    """What is known about one participant's links."""
+
+    uplink: UplinkEstimator = field(default_factory=UplinkEstimator)
+    downlink: DownlinkEstimator = field(default_factory=DownlinkEstimator)
+    sent_octets: int = 0
+    rr_loss: list[float] = field(default_factory=list)
+    rr_jitter: list[float] = field(default_factory=list)
+    rtt: float | None = None
+    goodput_kbps: float | None = None
+    loss: float = 0.0
+    level: str | None = None
+    producer_octets: dict[str, int] = field(default_factory=dict)
+    stream_kbps: dict[str, float] = field(default_factory=dict)
+
+    def down_kbps(self, now: float) -> float | None:
+        estimate = self.downlink.estimate_kbps(now)
+        if estimate is not None and self.goodput_kbps is not None and self.loss > 0.1:
+            estimate = min(estimate, self.goodput_kbps * 1.1)
+        return estimate
+
+    def up_kbps(self, now: float) -> float | None:
+        return self.uplink.estimate_kbps(now)
+
+    # What admission may hold against a link: an estimate counts only with evidence of a limit
+    # (loss, or delay overuse). A link that carried all we sent without loss is not limited by
+    # what we happened to send: it stays "unknown" (unconstrained) until it shows its limit.
+    def limited_down_kbps(self, now: float) -> float | None:
+        return self.down_kbps(now) if self.loss > 0.02 else None
+
+    def limited_up_kbps(self, now: float) -> float | None:
+        congested = self.uplink.loss_fraction(now) > 0.02 or self.uplink.signal == "overuse"
+        return self.up_kbps(now) if congested else None
+
+
+class QualityController:
+    def __init__(self, call: Call, settings: QualitySettings,
+                 on_change: Callable[[Participant, str, str, dict[str, Any]], None]) -> None:
+        self.call = call
+        self.settings = settings
+        self.on_change = on_change
+        self.links: dict[str, Link] = {}
+        self.smoother = AllocationSmoother(upgrade_hold_s=settings.upgrade_hold_s)
+        self.speaker: str | None = None
+        self._last_tick: float | None = None
+
+    # -- wiring ------------------------------------------------------------------------------------
+    def link(self, participant: Participant) -> Link:
+        link = self.links.get(participant.id)
+        if link is None:
+            link = self.links[participant.id] = Link()
+            endpoint: Any = participant.endpoint
+            if endpoint is not None:
+                endpoint.rr_listeners.append(
+                    lambda block, now, rtt, link=link: self._on_report(link, block, rtt))
+                endpoint.remb_listeners.append(
+                    lambda bps, now, link=link: link.downlink.on_remb(now, bps / 1000))
+        return link
+
+    @staticmethod
+    def _on_report(link: Link, block: Any, rtt: float | None) -> None:
+        link.rr_loss.append(block.fraction_lost / 256)
+        link.rr_jitter.append(block.jitter / 90.0)  # video clock: ms
+        if rtt is not None:
+            link.rtt = rtt
+
+    def _observe(self, link: Link, producer: Any) -> None:
+        if producer.kind != "video" or producer.observer is not None:
+            return
+        ast_id = producer.ext_abs_send_time_id
+        uplink = link.uplink
+
+        def observe(packet: Any, now: float) -> None:
+            raw = packet.ext.get(ast_id) if ast_id is not None else None
+            value = int.from_bytes(raw, "big") if raw is not None and len(raw) == 3 else None
+            uplink.on_packet(now, packet.seq, len(packet.data), value)
+
+        producer.observer = observe
+
+    def forget(self, participant_id: str) -> None:
+        self.links.pop(participant_id, None)
+
+    # -- the tick ------------------------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        elapsed = 1.0 if self._last_tick is None else max(0.2, now - self._last_tick)
+        self._last_tick = now
+        participants = [p for p in [*self.call.participants.values(), *self.call.probing.values()]
+                        if p.endpoint is not None]
+        streams: list[Stream] = []
+        loudest: tuple[float, str] | None = None
+        for p in participants:
+            link = self.link(p)
+            endpoint: Any = p.endpoint
+            self._feed_downlink(link, endpoint, now, elapsed)
+            for producer in endpoint.producers.values():
+                self._observe(link, producer)
+                before = link.producer_octets.get(producer.id, producer.octets)
+                link.producer_octets[producer.id] = producer.octets
+                measured = (producer.octets - before) * 8 / 1000 / elapsed
+                nominal = AUDIO_KBPS if producer.kind == "audio" else VIDEO_KBPS
+                kbps = measured if measured > 0 else nominal
+                link.stream_kbps[producer.id] = kbps
+                if producer.kind == "audio" and producer.level_count:
+                    level = producer.level_sum / producer.level_count
+                    producer.level_sum = producer.level_count = 0
+                    if level > 40 and (loudest is None or level > loudest[0]):
+                        loudest = (level, p.id)
+            if p.id in self.call.probing:
+                continue  # nobody receives a probing newcomer yet
+            for producer in endpoint.producers.values():
+                priority = (2 if p.role == "patient" else 0) + (1 if p.id == self.speaker else 0)
+                minimum = (self.settings.min_audio_kbps if producer.kind == "audio"
+                           else self.settings.min_video_kbps)
+                streams.append(Stream(producer.id, p.id, producer.kind,
+                                      max(link.stream_kbps[producer.id], minimum * 0.5),
+                                      min(minimum, link.stream_kbps[producer.id]), priority))
+        if loudest is not None:
+            self.speaker = loudest[1]
+        receivers = [Receiver(p.id, self.links[p.id].down_kbps(now)) for p in participants]
+        subscriptions = {p.id: [producer.id for producer in p.endpoint.subscribed()]  # type: ignore[union-attr]
+                         for p in participants}
+        proposed = allocate(receivers, streams, subscriptions)
+        update = self.smoother.update(now, proposed, streams)
+        self._apply(participants, update, streams, now)
+
+    def _feed_downlink(self, link: Link, endpoint: Any, now: float, elapsed: float) -> None:
+        octets = sum(out.octets for out in endpoint.out_by_ssrc.values())
+        delta = octets - link.sent_octets if link.sent_octets else 0
+        link.sent_octets = octets
+        if delta > 0:
+            link.downlink.on_sent(now, delta)
+        if link.rr_loss:
+            loss = sum(link.rr_loss) / len(link.rr_loss)
+            jitter = max(link.rr_jitter)
+            link.rr_loss.clear()
+            link.rr_jitter.clear()
+            link.loss = loss
+            link.downlink.on_receiver_report(now, loss, jitter, link.rtt)
+            sent_kbps = delta * 8 / 1000 / elapsed
+            link.goodput_kbps = sent_kbps * (1 - loss) if sent_kbps > 0 else None
+
+    def _apply(self, participants: list[Participant], update: Any, streams: list[Stream],
+               now: float) -> None:
+        allocation = update.allocation
+        by_id = {p.id: p for p in participants}
+        for p in participants:
+            endpoint: Any = p.endpoint
+            for consumer in endpoint.consumers():
+                chosen = allocation.streams.get((p.id, consumer.producer.id))
+                if chosen is not None and consumer.producer.kind == "video":
+                    consumer.set_paused(chosen.level is Level.PAUSED, now)
+        caps: dict[str, float] = {}
+        for (rid, sid), chosen in allocation.streams.items():
+            if chosen.level is Level.CAPPED:
+                caps[sid] = min(caps.get(sid, MAX_VIDEO_KBPS),
+                                max(chosen.kbps, self.settings.min_video_kbps))
+        for p in participants:
+            endpoint: Any = p.endpoint  # type: ignore[no-redef]
+            video = endpoint.producers.get("video")
+            if video is not None:
+                video.send_remb(caps.get(video.id, MAX_VIDEO_KBPS))
+        for change in update.receiver_changes:
+            p = by_id.get(change.receiver_id)
+            if p is None or (change.previous is None and change.level == "good"):
+                continue
+            link = self.links[p.id]
+            paused = [s.publisher for s in streams if s.kind == "video"
+                      and (allocation.streams.get((p.id, s.id)) is not None
+                           and allocation.streams[(p.id, s.id)].level is Level.PAUSED)]
+            down = link.down_kbps(now)
+            up = link.up_kbps(now)
+            if change.level == "good":
+                reason = "link recovered"
+            elif change.level == "audio_only":
+                reason = (f"downlink about {down:.0f} kbit/s cannot carry video"
+                          if down is not None else "video paused")
+            else:
+                reason = (f"downlink about {down:.0f} kbit/s: some video reduced or paused"
+                          if down is not None else "some video reduced or paused")
+            self.on_change(p, str(change.level), reason, {
+                "downlink_kbps": None if down is None else round(down),
+                "uplink_kbps": None if up is None else round(up),
+                "rtt_ms": None if link.rtt is None else round(link.rtt * 1000),
+                "loss": round(link.loss, 3), "paused": paused,
+            })
