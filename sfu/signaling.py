@@ -17,6 +17,7 @@ from aiohttp import WSMsgType, web
 
 from sfu.auth import Claims, verify_token
 from sfu.errors import ApiError, NegotiationError, bad_request
+from sfu.precall import PrecallTest
 from sfu.rooms.call import Call, Participant
 from sfu.rooms.policy import authorize_join
 from sfu.transport.endpoint import Endpoint, EndpointListener, TrackInfo
@@ -44,6 +45,7 @@ class SignalingSession(EndpointListener):
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._left = False
+        self.precall: PrecallTest | None = None
 
     # -- outgoing -----------------------------------------------------------------------------
     def send(self, message: dict[str, Any]) -> None:
@@ -140,6 +142,7 @@ class SignalingSession(EndpointListener):
         handler = {
             "join": self._on_join, "answer": self._on_answer, "candidate": self._on_candidate,
             "leave": self._on_leave, "watch": self._on_watch, "ping": self._on_ping,
+            "precall": self._on_precall,
         }.get(kind)
         if handler is None:
             self.error("bad_request", f"unknown message type {kind!r}")
@@ -149,6 +152,29 @@ class SignalingSession(EndpointListener):
         except ApiError as exc:
             self.error(exc.code, exc.message)
 
+    async def _on_precall(self, message: dict[str, Any]) -> None:
+        if self.participant is not None or self.endpoint is not None:
+            raise bad_request("a pre-call test runs before joining, one at a time")
+        if self.server.draining:
+            raise ApiError("draining", "the server is shutting down")
+        seconds = message.get("seconds", 5)
+        if not isinstance(seconds, int | float) or not 2 <= seconds <= 15:
+            raise bad_request("'seconds' must be a number from 2 to 15")
+        endpoint = Endpoint("pc_" + secrets.token_hex(6), self.server.endpoint_settings, self,
+                            self.server.counters)
+        self.endpoint = endpoint
+        self.precall = PrecallTest(endpoint, self.server.call_manager.admission, float(seconds))
+        self._spawn(self._run_precall(self.precall))
+
+    async def _run_precall(self, test: PrecallTest) -> None:
+        try:
+            result = await test.run()
+            self.send(result)
+        finally:
+            self.precall = None
+            self.endpoint = None
+            await test.endpoint.close()
+
     async def _on_ping(self, message: dict[str, Any]) -> None:
         self.send({"type": "pong"})
 
@@ -157,6 +183,8 @@ class SignalingSession(EndpointListener):
         claims = self.claims
         if self.participant is not None or self._left:
             raise bad_request("already joined; send 'leave' first")
+        if self.precall is not None:
+            raise bad_request("a pre-call test is running; join after its result")
         server = self.server
         try:
             resolved = authorize_join(claims, server.registry, message.get("target"))
@@ -256,6 +284,8 @@ class SignalingSession(EndpointListener):
         self.send({"type": "offer", "sdp": sdp})
 
     def producers_changed(self, endpoint: Endpoint) -> None:
+        if self.precall is not None:
+            self.precall.producers_changed()
         if self.call is not None and self.participant is not None:
             self.call.producers_changed(self.participant)
 

@@ -106,6 +106,32 @@ class Client:
         self.participant = msg["participant"]
         return msg
 
+    async def precall(self, seconds: float = 3.0, timeout: float = 20.0) -> dict[str, Any]:
+        """Run the server's pre-call link test; the test's peer connection is closed after."""
+        if self._ws is None:
+            await self.connect()
+        await self.send({"type": "precall", "seconds": seconds})
+        msg = await self.wait_message(lambda m: m["type"] in ("precall_result", "error"), timeout)
+        await self._reset_media()
+        if msg["type"] == "error":
+            raise ClientError(msg["code"], msg.get("message", ""))
+        return msg
+
+    async def _reset_media(self) -> None:
+        """Forget the current peer connection (the next offer starts a new one)."""
+        if self._rtcp_task is not None:
+            self._rtcp_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rtcp_task
+            self._rtcp_task = None
+        if self._pc is not None:
+            await self._pc.close()
+        self._pc = None
+        self._hooked = False
+        self._wire = None
+        self.tracks.clear()
+        self._ssrc_to_mid.clear()
+
     async def _read(self) -> None:
         try:
             await self._read_messages()
@@ -234,7 +260,11 @@ class Client:
         except ValueError:
             return
         for msg in messages:
-            if isinstance(msg, P.Pli | P.Fir) and self.video_track is not None:
+            if isinstance(msg, P.SenderReport):
+                for t in self.tracks.values():
+                    if t.ssrc == msg.ssrc and t.stats is not None:
+                        t.stats.on_sender_report(msg.ntp, now)
+            elif isinstance(msg, P.Pli | P.Fir) and self.video_track is not None:
                 self.pli_received += 1
                 self.video_track.request_keyframe()
 

@@ -105,7 +105,8 @@ class QualityController:
         if rtt is not None:
             link.rtt = rtt
 
-    def _observe(self, link: Link, producer: Any) -> None:
+    @staticmethod
+    def observe_uplink(link: Link, producer: Any) -> None:
         if producer.kind != "video" or producer.observer is not None:
             return
         ast_id = producer.ext_abs_send_time_id
@@ -132,9 +133,9 @@ class QualityController:
         for p in participants:
             link = self.link(p)
             endpoint: Any = p.endpoint
-            self._feed_downlink(link, endpoint, now, elapsed)
+            self.feed_downlink(link, endpoint, now, elapsed)
             for producer in endpoint.producers.values():
-                self._observe(link, producer)
+                self.observe_uplink(link, producer)
                 before = link.producer_octets.get(producer.id, producer.octets)
                 link.producer_octets[producer.id] = producer.octets
                 measured = (producer.octets - before) * 8 / 1000 / elapsed
@@ -164,7 +165,8 @@ class QualityController:
         update = self.smoother.update(now, proposed, streams)
         self._apply(participants, update, streams, now)
 
-    def _feed_downlink(self, link: Link, endpoint: Any, now: float, elapsed: float) -> None:
+    @staticmethod
+    def feed_downlink(link: Link, endpoint: Any, now: float, elapsed: float) -> None:
         octets = sum(out.octets for out in endpoint.out_by_ssrc.values())
         delta = octets - link.sent_octets if link.sent_octets else 0
         link.sent_octets = octets
