@@ -221,8 +221,7 @@ class Server:
             raise forbidden("only staff of this clinic may watch its waiting area") from None
         clinic = self.registry.get(clinic_id)
         session.watching = clinic_id
-        session.send({"type": "waiting_area", "clinic": clinic_id,
-                      "spaces": [s.to_json() for s in clinic.waiting_area.spaces]})
+        session.send({"type": "waiting_area", "clinic": clinic_id, **clinic.waiting_area.to_json()})
 
     def refused(self, claims: Claims | None, code: str, target: Any = None) -> None:
         """Count and announce a refused join."""
@@ -253,7 +252,7 @@ class Server:
                     elif now_status == "on_hold":
                         self.emit("consultation.on_hold", {"clinic": event.clinic, "space": space.id})
             message = {"type": "waiting_area", "clinic": event.clinic,
-                       "spaces": [s.to_json() for s in clinic.waiting_area.spaces]}
+                       **clinic.waiting_area.to_json()}
             for session in self.sessions:
                 if session.watching == event.clinic:
                     session.send(message)
