@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
+from aiortc.exceptions import InvalidStateError
 
 from sfu.client.media import Clip, ClipAudioTrack, ClipVideoTrack, load_clip
 from sfu.transport import aiortc_glue as glue
@@ -149,7 +150,10 @@ class Client:
             self.messages.append(data)
             kind = data.get("type")
             if kind == "offer":
-                await self._on_offer(data["sdp"])
+                try:
+                    await self._on_offer(data["sdp"])
+                except (ConnectionError, aiohttp.ClientError, InvalidStateError):
+                    pass  # the socket or the call is closing: keep reading what is left
             elif kind == "tracks":
                 for t in data["tracks"]:
                     stats = self.tracks.setdefault(t["mid"], TrackStats(t["mid"]))
