@@ -169,6 +169,7 @@ def config_from_dict(raw: dict[str, Any], environ: dict[str, str] | None = None)
         _validate(cfg, problems)
     if problems or cfg is None:
         raise ConfigError(problems or ["invalid configuration"])
+    assert isinstance(cfg, Config)
     return cfg
 
 

@@ -187,7 +187,7 @@ class SignalingSession(EndpointListener):
             raise bad_request("a pre-call test is running; join after its result")
         server = self.server
         try:
-            resolved = authorize_join(claims, server.registry, message.get("target"))
+            resolved = authorize_join(claims, server.registry, message.get("target", {}))
         except ApiError as exc:
             server.refused(claims, exc.code, message.get("target"))
             self.error(exc.code, exc.message)
@@ -269,7 +269,8 @@ class SignalingSession(EndpointListener):
         if message.get("waiting_area") is not True:
             self.watching = None
             return
-        clinic = message.get("clinic") if isinstance(message.get("clinic"), str) else self.claims.clinic
+        requested = message.get("clinic")
+        clinic = requested if isinstance(requested, str) else self.claims.clinic
         self.server.watch(self, self.claims, clinic)
 
     async def _leave(self, reason: str) -> None:

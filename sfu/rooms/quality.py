@@ -203,13 +203,13 @@ class QualityController:
             if video is not None:
                 video.send_remb(caps.get(video.id, MAX_VIDEO_KBPS))
         for change in update.receiver_changes:
-            p = by_id.get(change.receiver_id)
-            if p is None or (change.previous is None and change.level == "good"):
+            found = by_id.get(change.receiver_id)
+            if found is None or (change.previous is None and change.level == "good"):
                 continue
-            link = self.links[p.id]
+            link = self.links[found.id]
             paused = [s.publisher for s in streams if s.kind == "video"
-                      and (allocation.streams.get((p.id, s.id)) is not None
-                           and allocation.streams[(p.id, s.id)].level is Level.PAUSED)]
+                      and (allocation.streams.get((found.id, s.id)) is not None
+                           and allocation.streams[(found.id, s.id)].level is Level.PAUSED)]
             down = link.down_kbps(now)
             up = link.up_kbps(now)
             if change.level == "good":
@@ -220,7 +220,7 @@ class QualityController:
             else:
                 reason = (f"downlink about {down:.0f} kbit/s: some video reduced or paused"
                           if down is not None else "some video reduced or paused")
-            self.on_change(p, str(change.level), reason, {
+            self.on_change(found, str(change.level), reason, {
                 "downlink_kbps": None if down is None else round(down),
                 "uplink_kbps": None if up is None else round(up),
                 "rtt_ms": None if link.rtt is None else round(link.rtt * 1000),

@@ -16,6 +16,7 @@ from aiortc import (
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
+    RTCRtpCodecCapability,
     RTCRtpSender,
     RTCRtpTransceiver,
     RTCSessionDescription,
@@ -68,7 +69,7 @@ class AnswerInfo:
     payload_types: dict[str, dict[str, int]]  # mid -> codec name -> payload type
 
 
-def _codec_preferences(kind: str) -> list[object]:
+def _codec_preferences(kind: str) -> list[RTCRtpCodecCapability]:
     caps = RTCRtpSender.getCapabilities(kind).codecs
     wanted = {"audio": ("audio/opus",), "video": ("video/VP8", "video/rtx")}[kind]
     chosen = [c for c in caps if c.mimeType in wanted]
@@ -76,7 +77,7 @@ def _codec_preferences(kind: str) -> list[object]:
         vp8 = [c for c in chosen if c.mimeType == "video/VP8"]
         rtx = [c for c in chosen if c.mimeType == "video/rtx"][:1]
         chosen = vp8 + rtx
-    return chosen  # type: ignore[return-value]
+    return chosen
 
 
 class WebRtcPeer:
@@ -175,7 +176,8 @@ class WebRtcPeer:
         for index, media in enumerate(parsed.media):
             names: dict[str, int] = {}
             for codec in media.rtp.codecs:
-                names.setdefault(codec.name.lower(), codec.payloadType)
+                if codec.payloadType is not None:
+                    names.setdefault(codec.name.lower(), codec.payloadType)
             pts[media.rtp.muxId] = names
             if index >= 2:
                 continue
