@@ -18,12 +18,23 @@ from sfu.errors import ConfigError
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line. Context passed as ``extra={"clinic": ..., "participant": ...}``
+    (opaque ids: clinic, space, room, participant, role, reason, ...) becomes top-level fields;
+    name-like keys are dropped so that no display name reaches the logs."""
+
+    _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage(),
         }
+        for key, value in vars(record).items():
+            if key in self._STANDARD or key in entry or key.startswith("_") \
+                    or key.lower().endswith("name"):
+                continue
+            entry[key] = value if isinstance(value, str | int | float | bool | None) else str(value)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)

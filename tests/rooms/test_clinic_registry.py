@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from sfu.errors import ApiError
-from sfu.rooms import ClinicRegistry, ClinicUpdated, DomainEvent, RoomDeleted, RoomUpdated
+from sfu.rooms import (
+    ClinicRegistry,
+    ClinicUpdated,
+    DomainEvent,
+    RoomDeleted,
+    RoomUpdated,
+    Venue,
+)
 
 from .conftest import T0
 
@@ -103,3 +110,15 @@ def test_listeners_added_later_hear_events(registry: ClinicRegistry) -> None:
     registry.remove_listener(heard.append)
     registry.put_clinic("y", "Y")
     assert heard == [ClinicUpdated("x", True)]
+
+
+def test_spaces_and_rooms_are_venues(registry: ClinicRegistry) -> None:
+    venues: list[Venue] = [
+        registry.enter_waiting_area("c1", "Ada", "10.0.0.1", T0),
+        registry.get("c1").room("team"),
+    ]
+    for venue in venues:
+        assert venue.kind in ("space", "room") and venue.clinic == "c1" and not venue.closed
+        venue.participant_joined("s1", "Dr Lee", "staff", T0)
+        assert venue.participants == [{"id": "s1", "name": "Dr Lee", "role": "staff"}]
+        assert venue.participant_left("s1", T0) is not None and not venue.is_full

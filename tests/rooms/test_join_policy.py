@@ -56,7 +56,9 @@ def test_patient_gets_403_not_404_for_an_unknown_space(registry: ClinicRegistry,
 
 
 def test_patient_never_enters_a_meeting_room(registry: ClinicRegistry, space_id: str) -> None:
-    assert refused(claims("patient", space=space_id), registry, {"room": "team"}) == 403
+    with pytest.raises(ApiError) as err:
+        authorize_join(claims("patient", space=space_id), registry, {"room": "team"})
+    assert err.value.status == 403 and "meeting room" in err.value.message
 
 
 def test_patient_of_an_ended_space_gets_404(registry: ClinicRegistry, space_id: str) -> None:

@@ -1,0 +1,219 @@
+"""Operations against a real server on loopback with real clients: metrics, readiness, drain,
+network settings, webhooks end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from sfu.client.client import Client
+from sfu.server import Server
+
+from ..conftest import make_config
+from .conftest import eventually, free_port
+
+HOOK_SECRET = "hook-secret-0123456789"
+
+
+async def get(url: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        return response.status, await response.text()
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """One sample of Prometheus text, e.g. ``sample(t, "sfu_participants", role="staff")``."""
+    for line in text.splitlines():
+        m = re.match(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$", line)
+        if m is None or m.group(1) != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        if found == labels:
+            return float(m.group(3))
+    raise AssertionError(f"{name}{labels} not in /metrics")
+
+
+def publishing(server: Server) -> Any:
+    async def check() -> bool:
+        return server.counters.received_packets["video"] > 0
+
+    return check
+
+
+@pytest.fixture
+async def make_server() -> AsyncIterator[Any]:
+    servers: list[Server] = []
+
+    async def make(**overrides: Any) -> Server:
+        srv = Server(make_config(**overrides))
+        await srv.start("127.0.0.1", 0)
+        srv.url = f"http://127.0.0.1:{srv.port}"  # type: ignore[attr-defined]
+        servers.append(srv)
+        return srv
+
+    yield make
+    for srv in servers:
+        await srv.close()
+
+
+# -- metrics follow a real call -------------------------------------------------------------------
+async def test_metrics_follow_a_real_call(server, token, clip) -> None:
+    metrics_url = f"{server.url}/metrics"
+    a = Client(server.url, token(sub="dr-a", name="Dr A"), clip=clip)
+    b = Client(server.url, token(sub="dr-b", name="Dr B"), clip=clip)
+    try:
+        await a.join({"room": "team"})
+        await b.join({"room": "team"})
+        _, text = await get(metrics_url)
+        assert 'sfu_participants{role="staff"} 2.0' in text.splitlines()
+        assert sample(text, "sfu_participants", role="staff") == 2.0
+        assert sample(text, "sfu_rooms", kind="room") == 1.0
+        assert sample(text, "sfu_joins_total", role="staff", outcome="admitted") == 2.0
+
+        async def video_flowing() -> bool:
+            _, t = await get(metrics_url)
+            return sample(t, "sfu_rtp_packets_forwarded_total", kind="video") > 0
+
+        await eventually(video_flowing)
+        _, text = await get(metrics_url)
+        first = sample(text, "sfu_rtp_packets_forwarded_total", kind="video")
+
+        async def video_grew() -> bool:
+            _, t = await get(metrics_url)
+            return sample(t, "sfu_rtp_packets_forwarded_total", kind="video") > first
+
+        await eventually(video_grew, within=5)
+        assert sample(text, "sfu_rtp_bytes_forwarded_total", kind="video") > 0
+    finally:
+        await a.leave()
+        await b.leave()
+
+    async def empty() -> bool:
+        _, t = await get(metrics_url)
+        return sample(t, "sfu_participants", role="staff") == 0.0
+
+    await eventually(empty, within=5)
+    _, text = await get(metrics_url)
+    assert sample(text, "sfu_rooms", kind="room") == 0.0
+    for name in ("sfu_webhooks_delivered_total", "sfu_webhooks_dropped_total",
+                 "sfu_webhooks_failed_total", "process_cpu_seconds_total"):
+        sample(text, name)
+    # no label carries a clinic, room or participant id
+    assert not re.search(r'"(demo|team|p_[0-9a-f]{16}|dr-[ab])"', text)
+
+
+async def test_metrics_on_a_separate_port_when_configured(make_server) -> None:
+    port = free_port()
+    srv = await make_server(metrics={"port": port})
+    status, text = await get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200 and "sfu_participants" in text
+    status, _ = await get(f"{srv.url}/metrics")
+    assert status == 404  # not on the public port
+
+
+# -- health, readiness, drain ---------------------------------------------------------------------
+async def test_readiness_is_503_while_draining_and_joins_are_refused(server, token, clip) -> None:
+    assert (await get(f"{server.url}/readyz"))[0] == 200
+    c = Client(server.url, token(sub="dr-a"), clip=clip)
+    late = Client(server.url, token(sub="dr-late"), clip=clip)
+    try:
+        await c.join({"room": "team"})
+        # connected (answer applied, media arriving) before the drain starts
+        await eventually(publishing(server))
+        drain = asyncio.ensure_future(server.drain(timeout=5))
+        await c.wait_message(lambda m: m["type"] == "ended")
+        assert c.ended == "server_shutdown"
+        status, body = await get(f"{server.url}/readyz")
+        assert status == 503 and "draining" in body
+        assert (await get(f"{server.url}/healthz"))[0] == 200  # alive, just not ready
+        with pytest.raises(Exception, match="draining"):
+            await late.join({"room": "team"})
+        await asyncio.wait_for(drain, 5)
+        assert not server.calls
+    finally:
+        await c.close()
+        await late.close()
+    _, text = await get(f"{server.url}/metrics")
+    assert sample(text, "sfu_joins_total", role="staff", outcome="draining") == 1.0
+
+
+# -- network settings -----------------------------------------------------------------------------
+async def test_every_ice_candidate_port_lies_in_the_configured_range(make_server, token, clip) -> None:
+    srv = await make_server(media={"udp_ports": "41000-41049", "inactivity_timeout": 5.0})
+    c = Client(srv.url, token(sub="dr-a"), clip=clip)
+    try:
+        await c.join({"room": "team"})
+        offer = await c.wait_message(lambda m: m["type"] == "offer")
+    finally:
+        await c.leave()
+    ports = [int(line.split()[5]) for line in offer["sdp"].splitlines()
+             if line.startswith("a=candidate:")]
+    assert ports, "the offer carries no candidates"
+    assert all(41000 <= p <= 41049 for p in ports), ports
+
+
+async def test_ice_servers_are_handed_to_clients_in_joined(make_server, token, clip) -> None:
+    turn = {"urls": ["turn:turn.example.org:3478?transport=udp"], "username": "u",
+            "credential": "p"}
+    from sfu.config import IceServer
+
+    srv = await make_server(media={"ice_servers": [IceServer(**turn)],  # type: ignore[arg-type]
+                                   "inactivity_timeout": 5.0})
+    srv.endpoint_settings = Server._endpoint_settings(make_config())  # don't gather via TURN
+    c = Client(srv.url, token(sub="dr-a"), clip=clip)
+    try:
+        joined = await c.join({"room": "team"})
+    finally:
+        await c.leave()
+    assert joined["ice_servers"] == [turn]
+
+
+# -- webhooks end to end ---------------------------------------------------------------------------
+async def test_a_join_and_a_leave_reach_the_webhook_receiver_signed(make_server, receivers, token,
+                                                                   clip) -> None:
+    rx = await receivers()
+    srv = await make_server(webhooks={"urls": [rx.url], "secret": HOOK_SECRET})
+    c = Client(srv.url, token(sub="dr-a", name="Dr Alice Example"), clip=clip)
+    await c.join({"room": "team"})
+    await c.leave()
+    await rx.wait_for(lambda: srv.webhooks.delivered == 2)
+    assert all(r.verifies(HOOK_SECRET) for r in rx.requests)
+    (joined,) = rx.events("participant.joined")
+    (left,) = rx.events("participant.left")
+    assert joined["data"] == {"clinic": "demo", "room": "team", "participant": c.participant,
+                              "role": "staff"}
+    assert left["data"]["participant"] == c.participant and left["data"]["reason"] == "left"
+    assert joined["id"] != left["id"]
+    assert all(b"Alice" not in r.body for r in rx.requests)
+    assert srv.webhooks.delivered == 2 and srv.webhooks.failed == 0
+
+
+async def test_event_payloads_carry_opaque_ids_never_names(server, token, clip) -> None:
+    seen: list[tuple[str, dict[str, Any]]] = []
+    server.event_listeners.append(lambda name, payload: seen.append((name, payload)))
+    c = Client(server.url, token(sub="dr-a", name="Dr Alice Example"), clip=clip)
+    await c.join({"room": "team"})
+    await c.leave()
+    refused = Client(server.url, token(role="patient", sub="pt", name="Pat Example", space="nope"),
+                     clip=clip)
+    with pytest.raises(Exception):  # noqa: B017 - any refusal
+        await refused.join({"room": "team"})
+    await refused.close()
+    await eventually(lambda: any(n == "participant.left" for n, _ in seen), within=5)
+    names = {n for n, _ in seen}
+    assert {"participant.joined", "participant.left", "join.refused"} <= names
+
+    def keys(value: Any) -> set[str]:
+        if isinstance(value, dict):
+            return set(value) | {k for v in value.values() for k in keys(v)}
+        if isinstance(value, list):
+            return {k for v in value for k in keys(v)}
+        return set()
+
+    for name, payload in seen:
+        assert not {"name", "display_name", "patient_name"} & keys(payload), (name, payload)
+        assert not re.search(r"Alice|Pat Example", repr(payload)), (name, payload)

@@ -1,0 +1,92 @@
+"""What ships in config/ and docs/ matches the code: example config, dashboard, systemd unit."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import tomllib
+import typing
+from pathlib import Path
+
+import pytest
+
+from sfu.cli import main
+from sfu.config import Config, load_config
+from sfu.server import Server
+
+from ..conftest import make_config
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "config" / "sfu.example.toml"
+
+
+def exported_metric_names() -> set[str]:
+    """Every sample name /metrics can carry, from the # TYPE lines of a fresh server."""
+    text = Server(make_config()).metrics.render().decode()
+    names: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            names.add(name)
+            if kind == "counter":
+                names.update({name + "_total", name + "_created"})
+            if kind == "histogram":
+                names.update({name + s for s in ("_bucket", "_sum", "_count", "_created")})
+    return names
+
+
+def test_the_example_config_passes_check_config(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(EXAMPLE)]) == 0
+    assert load_config(EXAMPLE, environ={}).webhooks.queue_size == 1000
+
+
+def test_the_example_config_documents_every_key() -> None:
+    raw = tomllib.loads(EXAMPLE.read_text())
+    missing: list[str] = []
+
+    def walk(cls: typing.Any, table: dict[str, typing.Any], where: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name not in table:
+                missing.append(where + f.name)
+                continue
+            tp = hints[f.name]
+            value = table[f.name]
+            if dataclasses.is_dataclass(tp):
+                walk(tp, value, f"{where}{f.name}.")
+            elif typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+                if not value:
+                    missing.append(where + f.name)
+                for item in value[:1]:
+                    walk(typing.get_args(tp)[0], item, f"{where}{f.name}[].")
+
+    walk(Config, raw, "")
+    assert missing == []
+
+
+def test_the_grafana_dashboard_uses_only_exported_metrics() -> None:
+    dashboard = json.loads((ROOT / "config" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {m for e in exprs for m in re.findall(r"\b((?:sfu|process)_[a-z_]+)\b", e)}
+    assert used, "no queries"
+    assert used - exported_metric_names() == set()
+    core = {"sfu_participants", "sfu_waiting_patients", "sfu_rtp_packets_forwarded_total",
+            "sfu_joins_total", "sfu_event_loop_lag_seconds_bucket"}
+    assert core <= used
+
+
+def test_the_operations_doc_lists_only_exported_metrics() -> None:
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    listed = set(re.findall(r"`((?:sfu|process)_[a-z_]+)", doc))
+    assert "sfu_participants" in listed
+    assert listed - exported_metric_names() == set()
+
+
+def test_the_systemd_unit_stops_after_the_drain_timeout() -> None:
+    unit = (ROOT / "config" / "sfu.service").read_text()
+    settings = dict(re.findall(r"^(\w+)=(.*)$", unit, re.M))
+    assert settings["KillSignal"] == "SIGTERM"
+    assert "SFU_AUTH_SECRET" in unit and settings["EnvironmentFile"].startswith("/")
+    drain = load_config(EXAMPLE, environ={}).server.drain_timeout
+    assert float(settings["TimeoutStopSec"]) > drain
