@@ -40,6 +40,7 @@ class CallManager:
             min_video_kbps=bw.min_video_kbps, min_audio_kbps=bw.min_audio_kbps,
             audio_only_acceptable=bw.audio_only_acceptable, warn_kbps=bw.warn_kbps,
             block_kbps=bw.block_kbps)
+        self._emptied = asyncio.Event()
         self.quality_settings = QualitySettings(min_video_kbps=bw.min_video_kbps,
                                                 min_audio_kbps=bw.min_audio_kbps)
 
@@ -171,6 +172,14 @@ class CallManager:
     def _drop_if_empty(self, call: Call) -> None:
         if not call.participants and not call.probing and self.calls.get(call.key) is call:
             self.calls.pop(call.key, None)
+        if not self.calls:
+            self._emptied.set()
+
+    async def wait_empty(self) -> None:
+        """Return once no call is left."""
+        while self.calls:
+            self._emptied.clear()
+            await self._emptied.wait()
 
     def detach(self, session: SignalingSession, reason: str) -> Endpoint | None:
         """Take a participant out of its call now; return its endpoint for the caller to close."""

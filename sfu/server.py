@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +28,7 @@ from sfu.rooms.clinic import ClinicRegistry
 from sfu.rooms.policy import ResolvedTarget, require_member
 from sfu.signaling import SignalingSession
 from sfu.transport.aiortc_glue import IceSettings
-from sfu.transport.endpoint import Endpoint, EndpointSettings
+from sfu.transport.endpoint import EndpointSettings
 from sfu.transport.forwarder import Counters
 from sfu.webhooks import WebhookDispatcher
 
@@ -128,14 +127,12 @@ class Server:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def drain(self, timeout: float | None = None) -> None:
-        """Refuse new joins, tell everyone ``server_shutdown``, wait for them to go."""
+    async def drain(self) -> None:
+        """Refuse new joins, tell everyone ``server_shutdown``, wait (bounded by the caller) for them to go."""
         self.draining = True
         for session in list(self.sessions):
             session.ended("server_shutdown")
-        deadline = time.monotonic() + (timeout or self.config.server.drain_timeout)
-        while self.calls and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await self.call_manager.wait_empty()
 
     async def close(self) -> None:
         if self._closed:

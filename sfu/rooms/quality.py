@@ -193,7 +193,7 @@ class QualityController:
                 if chosen is not None and consumer.producer.kind == "video":
                     consumer.set_paused(chosen.level is Level.PAUSED, now)
         caps: dict[str, float] = {}
-        for (rid, sid), chosen in allocation.streams.items():
+        for (_, sid), chosen in allocation.streams.items():
             if chosen.level is Level.CAPPED:
                 caps[sid] = min(caps.get(sid, MAX_VIDEO_KBPS),
                                 max(chosen.kbps, self.settings.min_video_kbps))

@@ -124,7 +124,7 @@ async def test_readiness_is_503_while_draining_and_joins_are_refused(server, tok
         await c.join({"room": "team"})
         # connected (answer applied, media arriving) before the drain starts
         await eventually(publishing(server))
-        drain = asyncio.ensure_future(server.drain(timeout=5))
+        drain = asyncio.ensure_future(asyncio.wait_for(server.drain(), timeout=5))
         await c.wait_message(lambda m: m["type"] == "ended")
         assert c.ended == "server_shutdown"
         status, body = await get(f"{server.url}/readyz")
