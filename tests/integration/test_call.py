@@ -125,3 +125,28 @@ async def test_the_server_never_decodes_or_encodes(server, token, clip, monkeypa
         assert server.counters.forwarded_packets["video"] > 0
     finally:
         await close_all(clients)
+
+
+async def test_sender_reports_reach_subscribers_and_receiver_reports_reach_publishers(server, token, clip):
+    a, b = await join_all(server.url, [token(sub="a"), token(sub="b")], clip, {"room": "team"})
+    try:
+        await wait_for(receives_everyone([a, b]), timeout=15)
+        # an SR per forwarded stream, translated from the publisher's own: receivers keep lip sync
+        await wait_for(lambda: all(t.stats is not None and t.stats.lsr for t in a.tracks.values()
+                                   if t.packets), timeout=10)
+        # the server's receiver reports reach the publisher's aiortc senders (remote-inbound-rtp)
+        async def remote_inbound() -> int:
+            count = 0
+            for transceiver in b._pc.getTransceivers():
+                if transceiver.sender.track is not None:
+                    stats = await transceiver.sender.getStats()
+                    count += sum(1 for s in stats.values() if s.type == "remote-inbound-rtp")
+            return count
+
+        for _ in range(40):
+            if await remote_inbound() >= 2:
+                break
+            await asyncio.sleep(0.25)
+        assert await remote_inbound() >= 2
+    finally:
+        await close_all([a, b])
