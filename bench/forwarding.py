@@ -6,7 +6,9 @@
 The server runs in its own process (``sfu serve`` with a generated config), so its CPU time is
 read from /proc/<pid>/stat alone; the synthetic participants (sfu.client) run in worker
 processes. Each scenario prints one row: server CPU %, CPU microseconds per forwarded RTP packet,
-forwarded packets/s, delivered/sent ratio, join-to-first-keyframe p50/p95, server RSS.
+forwarded packets/s, delivered/sent ratio, join-to-first-keyframe p50/p95 (and p95 without the tracks
+of the join that filled a six-person room, which waits for the admission probe: "p95 np"), server RSS,
+and the load tool's own CPU.
 Figures are medians/ratios from one run: the machine is shared, compare rows of the same run.
 """
 
@@ -68,13 +70,13 @@ def forwarded(metrics: dict[str, float]) -> float:
     return sum(v for k, v in metrics.items() if k.startswith("sfu_rtp_packets_forwarded_total"))
 
 
-def start_server(rooms: int, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(rooms: int, workdir: Path, probe_seconds: float = 3.0) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     room_lines = "".join(f'  [[clinics.rooms]]\n  id = "r{i}"\n  name = "Room {i}"\n' for i in range(rooms))
     config = workdir / "bench.toml"
     config.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = {port}\n[auth]\nsecret = "{SECRET}"\n'
-        f'[logging]\nlevel = "WARNING"\n'
+        f'[logging]\nlevel = "WARNING"\n[bandwidth]\nprobe_seconds = {probe_seconds}\n'
         f'[[clinics]]\nid = "bench"\nname = "Bench clinic"\n{room_lines}')
     proc = subprocess.Popen([sys.executable, "-m", "sfu.cli", "serve", "--config", str(config)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -172,11 +174,12 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_scenario(rooms: int, people: int, seconds: float, workers: int, clip_dir: str,
-                 warmup: float = 4.0) -> dict[str, Any]:
+                 warmup: float = 4.0, probe_seconds: float = 3.0) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url = start_server(rooms, Path(tmp))
+        proc, url = start_server(rooms, Path(tmp), probe_seconds)
         try:
-            return _measure(proc, url, rooms, people, seconds, workers, clip_dir, warmup)
+            return _measure(proc, url, rooms, people, seconds, workers, clip_dir, warmup,
+                            probe_seconds)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -186,7 +189,7 @@ def run_scenario(rooms: int, people: int, seconds: float, workers: int, clip_dir
 
 
 def _measure(proc: subprocess.Popen[bytes], url: str, rooms: int, people: int, seconds: float,
-             workers: int, clip_dir: str, warmup: float) -> dict[str, Any]:
+             workers: int, clip_dir: str, warmup: float, probe_seconds: float = 3.0) -> dict[str, Any]:
     assignments = [Assignment(f"r{r}", f"u{r}-{p}", 0.15 * p + 0.05 * r)
                    for r in range(rooms) for p in range(people)]
     joining = max(a.join_delay for a in assignments) + 2.0
@@ -221,6 +224,8 @@ def _measure(proc: subprocess.Popen[bytes], url: str, rooms: int, people: int, s
     room_of: dict[str, str] = {}
     joined_at: dict[str, float] = {}
     latencies: list[float] = []
+    unprobed: list[float] = []  # tracks not published by the join that filled its room
+    last_joiner: dict[str, str] = {}
     errors: list[str] = []
     tool_cpu = 0.0
     for res in results:
@@ -233,12 +238,17 @@ def _measure(proc: subprocess.Popen[bytes], url: str, rooms: int, people: int, s
         for c in res["clients"]:
             room_of[c["participant"]] = c["room"]
             joined_at[c["participant"]] = c["joined_at"]
+            other = last_joiner.get(c["room"])
+            if other is None or joined_at[other] < c["joined_at"]:
+                last_joiner[c["room"]] = c["participant"]
     for res in results:
         for c in res["clients"]:
             for t in c["tracks"]:
                 if t["kind"] == "video" and t["first_keyframe_at"] and t["participant"] in joined_at:
                     since = max(c["joined_at"], joined_at[t["participant"]])
                     latencies.append(t["first_keyframe_at"] - since)
+                    if people < 6 or t["participant"] != last_joiner.get(c["room"]):
+                        unprobed.append(t["first_keyframe_at"] - since)
     expected = sum(n * (sum(1 for q in room_of if room_of[q] == room_of[p]) - 1)
                    for p, n in sent.items())
     delivered = sum(received.values()) / expected if expected else float("nan")
@@ -249,6 +259,7 @@ def _measure(proc: subprocess.Popen[bytes], url: str, rooms: int, people: int, s
         "forwarded_pps": fwd / elapsed,
         "delivered_ratio": delivered,
         "keyframe_p50_s": percentile(latencies, 0.5), "keyframe_p95_s": percentile(latencies, 0.95),
+        "keyframe_p95_unprobed_s": percentile(unprobed, 0.95), "probe_seconds": probe_seconds,
         "server_rss_mb": max(rss_samples) if rss_samples else proc_rss_mb(proc.pid),
         "tool_cpu_percent": 100 * tool_cpu / elapsed,
         "errors": errors,
@@ -256,14 +267,16 @@ def _measure(proc: subprocess.Popen[bytes], url: str, rooms: int, people: int, s
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    head = (f"{'scenario':>8} {'cpu %':>7} {'us/pkt':>7} {'fwd pkt/s':>10} {'delivered':>9} "
-            f"{'kf p50 s':>8} {'kf p95 s':>8} {'rss MB':>7} {'tool cpu %':>10}")
+    head = (f"{'scenario':>8} {'probe':>5} {'cpu %':>7} {'us/pkt':>7} {'fwd pkt/s':>10} {'delivered':>9} "
+            f"{'kf p50 s':>8} {'kf p95 s':>8} {'p95 np':>7} {'rss MB':>7} {'tool cpu %':>10}")
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['scenario']:>8} {r['server_cpu_percent']:7.1f} {r['us_per_forwarded_packet']:7.1f} "
+        print(f"{r['scenario']:>8} {r['probe_seconds']:5.1f} {r['server_cpu_percent']:7.1f} "
+              f"{r['us_per_forwarded_packet']:7.1f} "
               f"{r['forwarded_pps']:10.0f} {100 * r['delivered_ratio']:8.2f}% "
-              f"{r['keyframe_p50_s']:8.2f} {r['keyframe_p95_s']:8.2f} {r['server_rss_mb']:7.1f} "
+              f"{r['keyframe_p50_s']:8.2f} {r['keyframe_p95_s']:8.2f} "
+              f"{r['keyframe_p95_unprobed_s']:7.2f} {r['server_rss_mb']:7.1f} "
               f"{r['tool_cpu_percent']:10.1f}")
         for e in r["errors"][:5]:
             print(f"  error: {e}")
@@ -277,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", help="also write the rows as JSON to this file")
+    parser.add_argument("--probe-seconds", type=float, default=3.0,
+                        help="bandwidth.probe_seconds of the server (0: no admission probe)")
     args = parser.parse_args(argv)
     from sfu.client.media import ClipParams, default_clip_dir, load_clip
 
@@ -289,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for rooms, people in scenarios:
         print(f"running {rooms} room(s) x {people} people for {args.seconds:.0f} s ...", flush=True)
-        rows.append(run_scenario(rooms, people, args.seconds, args.workers, str(clip_dir)))
+        rows.append(run_scenario(rooms, people, args.seconds, args.workers, str(clip_dir),
+                                 probe_seconds=args.probe_seconds))
     print()
     print_table(rows)
     if args.json:

@@ -131,7 +131,7 @@ class CallManager:
             if participant.id not in call.probing:
                 return  # left while probing
             now = time.monotonic()
-            if loop.time() - start >= min(1.5, seconds) and link.uplink.estimate_kbps(now) \
+            if loop.time() - start >= min(1.0, seconds) and link.up_kbps(now) \
                     and link.down_kbps(now) is not None and link.loss < 0.02:
                 break  # clear evidence of a good link: no need to wait longer
         now = time.monotonic()

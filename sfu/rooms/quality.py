@@ -53,6 +53,7 @@ class Link:
     level: str | None = None
     producer_octets: dict[str, int] = field(default_factory=dict)
     stream_kbps: dict[str, float] = field(default_factory=dict)
+    pending: list[tuple[float, int, int, bytes | None]] = field(default_factory=list)
 
     def down_kbps(self, now: float) -> float | None:
         estimate = self.downlink.estimate_kbps(now)
@@ -61,6 +62,7 @@ class Link:
         return estimate
 
     def up_kbps(self, now: float) -> float | None:
+        QualityController.replay_uplink(self)
         return self.uplink.estimate_kbps(now)
 
     # What admission may hold against a link: an estimate counts only with evidence of a limit
@@ -70,6 +72,7 @@ class Link:
         return self.down_kbps(now) if self.loss > 0.02 else None
 
     def limited_up_kbps(self, now: float) -> float | None:
+        QualityController.replay_uplink(self)
         congested = self.uplink.loss_fraction(now) > 0.02 or self.uplink.signal == "overuse"
         return self.up_kbps(now) if congested else None
 
@@ -107,17 +110,30 @@ class QualityController:
 
     @staticmethod
     def observe_uplink(link: Link, producer: Any) -> None:
+        """Note each arriving video packet (one tuple per packet); the estimator replays them
+        once per tick, so its maths runs off the packet path."""
         if producer.kind != "video" or producer.observer is not None:
             return
         ast_id = producer.ext_abs_send_time_id
-        uplink = link.uplink
+        pending = link.pending
 
         def observe(packet: Any, now: float) -> None:
-            raw = packet.ext.get(ast_id) if ast_id is not None else None
-            value = int.from_bytes(raw, "big") if raw is not None and len(raw) == 3 else None
-            uplink.on_packet(now, packet.seq, len(packet.data), value)
+            if len(pending) < 8192:  # bounded: replayed every tick
+                pending.append((now, packet.seq, len(packet.data),
+                                packet.ext.get(ast_id) if ast_id is not None else None))
 
         producer.observer = observe
+
+    @staticmethod
+    def replay_uplink(link: Link) -> None:
+        pending = link.pending
+        if not pending:
+            return
+        uplink = link.uplink
+        for now, seq, size, raw in pending:
+            value = int.from_bytes(raw, "big") if raw is not None and len(raw) == 3 else None
+            uplink.on_packet(now, seq, size, value)
+        pending.clear()
 
     def forget(self, participant_id: str) -> None:
         self.links.pop(participant_id, None)
@@ -134,6 +150,7 @@ class QualityController:
             link = self.link(p)
             endpoint: Any = p.endpoint
             self.feed_downlink(link, endpoint, now, elapsed)
+            self.replay_uplink(link)
             for producer in endpoint.producers.values():
                 self.observe_uplink(link, producer)
                 before = link.producer_octets.get(producer.id, producer.octets)
