@@ -46,6 +46,7 @@ class TrackStats:
     first_packet_at: float | None = None
     first_keyframe_at: float | None = None
     last_packet_at: float | None = None
+    assigned_at: float | None = None
     max_seq_gap: int = 0
     last_seq: int | None = None
     lost: int = 0
@@ -156,10 +157,11 @@ class Client:
                     pass  # the socket or the call is closing: keep reading what is left
             elif kind == "tracks":
                 for t in data["tracks"]:
-                    stats = self.tracks.setdefault(t["mid"], TrackStats(t["mid"]))
-                    if stats.participant != t["participant"]:
-                        stats.participant, stats.kind = t["participant"], t["kind"]
-                        stats.first_keyframe_at = None
+                    stats = self.tracks.get(t["mid"])
+                    if stats is None or stats.participant != t["participant"]:
+                        # a new m-line, or a recycled one now carrying someone else: new counters
+                        self.tracks[t["mid"]] = TrackStats(t["mid"], t["kind"], t["participant"],
+                                                           assigned_at=time.monotonic())
             elif kind == "error":
                 self.error = ClientError(data["code"], data.get("message", ""))
             elif kind == "ended":

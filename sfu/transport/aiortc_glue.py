@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pylibsrtp
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aioice.ice import Connection, StunProtocol, get_host_addresses
 from aiortc import RTCRtpTransceiver
@@ -70,6 +71,31 @@ def hook_dtls(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler,
     dtls._handle_rtp_data = handle_rtp  # type: ignore[method-assign]
     dtls._handle_rtcp_data = handle_rtcp  # type: ignore[method-assign]
 
+    # The fast path: once the SRTP keys exist, an SRTP datagram is unprotected and handled right
+    # where aioice hands it over, instead of going through aioice's queue and the DTLS
+    # transport's receive task (a queue put/get, two task switches and a coroutine chain per
+    # packet). DTLS and anything before the keys still take aiortc's path.
+    connection = dtls.transport._connection
+    slow = connection.data_received
+
+    def data_received(data: bytes, component: int) -> None:
+        srtp = dtls._rx_srtp
+        if srtp is None or len(data) < 12 or not 127 < data[0] < 192:
+            slow(data, component)
+            return
+        try:
+            if 192 <= data[1] <= 223:  # RTCP (RFC 5761)
+                if pass_rtcp:
+                    slow(data, component)  # aiortc's senders want it too; its path calls ours
+                    return
+                on_rtcp(srtp.unprotect_rtcp(data), clock())
+            else:
+                on_rtp(srtp.unprotect(data), clock())
+        except pylibsrtp.Error:
+            pass  # a datagram that fails authentication is dropped, as aiortc does
+
+    connection.data_received = data_received  # type: ignore[method-assign]
+
 
 class WireSender:
     """Protects and sends synchronously: no coroutine, no queue on the packet path."""
@@ -94,6 +120,10 @@ class WireSender:
         self._sendto = pair.protocol.transport.sendto
         self._addr = pair.remote_addr
         return True
+
+    def ready(self) -> bool:
+        """Whether a packet sent now would reach the wire (ICE and DTLS are up)."""
+        return self._sendto is not None or self._bind()
 
     def send_rtp(self, data: bytes) -> None:
         if self._sendto is None and not self._bind():

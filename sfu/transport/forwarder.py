@@ -38,6 +38,8 @@ EXT_ABS_SEND_TIME = 3
 
 
 class PacketSink(Protocol):
+    def ready(self) -> bool: ...
+
     def send_rtp(self, data: bytes) -> None: ...
 
     def send_rtcp(self, data: bytes) -> None: ...
@@ -239,7 +241,7 @@ class Consumer:
     """A producer's forwarded copy towards one subscriber, through one ``OutStream``."""
 
     __slots__ = ("producer", "out", "paused", "need_keyframe", "anchor", "anchors", "_pt",
-                 "_counters", "_kind", "dropped", "closed", "_video")
+                 "_counters", "_kind", "dropped", "closed", "_video", "keyframe_asked")
 
     def __init__(self, producer: Producer, out: OutStream, counters: Counters) -> None:
         self.producer = producer
@@ -254,6 +256,7 @@ class Consumer:
         self._counters = counters
         self._kind = producer.kind
         self.dropped = 0
+        self.keyframe_asked = -1e9
         self.closed = False
         out.consumer = self
         producer.consumers.append(self)
@@ -263,8 +266,13 @@ class Consumer:
             return
         anchor = self.anchor
         if anchor is None or self.need_keyframe:
+            if not self.out.sink.ready():
+                return  # the subscriber's transport is not up: start later, on a keyframe
             if self._video and not (packet.keyframe and packet.frame_start):
                 self.dropped += 1
+                if now - self.keyframe_asked > 1.0:  # keep asking while we wait
+                    self.keyframe_asked = now
+                    self.producer.request_keyframe(now)
                 return
             anchor = self._anchor(packet, now)
         elif (packet.seq - anchor[0]) & 0xFFFF >= 0x8000:

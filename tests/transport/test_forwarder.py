@@ -10,6 +10,10 @@ class Sink:
     def __init__(self) -> None:
         self.rtp: list[bytes] = []
         self.rtcp: list[bytes] = []
+        self.up = True
+
+    def ready(self) -> bool:
+        return self.up
 
     def send_rtp(self, data: bytes) -> None:
         self.rtp.append(data)
@@ -145,3 +149,16 @@ def test_receive_stats_report_loss_and_rtx_fills_the_gap():
     rtx = P.parse_rtp(P.build_rtp(0, False, 98, 9, 9000, 222, b"", b"\x00\x03\x10\x01frame"))
     prod.on_rtx(rtx, 1.1)
     assert prod.stats.report(111, 1.2).packets_lost == 0
+
+
+def test_a_consumer_starts_only_once_its_subscriber_can_receive_and_keeps_asking_for_a_keyframe():
+    sink, feedback, timers = Sink(), Sink(), Timers()
+    prod = producer(feedback=feedback, timers=timers)
+    sink.up = False
+    Consumer(prod, out_stream(sink), Counters())
+    prod.on_rtp(vp8(1, 0, key=True), 0.0)  # transport not up: this keyframe cannot be used
+    sink.up = True
+    prod.on_rtp(vp8(2, 3000), 2.0)  # a delta frame: dropped, and a keyframe is asked for
+    assert sink.rtp == [] and len(feedback.rtcp) == 1
+    prod.on_rtp(vp8(3, 6000, key=True), 2.1)
+    assert len(sink.rtp) == 1 and P.parse_rtp(sink.rtp[0]).payload == vp8(3, 6000, key=True).payload
