@@ -211,7 +211,10 @@ def _measure(proc: subprocess.Popen[bytes], url: str, rooms: int, people: int, s
     while time.time() < window_end:
         rss_samples.append(proc_rss_mb(proc.pid))
         time.sleep(min(1.0, max(0.0, window_end - time.time())))
-    cpu1, fwd1, t1 = proc_cpu_seconds(proc.pid), forwarded(scrape(url)), time.monotonic()
+    end_metrics = scrape(url)
+    cpu1, fwd1, t1 = proc_cpu_seconds(proc.pid), forwarded(end_metrics), time.monotonic()
+    degraded = sum(v for k, v in end_metrics.items() if k.startswith("sfu_quality_changes_total")
+                   and "good" not in k)
     results = [queue.get(timeout=60 + seconds) for _ in procs]
     for p in procs:
         p.join(timeout=10)
@@ -262,7 +265,7 @@ def _measure(proc: subprocess.Popen[bytes], url: str, rooms: int, people: int, s
         "keyframe_p95_unprobed_s": percentile(unprobed, 0.95), "probe_seconds": probe_seconds,
         "server_rss_mb": max(rss_samples) if rss_samples else proc_rss_mb(proc.pid),
         "tool_cpu_percent": 100 * tool_cpu / elapsed,
-        "errors": errors,
+        "errors": errors, "quality_downgrades": degraded,
     }
 
 
@@ -278,6 +281,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               f"{r['keyframe_p50_s']:8.2f} {r['keyframe_p95_s']:8.2f} "
               f"{r['keyframe_p95_unprobed_s']:7.2f} {r['server_rss_mb']:7.1f} "
               f"{r['tool_cpu_percent']:10.1f}")
+        if r["quality_downgrades"]:
+            print(f"  the bandwidth controller degraded a receiver {r['quality_downgrades']:.0f} time(s)"
+                  " (loss seen on loopback: the machine was short of CPU)")
         for e in r["errors"][:5]:
             print(f"  error: {e}")
 
