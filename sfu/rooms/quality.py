@@ -54,6 +54,7 @@ class Link:
     producer_octets: dict[str, int] = field(default_factory=dict)
     stream_kbps: dict[str, float] = field(default_factory=dict)
     pending: list[tuple[float, int, int, bytes | None]] = field(default_factory=list)
+    constrained: bool = False
 
     def down_kbps(self, now: float) -> float | None:
         estimate = self.downlink.estimate_kbps(now)
@@ -64,6 +65,21 @@ class Link:
     def up_kbps(self, now: float) -> float | None:
         QualityController.replay_uplink(self)
         return self.uplink.estimate_kbps(now)
+
+    def allocation_down_kbps(self, now: float, demand_kbps: float) -> float | None:
+        """The downlink the allocator works with: unconstrained (None) until the link shows loss,
+        and again once the estimate has grown past what everything at full rate needs. A
+        loss-based estimate only knows what was sent: held against a link that never lost a
+        packet, it would pause video for everyone who just joined."""
+        estimate = self.down_kbps(now)
+        if self.loss > 0.05:
+            self.constrained = True
+        if not self.constrained or estimate is None:
+            return None
+        if estimate >= 1.1 * demand_kbps and self.loss < 0.02:
+            self.constrained = False
+            return None
+        return estimate
 
     # What admission may hold against a link: an estimate counts only with evidence of a limit
     # (loss, or delay overuse). A link that carried all we sent without loss is not limited by
@@ -175,9 +191,11 @@ class QualityController:
                                       min(minimum, link.stream_kbps[producer.id]), priority))
         if loudest is not None:
             self.speaker = loudest[1]
-        receivers = [Receiver(p.id, self.links[p.id].down_kbps(now)) for p in participants]
         subscriptions = {p.id: [producer.id for producer in p.endpoint.subscribed()]  # type: ignore[union-attr]
                          for p in participants}
+        full = {s.id: s.full_kbps for s in streams}
+        receivers = [Receiver(p.id, self.links[p.id].allocation_down_kbps(
+            now, sum(full.get(sid, 0.0) for sid in subscriptions[p.id]))) for p in participants]
         proposed = allocate(receivers, streams, subscriptions)
         update = self.smoother.update(now, proposed, streams)
         self._apply(participants, update, streams, now)
