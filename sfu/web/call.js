@@ -1,0 +1,341 @@
+// One call over the server's WebSocket (docs/API.md "WebSocket"): join, answer the server's
+// offers, publish the local camera and microphone, and show every other participant in a tile.
+//
+// The server always offers. Its first offer starts with one audio and one video m-line that we
+// publish on; every other m-line carries one forwarded track, and the `tracks` message (sent just
+// before each offer) says whose. An m-line may be recycled for another participant in a later
+// offer, so tracks are placed by mid, never by stream id.
+
+import { el, explain, setBanner } from "./common.js";
+
+const RECONNECT_DELAYS = [1000, 2000, 4000, 8000, 8000];
+const DISCONNECTED_GRACE_MS = 8000;
+
+export class SfuCall {
+  // options: token, target ({space} or {room}), localStream (or null), grid (element for tiles),
+  // banner (element for quality notes), place (words for the call: "this consultation"),
+  // and callbacks onJoined(msg), onParticipants(list), onEnded(reason), onError(code, text).
+  constructor(options) {
+    this.options = options;
+    this.token = options.token;
+    this.target = options.target;
+    this.localStream = options.localStream || null;
+    this.grid = options.grid;
+    this.pc = null;
+    this.ws = null;
+    this.selfId = null;
+    this.participants = new Map(); // id -> {id, name, role}, the others in the call
+    this.tracks = new Map(); // mid -> {participant, kind}
+    this.tiles = new Map(); // participant id -> tile
+    this.finished = false; // ended, refused or left: never reconnect
+    this.attempt = 0;
+    this.queue = Promise.resolve();
+    this.published = false;
+  }
+
+  start() {
+    this.connect();
+    return this;
+  }
+
+  connect() {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const ws = new WebSocket(`${scheme}//${location.host}/v1/ws?token=${encodeURIComponent(this.token)}`);
+    this.ws = ws;
+    ws.onopen = () => this.send({ type: "join", target: this.target });
+    ws.onmessage = (event) => {
+      let message;
+      try {
+        message = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      this.queue = this.queue.then(() => this.handle(message)).catch((error) => {
+        console.error("sfu: signaling step failed:", error && error.name, error && error.message);
+      });
+    };
+    ws.onclose = () => {
+      if (ws !== this.ws || this.finished) return;
+      this.connectionLost();
+    };
+  }
+
+  send(message) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(message));
+  }
+
+  async handle(message) {
+    switch (message.type) {
+      case "joined": return this.onJoined(message);
+      case "tracks": return this.onTracks(message.tracks || []);
+      case "offer": return this.onOffer(message.sdp);
+      case "participant_joined": return this.onParticipantJoined(message.participant);
+      case "participant_left": return this.onParticipantLeft(message.participant);
+      case "quality": return this.onQuality(message);
+      case "error": return this.onServerError(message.code, message.message);
+      case "ended": return this.onEnded(message.reason);
+      default: return undefined;
+    }
+  }
+
+  onJoined(message) {
+    this.selfId = message.participant;
+    this.iceServers = Array.isArray(message.ice_servers) ? message.ice_servers : [];
+    this.participants.clear();
+    for (const p of message.participants || []) {
+      this.participants.set(p.id, p);
+      this.tile(p.id);
+    }
+    setBanner(this.options.banner, "");
+    this.emitParticipants();
+    if (this.options.onJoined) this.options.onJoined(message);
+  }
+
+  onTracks(list) {
+    this.tracks.clear();
+    for (const t of list) this.tracks.set(String(t.mid), { participant: t.participant, kind: t.kind });
+  }
+
+  async onOffer(sdp) {
+    if (!this.pc) this.createPeerConnection();
+    const pc = this.pc;
+    await pc.setRemoteDescription({ type: "offer", sdp });
+    if (!this.published) {
+      this.published = true;
+      await this.publish(pc);
+    }
+    const answer = await pc.createAnswer();
+    await pc.setLocalDescription(answer);
+    this.send({ type: "answer", sdp: pc.localDescription.sdp });
+    for (const transceiver of pc.getTransceivers()) this.place(transceiver);
+  }
+
+  createPeerConnection() {
+    const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle", iceServers: this.iceServers || [] });
+    this.pc = pc;
+    if (this.options.exposeAs) window[this.options.exposeAs] = this;
+    // Trickle is optional in the protocol and off by default: the server learns our address from
+    // our connectivity checks (peer-reflexive). Candidates trickled after the server's ICE has
+    // completed make it check (and, aggressively, nominate) extra pairs, which can move the
+    // media path under a running call on hosts with several interfaces.
+    pc.onicecandidate = (event) => {
+      if (!this.options.trickle || !event.candidate || !event.candidate.candidate) return;
+      const { candidate, sdpMid, sdpMLineIndex } = event.candidate;
+      this.send({ type: "candidate", candidate, sdpMid, sdpMLineIndex });
+    };
+    pc.ontrack = (event) => this.place(event.transceiver);
+    // A media path that stays down is rebuilt by joining again (the server replaces our old
+    // connection): aiortc offers no ICE restart.
+    pc.onconnectionstatechange = () => {
+      if (pc !== this.pc || this.finished) return;
+      clearTimeout(this.stallTimer);
+      if (pc.connectionState === "connected") this.attempt = 0;
+      if (pc.connectionState === "failed") this.connectionLost();
+      if (pc.connectionState === "disconnected") {
+        this.stallTimer = setTimeout(() => {
+          if (pc === this.pc && pc.connectionState === "disconnected" && !this.finished) this.connectionLost();
+        }, DISCONNECTED_GRACE_MS);
+      }
+    };
+  }
+
+  // The first offer's first audio and first video m-lines are ours to publish on.
+  async publish(pc) {
+    const transceivers = pc.getTransceivers();
+    for (const kind of ["audio", "video"]) {
+      const transceiver = transceivers.find((t) => t.receiver.track.kind === kind);
+      if (!transceiver) continue;
+      const track = this.localStream ? this.localStream.getTracks().find((t) => t.kind === kind) : null;
+      if (track) {
+        await transceiver.sender.replaceTrack(track);
+        transceiver.direction = "sendonly";
+      } else {
+        transceiver.direction = "inactive";
+      }
+      this.ownMids = (this.ownMids || new Set()).add(transceiver.mid);
+    }
+  }
+
+  // Put a transceiver's received track into the tile of whoever the `tracks` message says.
+  place(transceiver) {
+    const mid = transceiver.mid;
+    if (mid === null || (this.ownMids && this.ownMids.has(mid))) return;
+    const track = transceiver.receiver.track;
+    const info = this.tracks.get(mid);
+    const owner = info && this.participants.has(info.participant) ? info.participant : null;
+    for (const [id, tile] of this.tiles) {
+      if (id !== owner && tile.media[track.kind] === track) this.setTileTrack(tile, track.kind, null);
+    }
+    if (owner && transceiver.currentDirection !== "inactive") {
+      this.setTileTrack(this.tile(owner), track.kind, track);
+    }
+  }
+
+  tile(id) {
+    let tile = this.tiles.get(id);
+    if (tile) return tile;
+    const video = el("video", { autoplay: true, playsinline: true, class: "tile-video" });
+    const label = el("span", { class: "tile-name" });
+    const placeholder = el("div", { class: "tile-placeholder", text: "Connecting video…" });
+    const unmute = el("button", { class: "tile-unmute", type: "button", hidden: true, text: "Turn on sound" });
+    const root = el("figure", { class: "tile", "data-participant": id }, video, placeholder,
+                    el("figcaption", {}, label), unmute);
+    tile = { id, root, video, label, placeholder, unmute, media: { audio: null, video: null } };
+    unmute.addEventListener("click", () => {
+      video.muted = false;
+      unmute.hidden = true;
+      video.play().catch(() => {});
+    });
+    this.tiles.set(id, tile);
+    this.grid.append(root);
+    this.labelTile(tile);
+    return tile;
+  }
+
+  labelTile(tile) {
+    const p = this.participants.get(tile.id);
+    tile.label.textContent = p ? roleLabel(p) : "";
+  }
+
+  setTileTrack(tile, kind, track) {
+    if (tile.media[kind] === track) return;
+    tile.media[kind] = track;
+    const tracks = [tile.media.audio, tile.media.video].filter(Boolean);
+    tile.video.srcObject = tracks.length ? new MediaStream(tracks) : null;
+    tile.placeholder.hidden = Boolean(tile.media.video);
+    tile.root.classList.toggle("has-video", Boolean(tile.media.video));
+    if (!tracks.length) return;
+    tile.video.play().catch((error) => {
+      // A newer srcObject interrupts play() (AbortError): that one plays. Autoplay with sound
+      // may need a click on the page first (NotAllowedError): play muted and offer a button.
+      if (!error || error.name !== "NotAllowedError") return;
+      tile.video.muted = true;
+      tile.unmute.hidden = false;
+      tile.video.play().catch(() => {});
+    });
+  }
+
+  removeTile(id) {
+    const tile = this.tiles.get(id);
+    if (!tile) return;
+    tile.video.srcObject = null;
+    tile.root.remove();
+    this.tiles.delete(id);
+  }
+
+  onParticipantJoined(p) {
+    if (!p || !p.id) return;
+    this.participants.set(p.id, p);
+    this.labelTile(this.tile(p.id));
+    this.emitParticipants();
+  }
+
+  onParticipantLeft(p) {
+    const id = p && typeof p === "object" ? p.id : p;
+    this.participants.delete(id);
+    this.removeTile(id);
+    this.emitParticipants();
+  }
+
+  emitParticipants() {
+    if (this.options.onParticipants) this.options.onParticipants([...this.participants.values()]);
+  }
+
+  onQuality(message) {
+    this.quality = { level: message.level, reason: message.reason, own: message.participant === this.selfId };
+    const banner = this.options.banner;
+    if (!banner) return;
+    const own = !message.participant || message.participant === this.selfId;
+    const other = this.participants.get(message.participant);
+    const whose = own ? "Your connection" : `The connection of ${other ? other.name || "a participant" : "a participant"}`;
+    const reason = message.reason ? ` (${String(message.reason).replace(/_/g, " ")})` : "";
+    if (message.level === "degraded") {
+      setBanner(banner, `${whose} is weak: video quality is reduced${reason}.`, "warn");
+    } else if (message.level === "audio_only") {
+      setBanner(banner, `${whose} is too weak for video: audio only for now${reason}.`, "warn");
+    } else {
+      setBanner(banner, "");
+    }
+  }
+
+  onServerError(code, text) {
+    if (code === "bad_request") {
+      console.warn("sfu: the server refused a message:", text);
+      return;
+    }
+    if (code === "media_failed" && this.selfId) {
+      this.connectionLost(); // the server dropped our media path: join again
+      return;
+    }
+    this.finish();
+    if (this.options.onError) this.options.onError(code, explain(code, text, this.options.place));
+  }
+
+  onEnded(reason) {
+    this.finish();
+    if (this.options.onEnded) this.options.onEnded(reason);
+  }
+
+  connectionLost() {
+    if (this.reconnectTimer || this.finished) return;
+    const delay = RECONNECT_DELAYS[this.attempt];
+    this.resetMedia();
+    if (delay === undefined) {
+      this.finish();
+      if (this.options.onError) this.options.onError("media_failed", explain("media_failed"));
+      return;
+    }
+    this.attempt += 1;
+    setBanner(this.options.banner, "The connection was interrupted. Reconnecting…", "warn");
+    if (this.ws) {
+      const old = this.ws;
+      this.ws = null;
+      old.onclose = null;
+      old.close();
+    }
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      if (!this.finished) this.connect();
+    }, delay);
+  }
+
+  resetMedia() {
+    clearTimeout(this.stallTimer);
+    if (this.pc) {
+      this.pc.ontrack = null;
+      this.pc.onconnectionstatechange = null;
+      this.pc.close();
+    }
+    this.pc = null;
+    this.published = false;
+    this.ownMids = null;
+    this.tracks.clear();
+    for (const id of [...this.tiles.keys()]) this.removeTile(id);
+  }
+
+  // Stop for good: close the socket and the peer connection (local tracks belong to the page).
+  finish() {
+    this.finished = true;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    this.resetMedia();
+    if (this.ws) {
+      const ws = this.ws;
+      ws.onclose = null;
+      if (ws.readyState === WebSocket.OPEN) ws.close();
+    }
+  }
+
+  leave() {
+    if (this.finished) return;
+    this.send({ type: "leave" });
+    this.finish();
+  }
+}
+
+function roleLabel(p) {
+  const name = p.name || "";
+  if (p.role === "staff" || p.role === "admin") return name ? `${name} (clinic)` : "Clinician";
+  if (p.role === "guest") return name && name.toLowerCase() !== "guest" ? `${name} (guest)` : "Guest";
+  return name || "Patient";
+}

@@ -1,0 +1,45 @@
+"""The web client's routes: pages and assets served with a strict Content-Security-Policy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+
+async def test_pages_are_served_with_a_strict_content_security_policy(server: Any) -> None:
+    async with aiohttp.ClientSession() as http:
+        for path in ("/c/demo", "/c/demo/dashboard", "/c/demo/rooms/team"):
+            async with http.get(server.url + path) as response:
+                assert response.status == 200, path
+                assert response.content_type == "text/html"
+                assert response.headers["Cache-Control"] == "no-store"
+                csp = response.headers["Content-Security-Policy"]
+                assert "default-src 'self'" in csp and "script-src 'self'" in csp
+                assert "unsafe" not in csp and "http" not in csp and "*" not in csp
+                assert response.headers["Referrer-Policy"] == "no-referrer"
+                body = await response.text()
+                assert "<script>" not in body and "style=" not in body, "inline code breaks the CSP"
+
+
+async def test_assets_are_served_with_their_types_and_nothing_else(server: Any) -> None:
+    async with aiohttp.ClientSession() as http:
+        for name, kind in (("call.js", "text/javascript"), ("style.css", "text/css")):
+            async with http.get(f"{server.url}/static/{name}") as response:
+                assert response.status == 200
+                assert response.content_type == kind
+                assert "Content-Security-Policy" in response.headers
+                etag = response.headers["ETag"]
+            async with http.get(f"{server.url}/static/{name}",
+                                headers={"If-None-Match": etag}) as response:
+                assert response.status == 304
+        for path in ("/static/nothing.js", "/static/patient.html", "/static/%2e%2e%2fserver.py",
+                     "/static/../web_routes.py", "/c/demo/rooms/no%20such/x", "/c/"):
+            async with http.get(server.url + path) as response:
+                assert response.status == 404, path
+
+
+async def test_api_responses_do_not_get_the_page_headers(server: Any) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.url}/healthz") as response:
+            assert "Content-Security-Policy" not in response.headers
