@@ -15,7 +15,7 @@ from sfu.auth import mint_token
 from sfu.client.media import Clip, ClipParams, load_clip
 from sfu.config import Config, MediaConfig, default_config
 
-SECRET = "test-secret-0123456789abcdef"
+SECRET = "test-secret-0123456789abcdef-0123"
 
 
 def make_config(**overrides: object) -> Config:

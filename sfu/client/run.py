@@ -1,0 +1,149 @@
+"""Run ONE synthetic participant and report what it receives as JSON lines on stdout.
+
+    python -m sfu.client.run --url http://10.77.5.1:8080 --token TOKEN --room team --seconds 30
+    ip netns exec NS python -m sfu.client.run --url ... --ice-address 10.77.5.6 ...
+
+It joins the target, stays ``--seconds`` (counted from ``joined``), then leaves. One JSON object
+per line, each with ``event``, ``t`` (seconds since the process started, monotonic) and
+``wall`` (``time.time()``, to line up several processes on one host):
+
+* ``{"event": "joined", "participant": ..., "message": {...}}`` once admitted;
+* ``{"event": "message", "message": {...}}`` for every signaling message but ``offer`` (and the
+  ``joined``/``error`` already reported): ``quality``, ``participant_joined``, ``tracks`` ...;
+* ``{"event": "stats", "sent_packets": N, "first_media_wall": W, "tracks": [...]}`` every
+  ``--interval`` seconds (``first_media_wall``: when the first RTP packet arrived, or null), one
+  entry per received track with *cumulative* counters: ``mid``, ``participant``, ``kind``,
+  ``ssrc``, ``packets``, ``bytes``, ``keyframes``, ``expected`` and ``lost`` (RFC 3550, from the
+  sequence numbers since the track's current SSRC started: a new SSRC restarts them);
+* ``{"event": "refused", "code": ..., "message": ...}`` when the join is refused (exit status 2);
+* ``{"event": "error", ...}`` on any other failure (exit status 1);
+* ``{"event": "left"}`` last.
+
+SIGTERM / SIGINT end the run early (the participant still leaves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sfu.client.client import Client, ClientError
+from sfu.client.media import ClipParams, default_clip_dir, load_clip
+
+_T0 = time.monotonic()
+
+
+def emit(event: str, **fields: Any) -> None:
+    line = {"event": event, "t": round(time.monotonic() - _T0, 3), "wall": round(time.time(), 3),
+            **fields}
+    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.flush()
+
+
+def track_stats(client: Client) -> list[dict[str, Any]]:
+    out = []
+    for t in client.tracks.values():
+        rs = t.stats
+        out.append({
+            "mid": t.mid, "participant": t.participant, "kind": t.kind, "ssrc": t.ssrc,
+            "packets": t.packets, "bytes": t.bytes, "keyframes": t.keyframes,
+            "expected": rs.expected if rs is not None and rs.started else 0,
+            "received": rs.received if rs is not None else 0,
+            "lost": max(0, rs.expected - rs.received) if rs is not None and rs.started else 0,
+        })
+    return out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--url", required=True, help="http://host:port of the server")
+    p.add_argument("--token", required=True)
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--room", help="join this clinic room")
+    target.add_argument("--space", help="join this waiting-area space")
+    p.add_argument("--seconds", type=float, default=30.0, help="how long to stay after joined")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between stats lines")
+    p.add_argument("--ice-address", action="append", default=[],
+                   help="local address for ICE host candidates (repeatable; default 127.0.0.1)")
+    p.add_argument("--join-timeout", type=float, default=20.0)
+    p.add_argument("--no-video", action="store_true", help="publish audio only")
+    p.add_argument("--no-audio", action="store_true", help="publish video only")
+    p.add_argument("--clip-dir", default="", help="clip cache directory (default: SFU_CLIP_DIR "
+                   "or ~/.cache/sfu-clip)")
+    p.add_argument("--clip-seconds", type=float, default=10.0)
+    p.add_argument("--clip-kbps", type=int, default=500, help="video rate of the clip")
+    return p.parse_args(argv)
+
+
+async def run(args: argparse.Namespace) -> int:
+    clip = load_clip(Path(args.clip_dir) if args.clip_dir else default_clip_dir(),
+                     ClipParams(seconds=args.clip_seconds, video_kbps=args.clip_kbps))
+    client = Client(args.url, args.token, clip=clip, publish_audio=not args.no_audio,
+                    publish_video=not args.no_video,
+                    ice_addresses=tuple(args.ice_address) or ("127.0.0.1",))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    target = {"room": args.room} if args.room else {"space": args.space}
+    emit("start", target=target, url=args.url)
+    status = 0
+    reported = 0
+    try:
+        try:
+            joined = await client.join(target, timeout=args.join_timeout)
+        except ClientError as exc:
+            emit("refused", code=exc.code, message=exc.message)
+            return 2
+        emit("joined", participant=client.participant, message=joined)
+        reported = len(client.messages)
+        start = time.monotonic()
+        next_stats = start + args.interval
+        while not stop.is_set():
+            now = time.monotonic()
+            for m in client.messages[reported:]:
+                if m.get("type") not in ("offer",):
+                    emit("message", message=m)
+            reported = len(client.messages)
+            if now >= next_stats:
+                firsts = [t.first_packet_at for t in client.tracks.values() if t.first_packet_at]
+                first_media = (round(time.time() - (time.monotonic() - min(firsts)), 3)
+                               if firsts else None)
+                emit("stats", sent_packets=client.packets_sent(), first_media_wall=first_media,
+                     tracks=track_stats(client))
+                next_stats += args.interval
+            if now - start >= args.seconds or client.ended or (
+                    client._reader is not None and client._reader.done()):
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.1)
+        if client.ended:
+            emit("ended", reason=client.ended)
+    except Exception as exc:  # noqa: BLE001 - reported on stdout, the parent decides
+        emit("error", error=f"{type(exc).__name__}: {exc}")
+        status = 1
+    finally:
+        for m in client.messages[reported:]:
+            if m.get("type") not in ("offer",):
+                emit("message", message=m)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.leave(), 5)
+        emit("left")
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    return asyncio.run(run(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
