@@ -126,14 +126,27 @@ class CallManager:
         seconds = self.server.config.bandwidth.probe_seconds
         loop = asyncio.get_running_loop()
         start = loop.time()
-        while loop.time() - start < seconds:
+        endpoint = participant.endpoint
+        assert isinstance(endpoint, Endpoint)
+        media_at: float | None = None  # the probe counts from the newcomer's first media
+        reported_at_media = 0
+        while loop.time() - (media_at or start) < seconds:
             await asyncio.sleep(0.25)
             if participant.id not in call.probing:
                 return  # left while probing
+            if media_at is None:
+                if endpoint.got_media:
+                    media_at, reported_at_media = loop.time(), link.ticks_reported
+                elif loop.time() - start > seconds + self.server.config.media.connect_timeout:
+                    break
+                continue
             now = time.monotonic()
-            if loop.time() - start >= min(1.0, seconds) and link.up_kbps(now) \
-                    and link.down_kbps(now) is not None and link.loss < 0.02:
-                break  # clear evidence of a good link: no need to wait longer
+            # clear evidence of a good link ends the probe early: media both ways, two rounds of
+            # receiver reports on everything sent, no loss
+            if loop.time() - media_at >= min(2.0, seconds) and link.up_kbps(now) \
+                    and link.ticks_reported - reported_at_media >= 2 and not link.silent \
+                    and link.loss < 0.02:
+                break
         now = time.monotonic()
         incumbents = [ParticipantEstimate(p.id, quality.link(p).limited_up_kbps(now),
                                           quality.link(p).limited_down_kbps(now),
@@ -143,6 +156,8 @@ class CallManager:
                                        link.limited_down_kbps(now),
                                        2 if participant.role == "patient" else 0)
         decision = decide(incumbents, newcomer, self.admission)
+        log.info("probe of %s: up %s down %s loss %.3f -> %s", participant.id,  # noqa: G004
+                 newcomer.uplink_kbps, newcomer.downlink_kbps, link.loss, decision.code)
         if participant.id not in call.probing:
             return
         if not decision.admit:

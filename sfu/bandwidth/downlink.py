@@ -51,6 +51,9 @@ class DownlinkEstimator:
         self._reported = Hysteresis(s.hysteresis)
         self.fraction_lost = 0.0
         self.jitter_ms = 0.0
+        # The owner may raise the growth margin: a receiver whose paused video needs more than
+        # ``margin_kbps`` to resume must be allowed to grow that far without sending it first.
+        self.margin_kbps = self.settings.margin_kbps
 
     @property
     def rtt_s(self) -> float | None:
@@ -91,7 +94,7 @@ class DownlinkEstimator:
                 self._last_decrease = now
         elif loss < s.low_loss:
             grown = estimate * s.increase_per_s ** min(max(now - last, 0.0), 1.0)
-            cap = s.headroom * sent + s.margin_kbps
+            cap = s.headroom * sent + self.margin_kbps
             if grown > cap:
                 grown = max(estimate, cap)
             estimate = grown

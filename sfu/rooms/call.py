@@ -71,14 +71,22 @@ class Call:
         return len(self) >= self.max_participants
 
     def start_probe(self, participant: Participant) -> None:
-        """Let a newcomer receive everyone, unseen, while its link is measured."""
+        """Let a newcomer receive, unseen, everyone's audio and one video (the patient's when
+        there is one) while its link is measured: the load of a degraded call, without flooding
+        a weak link so hard that its signaling starves."""
         self.probing[participant.id] = participant
         endpoint = participant.endpoint
-        if endpoint is not None:
-            for other in self.participants.values():
-                if other.endpoint is not None:
-                    for producer in other.endpoint.producers.values():
-                        endpoint.subscribe(producer)
+        if endpoint is None:
+            return
+        ordered = sorted((p for p in self.participants.values() if p.endpoint is not None),
+                         key=lambda p: p.role != "patient")
+        video_taken = False
+        for other in ordered:
+            assert other.endpoint is not None
+            for kind, producer in other.endpoint.producers.items():
+                if kind == "audio" or not video_taken:
+                    endpoint.subscribe(producer)
+                    video_taken = video_taken or kind == "video"
 
     def end_probe(self, participant_id: str) -> Participant | None:
         return self.probing.pop(participant_id, None)
@@ -130,7 +138,7 @@ class Call:
         current = set(endpoint.producers.values())
         if participant.id in self.probing:
             return  # nobody receives a probing newcomer
-        for other in [*self.participants.values(), *self.probing.values()]:
+        for other in self.participants.values():
             if other is participant or other.endpoint is None:
                 continue
             for producer in other.endpoint.subscribed():

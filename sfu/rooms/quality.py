@@ -45,8 +45,12 @@ class Link:
     uplink: UplinkEstimator = field(default_factory=UplinkEstimator)
     downlink: DownlinkEstimator = field(default_factory=DownlinkEstimator)
     sent_octets: int = 0
-    rr_loss: list[float] = field(default_factory=list)
+    out_octets: dict[int, int] = field(default_factory=dict)  # per outgoing SSRC, at the last tick
+    rr_loss: dict[int, float] = field(default_factory=dict)  # per outgoing SSRC, since the last tick
     rr_jitter: list[float] = field(default_factory=list)
+    reports: int = 0
+    ticks_reported: int = 0
+    silent: dict[int, int] = field(default_factory=dict)  # SSRC -> ticks sent without a report
     rtt: float | None = None
     goodput_kbps: float | None = None
     loss: float = 0.0
@@ -88,9 +92,9 @@ class Link:
         return self.down_kbps(now) if self.loss > 0.02 else None
 
     def limited_up_kbps(self, now: float) -> float | None:
+        # loss, not delay alone: a busy event loop on either side makes delay look like overuse
         QualityController.replay_uplink(self)
-        congested = self.uplink.loss_fraction(now) > 0.02 or self.uplink.signal == "overuse"
-        return self.up_kbps(now) if congested else None
+        return self.up_kbps(now) if self.uplink.loss_fraction(now) > 0.02 else None
 
 
 class QualityController:
@@ -103,6 +107,9 @@ class QualityController:
         self.smoother = AllocationSmoother(upgrade_hold_s=settings.upgrade_hold_s)
         self.speaker: str | None = None
         self._last_tick: float | None = None
+        self._caps: dict[str, float] = {}  # producer id -> the REMB cap sent to its publisher
+        self._ignored_cap: dict[str, int] = {}  # producer id -> ticks spent well above its cap
+        self._resume_kbps: dict[str, float] = {}  # receiver -> what its cheapest paused video needs
 
     # -- wiring ------------------------------------------------------------------------------------
     def link(self, participant: Participant) -> Link:
@@ -119,7 +126,8 @@ class QualityController:
 
     @staticmethod
     def _on_report(link: Link, block: Any, rtt: float | None) -> None:
-        link.rr_loss.append(block.fraction_lost / 256)
+        link.reports += 1
+        link.rr_loss[block.ssrc] = max(link.rr_loss.get(block.ssrc, 0.0), block.fraction_lost / 256)
         link.rr_jitter.append(block.jitter / 90.0)  # video clock: ms
         if rtt is not None:
             link.rtt = rtt
@@ -165,7 +173,7 @@ class QualityController:
         for p in participants:
             link = self.link(p)
             endpoint: Any = p.endpoint
-            self.feed_downlink(link, endpoint, now, elapsed)
+            self.feed_downlink(link, endpoint, now, elapsed, self._resume_kbps.get(p.id))
             self.replay_uplink(link)
             for producer in endpoint.producers.values():
                 self.observe_uplink(link, producer)
@@ -184,11 +192,13 @@ class QualityController:
                 continue  # nobody receives a probing newcomer yet
             for producer in endpoint.producers.values():
                 priority = (2 if p.role == "patient" else 0) + (1 if p.id == self.speaker else 0)
+                rate = link.stream_kbps[producer.id]
                 minimum = (self.settings.min_audio_kbps if producer.kind == "audio"
                            else self.settings.min_video_kbps)
-                streams.append(Stream(producer.id, p.id, producer.kind,
-                                      max(link.stream_kbps[producer.id], minimum * 0.5),
-                                      min(minimum, link.stream_kbps[producer.id]), priority))
+                if producer.kind == "video" and self._ignores_cap(producer.id, rate):
+                    minimum = rate  # it cannot be capped: forward it whole, or pause it
+                streams.append(Stream(producer.id, p.id, producer.kind, max(rate, minimum * 0.5),
+                                      min(minimum, rate), priority))
         if loudest is not None:
             self.speaker = loudest[1]
         subscriptions = {p.id: [producer.id for producer in p.endpoint.subscribed()]  # type: ignore[union-attr]
@@ -200,22 +210,53 @@ class QualityController:
         update = self.smoother.update(now, proposed, streams)
         self._apply(participants, update, streams, now)
 
+    def _ignores_cap(self, producer_id: str, rate: float) -> bool:
+        """A publisher that keeps sending well above the REMB cap it was given (a pre-encoded
+        source, a client without REMB support) cannot be capped: budget it at its real rate."""
+        cap = self._caps.get(producer_id)
+        if cap is None or rate <= 1.1 * cap:
+            self._ignored_cap.pop(producer_id, None)
+            return False
+        if rate > 1.25 * cap:
+            self._ignored_cap[producer_id] = self._ignored_cap.get(producer_id, 0) + 1
+        return self._ignored_cap.get(producer_id, 0) >= 3
+
     @staticmethod
-    def feed_downlink(link: Link, endpoint: Any, now: float, elapsed: float) -> None:
-        octets = sum(out.octets for out in endpoint.out_by_ssrc.values())
-        delta = octets - link.sent_octets if link.sent_octets else 0
-        link.sent_octets = octets
-        if delta > 0:
-            link.downlink.on_sent(now, delta)
-        if link.rr_loss:
-            loss = sum(link.rr_loss) / len(link.rr_loss)
-            jitter = max(link.rr_jitter)
+    def feed_downlink(link: Link, endpoint: Any, now: float, elapsed: float,
+                      margin_kbps: float | None = None) -> None:
+        """Feed what was sent since the last tick and what the receiver reported on it. Loss is
+        weighted by the bytes sent on each stream: a shaped link drops big video packets far
+        more than small audio ones."""
+        sent = 0
+        delivered = 0.0
+        reported = False
+        for ssrc, out in endpoint.out_by_ssrc.items():
+            delta = out.octets - link.out_octets.get(ssrc, out.octets)
+            link.out_octets[ssrc] = out.octets
+            sent += delta
+            loss = link.rr_loss.get(ssrc)
+            if loss is not None:
+                reported = True
+                link.silent.pop(ssrc, None)
+            elif delta > 0:
+                # sent for two ticks and never reported on: nothing of it arrived
+                link.silent[ssrc] = link.silent.get(ssrc, 0) + 1
+                if link.silent[ssrc] >= 2:
+                    loss = 1.0
+            delivered += delta * (1.0 - (loss or 0.0))
+        if sent > 0:
+            link.downlink.on_sent(now, sent)
+        if margin_kbps is not None:
+            link.downlink.margin_kbps = max(link.downlink.settings.margin_kbps, margin_kbps)
+        if reported:
+            link.ticks_reported += 1
+            loss = 1.0 - delivered / sent if sent > 0 else max(link.rr_loss.values())
+            jitter = max(link.rr_jitter) if link.rr_jitter else 0.0
             link.rr_loss.clear()
             link.rr_jitter.clear()
-            link.loss = loss
-            link.downlink.on_receiver_report(now, loss, jitter, link.rtt)
-            sent_kbps = delta * 8 / 1000 / elapsed
-            link.goodput_kbps = sent_kbps * (1 - loss) if sent_kbps > 0 else None
+            link.loss = max(0.0, loss)
+            link.downlink.on_receiver_report(now, link.loss, jitter, link.rtt)
+            link.goodput_kbps = delivered * 8 / 1000 / elapsed if sent > 0 else None
 
     def _apply(self, participants: list[Participant], update: Any, streams: list[Stream],
                now: float) -> None:
@@ -236,7 +277,17 @@ class QualityController:
             endpoint: Any = p.endpoint  # type: ignore[no-redef]
             video = endpoint.producers.get("video")
             if video is not None:
-                video.send_remb(caps.get(video.id, MAX_VIDEO_KBPS))
+                cap = caps.get(video.id)
+                if cap is None:
+                    self._caps.pop(video.id, None)
+                else:
+                    self._caps[video.id] = cap
+                video.send_remb(MAX_VIDEO_KBPS if cap is None else cap)
+        rates = {s.id: s.full_kbps for s in streams}
+        self._resume_kbps = {}
+        for (rid, sid), chosen in allocation.streams.items():
+            if chosen.level is Level.PAUSED and sid in rates:
+                self._resume_kbps[rid] = min(self._resume_kbps.get(rid, 1e9), rates[sid])
         for change in update.receiver_changes:
             found = by_id.get(change.receiver_id)
             if found is None or (change.previous is None and change.level == "good"):

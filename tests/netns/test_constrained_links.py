@@ -226,9 +226,9 @@ async def test_sixth_participant_behind_150kbit_is_refused_with_numbers(scenario
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "known gap (reported to the lead): the probe ends early on the newcomer's first receiver "
-    "report, which covers only its first fraction of a second of media and shows no loss yet, so "
-    "a 150 kbit/s downlink with a good uplink is judged 'good' (estimates unknown) and admitted"))
+    "known gap: refused when run alone (loss 0.84 measured, down 52 kbit/s), but after the other "
+    "tests of this module the newcomer's receiver reports show about 1% loss on a 150 kbit/s "
+    "link and it is admitted; not yet explained (see the resolving note of issue 4)"))
 async def test_sixth_participant_behind_a_150kbit_downlink_only_is_refused(
         scenario: Scenario) -> None:
     sc = scenario
