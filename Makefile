@@ -27,7 +27,7 @@ test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -x -m "not browser"
+	$(BIN)/python -m pytest -q -x -m "not browser and not netns"
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.forwarding $(ARGS)
