@@ -9,7 +9,9 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from sfu.auth import ROLES, mint_token
@@ -54,6 +56,24 @@ def setup_logging(config: Config) -> None:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 
+def default_secret_file() -> Path:
+    """Where ``sfu serve`` on the embedded default keeps this run's random secret (mode 0600), so
+    that ``sfu token --secret-from-config`` in another terminal can sign with it."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or os.path.join(tempfile.gettempdir(), f"sfu-{os.getuid()}")
+    return Path(base) / "sfu-default-secret"
+
+
+def _remember_default_secret(secret: str) -> None:
+    path = default_secret_file()
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secret)
+    except OSError as exc:
+        print(f"sfu: could not save the secret for 'sfu token' ({exc})", file=sys.stderr)
+
+
 def _load(path: str | None) -> tuple[Config, bool]:
     if path is None:
         cfg = default_config()
@@ -79,10 +99,11 @@ async def _serve(config: Config, host: str | None, port: int | None, show_secret
     log = logging.getLogger("sfu")
     bound = f"http://{host or config.server.host}:{server.port}"
     if show_secret:
+        _remember_default_secret(config.auth.secret)
         print(f"sfu: embedded default config; API secret for this run: {config.auth.secret}",
               flush=True)
-        print(f"sfu: mint a token: SFU_AUTH_SECRET='{config.auth.secret}' sfu token --role staff "
-              f"--clinic demo --sub dr-lee --name 'Dr Lee'", flush=True)
+        print("sfu: mint a token: sfu token --secret-from-config --role staff --clinic demo "
+              "--sub dr-lee --name 'Dr Lee'", flush=True)
     log.info("listening on %s", bound)
     print(f"sfu: listening on {bound}", flush=True)
     stop = asyncio.Event()
@@ -129,9 +150,11 @@ def cmd_token(args: argparse.Namespace) -> int:
                 for problem in exc.problems:
                     print(f"config error: {problem}", file=sys.stderr)
                 return 1
+        elif not secret and default_secret_file().is_file():
+            secret = default_secret_file().read_text().strip()  # a running `sfu serve` on defaults
         elif not secret:
-            print("sfu token: no secret: pass --secret, set SFU_AUTH_SECRET, or --config FILE",
-                  file=sys.stderr)
+            print("sfu token: no secret: pass --config FILE, set SFU_AUTH_SECRET or --secret, "
+                  "or start `sfu serve` on its embedded default first", file=sys.stderr)
             return 1
     assert secret is not None
     print(mint_token(secret, sub=args.sub, role=args.role, clinic=args.clinic, name=args.name or "",
