@@ -113,7 +113,8 @@ class CallManager:
             if since is not None and not getattr(venue, "_wait_observed", False):
                 venue._wait_observed = True
                 server.metrics.wait_seconds.observe(max(0.0, server.clock() - since))
-        log.info("participant %s (%s) joined %s %s", participant.id, claims.role, key.kind, key.id)
+        log.info("participant %s (%s) joined %s %s", participant.id, claims.role, key.kind, key.id,
+                 extra=self.context(call, participant))
         assert isinstance(participant.endpoint, Endpoint)
         session.joined(call, participant, participant.endpoint, venue)
         return None
@@ -156,12 +157,14 @@ class CallManager:
                                        link.limited_down_kbps(now),
                                        2 if participant.role == "patient" else 0)
         decision = decide(incumbents, newcomer, self.admission)
-        log.info("probe of %s: up %s down %s loss %.3f -> %s", participant.id,  # noqa: G004
-                 newcomer.uplink_kbps, newcomer.downlink_kbps, link.loss, decision.code)
+        log.info("probe of %s: up %s down %s loss %.3f -> %s", participant.id,
+                 newcomer.uplink_kbps, newcomer.downlink_kbps, link.loss, decision.code,
+                 extra=self.context(call, participant))
         if participant.id not in call.probing:
             return
         if not decision.admit:
-            log.info("participant %s refused after probe: %s", participant.id, decision.code)
+            log.info("participant %s refused after probe: %s", participant.id, decision.code,
+                     extra=self.context(call, participant))
             call.end_probe(participant.id)
             quality.forget(participant.id)
             self._drop_if_empty(call)
@@ -179,6 +182,12 @@ class CallManager:
                     p.notify({"type": "quality", "participant": p.id, "level": "degraded",
                               "reason": f"a sixth participant joined: {decision.message}",
                               "admission": True})
+
+    @staticmethod
+    def context(call: Call, participant: Participant) -> dict[str, str]:
+        """Opaque ids for structured logs (never a name)."""
+        return {"clinic": call.key.clinic, call.key.kind: call.key.id,
+                "participant": participant.id, "role": participant.role}
 
     # -- leaving --------------------------------------------------------------------------------
     def session_of(self, participant: Participant) -> SignalingSession | None:
@@ -210,7 +219,7 @@ class CallManager:
             if session.venue is not None:
                 session.venue.participant_left(participant.id, self.server.clock())
             log.info("participant %s left %s %s (%s)", participant.id, call.key.kind, call.key.id,
-                     reason)
+                     reason, extra={**self.context(call, participant), "reason": reason})
             self.server.emit("participant.left", {
                 "clinic": call.key.clinic, call.key.kind: call.key.id,
                 "participant": participant.id, "reason": reason})
