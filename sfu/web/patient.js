@@ -7,6 +7,7 @@ import {
   formatDuration, getLocalMedia, pathParts, setBanner, showScreen, stopStream, takeFragmentToken,
   tokenExpired,
 } from "./common.js";
+import { PrecallTest, describePrecall, describePrecallError } from "./precall.js";
 
 const { clinic } = pathParts();
 const TOKEN_KEY = `sfu.patient.${clinic}.token`;
@@ -18,6 +19,7 @@ let localStream = null;
 let call = null;
 let ticker = null;
 let consulted = false;
+let precall = null; // the running pre-call test, if any
 
 function forget() {
   sessionStorage.removeItem(TOKEN_KEY);
@@ -31,6 +33,7 @@ function refuse(text) {
 }
 
 function stopLocal() {
+  resetPrecall(true);
   clearInterval(ticker);
   ticker = null;
   stopStream(localStream);
@@ -71,6 +74,7 @@ async function startCall() {
   tick();
   clearInterval(ticker);
   ticker = setInterval(tick, 1000);
+  resetPrecall(true);
 
   const { stream, error } = await getLocalMedia();
   localStream = stream;
@@ -78,6 +82,7 @@ async function startCall() {
   if (stream) attachSelfView($("#self-video"), stream);
   $("#call").classList.toggle("no-camera", !(stream && stream.getVideoTracks().length));
   bindMediaToggles(stream, replaceButton("#toggle-mic"), replaceButton("#toggle-cam"));
+  resetPrecall(false);
 
   call = new SfuCall({
     token, target, localStream: stream, grid: $("#grid"), banner: $("#banner"),
@@ -101,6 +106,8 @@ function showParticipants(others) {
   $("#call").classList.toggle("in-consultation", inConsultation);
   if (inConsultation) {
     consulted = true;
+    if (precall) resetPrecall(false); // the consultation needs the bandwidth: stop the test
+    $("#precall-result").hidden = true;
   } else if (consulted) {
     $("#waiting-title").textContent = "The clinician has stepped away";
     $("#waiting-text").textContent = "Please stay on this page: they will be back with you shortly.";
@@ -144,6 +151,55 @@ function leave() {
   showScreen("ended");
 }
 
+// "Test my connection" on the waiting screen: a pre-call test on a second socket with the same
+// token and the camera and microphone already in use; the consultation's socket is left alone.
+async function testConnection() {
+  if (precall || !token) return;
+  const button = $("#precall-start");
+  const result = $("#precall-result");
+  if (!localStream || !localStream.getTracks().length) {
+    setBanner(result, "The test needs your camera or microphone. Allow them for this site "
+      + "(look for the camera icon in the address bar), reload the page, then test again.", "warn");
+    return;
+  }
+  const test = new PrecallTest({ token, localStream, seconds: 5 });
+  precall = test;
+  button.disabled = true;
+  button.textContent = "Testing…";
+  setBanner(result, "Testing your connection: this takes about 5 seconds…");
+  try {
+    const outcome = await test.run();
+    if (precall !== test) return;
+    const { kind, text } = describePrecall(outcome);
+    setBanner(result, text, kind);
+    result.dataset.verdict = outcome.verdict;
+  } catch (error) {
+    if (precall !== test || (error && error.code === "cancelled")) return;
+    setBanner(result, describePrecallError(error), "error");
+    result.dataset.verdict = "failed";
+  } finally {
+    if (precall === test) {
+      precall = null;
+      button.disabled = false;
+      button.textContent = "Test again";
+    }
+  }
+}
+
+// Stop a running test; `busy` keeps the button disabled (no camera yet, or the page is leaving).
+function resetPrecall(busy) {
+  const test = precall;
+  precall = null;
+  if (test) test.cancel();
+  const button = $("#precall-start");
+  button.disabled = busy;
+  button.textContent = "Test my connection";
+  if (busy) {
+    setBanner($("#precall-result"), "");
+    delete $("#precall-result").dataset.verdict;
+  }
+}
+
 async function enter(event) {
   event.preventDefault();
   const errorBox = $("#entry-error");
@@ -177,6 +233,7 @@ function init() {
   $("#clinic-name").textContent = clinic;
   $("#entry-form").addEventListener("submit", enter);
   $("#leave").addEventListener("click", leave);
+  $("#precall-start").addEventListener("click", testConnection);
   $("#rejoin").addEventListener("click", () => {
     const kept = sessionStorage.getItem(TOKEN_KEY) || token;
     if (kept) useToken(kept);

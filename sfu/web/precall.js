@@ -1,0 +1,180 @@
+// The pre-call test (docs/API.md "Pre-call test"): a few seconds of the local camera and
+// microphone sent to the server and echoed back, over a SECOND WebSocket and its own
+// RTCPeerConnection, so that a call on the page's other socket is left as it is.
+//
+// The server sends `tracks` + `offer` (answered like a call's first offer: the local tracks go on
+// the first audio and video m-lines, sendonly), echoes the media back, and after `seconds` sends
+// `precall_result`. Then this socket and peer connection are closed.
+
+import { explain } from "./common.js";
+
+const EXTRA_WAIT_MS = 15000; // beyond `seconds`: connecting, and the server's last measurement
+
+export class PrecallTest {
+  // options: token, localStream (or null), seconds (2..15, default 5)
+  constructor(options) {
+    this.token = options.token;
+    this.localStream = options.localStream || null;
+    this.seconds = options.seconds || 5;
+    this.ws = null;
+    this.pc = null;
+    this.done = false;
+    this.queue = Promise.resolve();
+  }
+
+  // Resolves to the server's precall_result; rejects with an Error whose `code` is the server's
+  // error code ("network" when the socket dropped or the test timed out, "cancelled").
+  run() {
+    return new Promise((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+      const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+      const ws = new WebSocket(`${scheme}//${location.host}/v1/ws?token=${encodeURIComponent(this.token)}`);
+      this.ws = ws;
+      this.timer = setTimeout(() => this.fail("network", "the test did not finish in time"),
+                              this.seconds * 1000 + EXTRA_WAIT_MS);
+      ws.onopen = () => ws.send(JSON.stringify({ type: "precall", seconds: this.seconds }));
+      ws.onmessage = (event) => {
+        let message;
+        try {
+          message = JSON.parse(event.data);
+        } catch {
+          return;
+        }
+        this.queue = this.queue.then(() => this.handle(message)).catch((error) => {
+          this.fail("media_failed", (error && error.message) || "the test connection failed");
+        });
+      };
+      ws.onclose = () => this.fail("network", "the connection to the server closed during the test");
+    });
+  }
+
+  async handle(message) {
+    if (this.done) return;
+    switch (message.type) {
+      case "offer":
+        await this.answer(message.sdp);
+        break;
+      case "precall_result":
+        this.finish();
+        this.resolve(message);
+        break;
+      case "error":
+        this.fail(message.code || "error", message.message || "");
+        break;
+      default: // "tracks" names our own echoed media: nothing to place
+        break;
+    }
+  }
+
+  async answer(sdp) {
+    let pc = this.pc;
+    const first = !pc;
+    if (first) {
+      pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+      this.pc = pc;
+      pc.onconnectionstatechange = () => {
+        if (pc.connectionState === "failed") this.fail("media_failed", "the test connection failed");
+      };
+    }
+    await pc.setRemoteDescription({ type: "offer", sdp });
+    if (first) {
+      const transceivers = pc.getTransceivers();
+      for (const kind of ["audio", "video"]) {
+        const transceiver = transceivers.find((t) => t.receiver.track.kind === kind);
+        if (!transceiver) continue;
+        const track = this.localStream ? this.localStream.getTracks().find((t) => t.kind === kind) : null;
+        if (track) {
+          await transceiver.sender.replaceTrack(track);
+          transceiver.direction = "sendonly";
+        } else {
+          transceiver.direction = "inactive";
+        }
+      }
+    }
+    if (this.done) return;
+    const answer = await pc.createAnswer();
+    await pc.setLocalDescription(answer);
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+      this.ws.send(JSON.stringify({ type: "answer", sdp: pc.localDescription.sdp }));
+    }
+  }
+
+  fail(code, text) {
+    if (this.done) return;
+    this.finish();
+    const error = new Error(text);
+    error.code = code;
+    this.reject(error);
+  }
+
+  cancel() {
+    this.fail("cancelled", "the test was stopped");
+  }
+
+  // Close this test's peer connection and socket (the local tracks belong to the page).
+  finish() {
+    this.done = true;
+    clearTimeout(this.timer);
+    if (this.pc) {
+      this.pc.onconnectionstatechange = null;
+      this.pc.close();
+      this.pc = null;
+    }
+    if (this.ws) {
+      const ws = this.ws;
+      this.ws = null;
+      ws.onclose = null;
+      ws.onmessage = null;
+      if (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING) ws.close();
+    }
+  }
+}
+
+// "upload 480 kbit/s, download 650 kbit/s, round trip 12 ms" (what was measured).
+export function precallFigures(result) {
+  const parts = [];
+  const number = (value) => typeof value === "number" && Number.isFinite(value);
+  if (number(result.up_kbps)) parts.push(`upload ${Math.round(result.up_kbps)} kbit/s`);
+  if (number(result.down_kbps)) parts.push(`download ${Math.round(result.down_kbps)} kbit/s`);
+  if (number(result.rtt_ms)) parts.push(`round trip ${Math.round(result.rtt_ms)} ms`);
+  return parts.join(", ");
+}
+
+// The verdict in plain words, with the figures: { kind: "info"|"warn"|"error", text }.
+export function describePrecall(result) {
+  const figures = precallFigures(result);
+  const measured = figures ? ` (${figures})` : "";
+  const advice = "Try moving closer to your Wi-Fi router, closing other apps or videos, "
+    + "or using another network, then test again.";
+  switch (result.verdict) {
+    case "ok":
+      return { kind: "info", text: `Your connection is good for a video consultation${measured}.` };
+    case "warn":
+      return {
+        kind: "warn",
+        text: `Your connection is weak: video may be paused or delayed, and the consultation may `
+          + `continue with sound only${measured}. ${advice}`,
+      };
+    default:
+      if (!result.up_kbps) {
+        return {
+          kind: "error",
+          text: "No sound or video from you reached the clinic's server. Check that your camera and "
+            + "microphone are allowed and on, and that your network or firewall allows video calls, "
+            + "then test again.",
+        };
+      }
+      return { kind: "error", text: `Your connection is too weak for a video consultation${measured}. ${advice}` };
+  }
+}
+
+// A test that could not be run, in plain words.
+export function describePrecallError(error) {
+  const code = error && error.code;
+  if (code === "network" || code === "media_failed") {
+    return "The connection test could not be completed: the connection to the clinic's server "
+      + "was lost. Check your internet connection and test again.";
+  }
+  return "The connection test could not be run: " + explain(code, error && error.message);
+}
