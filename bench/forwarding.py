@@ -7,7 +7,7 @@ The server runs in its own process (``sfu serve`` with a generated config), so i
 read from /proc/<pid>/stat alone; the synthetic participants (sfu.client) run in worker
 processes. Each scenario prints one row: server CPU %, CPU microseconds per forwarded RTP packet,
 forwarded packets/s, delivered/sent ratio, join-to-first-keyframe p50/p95 (and p95 without the tracks
-of the join that filled a six-person room, which waits for the admission probe: "p95 np"), server RSS,
+to or from the join that filled a six-person room, which waits for the admission probe: "p95 np"), server RSS,
 and the load tool's own CPU.
 Figures are medians/ratios from one run: the machine is shared, compare rows of the same run.
 """
@@ -227,7 +227,7 @@ def _measure(proc: subprocess.Popen[bytes], url: str, rooms: int, people: int, s
     room_of: dict[str, str] = {}
     joined_at: dict[str, float] = {}
     latencies: list[float] = []
-    unprobed: list[float] = []  # tracks not published by the join that filled its room
+    unprobed: list[float] = []  # tracks neither sent nor received by the join that filled its room
     last_joiner: dict[str, str] = {}
     errors: list[str] = []
     tool_cpu = 0.0
@@ -250,7 +250,8 @@ def _measure(proc: subprocess.Popen[bytes], url: str, rooms: int, people: int, s
                 if t["kind"] == "video" and t["first_keyframe_at"] and t["participant"] in joined_at:
                     since = max(c["joined_at"], joined_at[t["participant"]])
                     latencies.append(t["first_keyframe_at"] - since)
-                    if people < 6 or t["participant"] != last_joiner.get(c["room"]):
+                    probed = last_joiner.get(c["room"]) if people >= 6 else None
+                    if probed not in (t["participant"], c["participant"]):
                         unprobed.append(t["first_keyframe_at"] - since)
     expected = sum(n * (sum(1 for q in room_of if room_of[q] == room_of[p]) - 1)
                    for p, n in sent.items())

@@ -87,7 +87,8 @@ class CallManager:
 
     def _new_call(self, key: CallKey) -> Call:
         call = Call(key, self.server.config.limits.max_participants)
-        call.quality = QualityController(call, self.quality_settings, self._quality_changed)
+        call.quality = QualityController(call, self.quality_settings, self._quality_changed,
+                                         self._estimates)
         return call
 
     def _needs_probe(self, call: Call) -> bool:
@@ -266,11 +267,16 @@ class CallManager:
         participant.notify({"type": "quality", "participant": participant.id, "level": level,
                             "reason": reason, **estimates})
         self.server.metrics.quality_changes.labels(level).inc()
-        for key in ("downlink_kbps", "uplink_kbps"):
-            value = estimates.get(key)
-            if value is not None:
-                self.server.metrics.bandwidth_estimate.labels(key.split("_")[0]).observe(value)
         self.server.emit("quality.changed", {"participant": participant.id, "level": level})
+
+    def _estimates(self, up: float | None, down: float | None, rtt: float | None) -> None:
+        metrics = self.server.metrics
+        if up is not None:
+            metrics.bandwidth_estimate.labels("uplink").observe(up)
+        if down is not None:
+            metrics.bandwidth_estimate.labels("downlink").observe(down)
+        if rtt is not None:
+            metrics.rtt.observe(rtt)
 
     # -- views --------------------------------------------------------------------------------------
     def snapshot(self) -> tuple[dict[str, int], dict[str, int]]:

@@ -99,9 +99,12 @@ class Link:
 
 class QualityController:
     def __init__(self, call: Call, settings: QualitySettings,
-                 on_change: Callable[[Participant, str, str, dict[str, Any]], None]) -> None:
+                 on_change: Callable[[Participant, str, str, dict[str, Any]], None],
+                 on_estimates: Callable[[float | None, float | None, float | None], None]
+                 = lambda up, down, rtt: None) -> None:
         self.call = call
         self.settings = settings
+        self.on_estimates = on_estimates  # once per participant per tick: up, down (kbit/s), RTT (s)
         self.on_change = on_change
         self.links: dict[str, Link] = {}
         self.smoother = AllocationSmoother(upgrade_hold_s=settings.upgrade_hold_s)
@@ -201,6 +204,9 @@ class QualityController:
                                       min(minimum, rate), priority))
         if loudest is not None:
             self.speaker = loudest[1]
+        for p in participants:
+            link = self.links[p.id]
+            self.on_estimates(link.up_kbps(now), link.down_kbps(now), link.rtt)
         subscriptions = {p.id: [producer.id for producer in p.endpoint.subscribed()]  # type: ignore[union-attr]
                          for p in participants}
         full = {s.id: s.full_kbps for s in streams}

@@ -246,7 +246,11 @@ class Endpoint:
         consumer = Consumer(producer, out, self.counters)
         self._slots[producer] = (slot, out, consumer)
         self.renegotiate()
-        producer.request_keyframe(self.clock())
+        if self.peer.wire.ready():
+            producer.request_keyframe(self.clock())
+        # else: the consumer asks for one as soon as this peer's transport is up (a keyframe
+        # asked for now would arrive before it could be forwarded, and the next would wait
+        # for the one-per-second limit)
         return consumer
 
     def unsubscribe(self, producer: Producer) -> None:

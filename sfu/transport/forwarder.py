@@ -107,6 +107,10 @@ class Producer:
         # Optional per-packet observer (the uplink estimator); audio-level sums for the
         # active-speaker choice, read and reset by the owner once per tick.
         self.observer: Callable[[RtpPacket, float], None] | None = None
+        # where the last keyframe starts in the cache: a new subscriber starts from it at once
+        # instead of waiting for the next one
+        self.keyframe_seq = 0
+        self.keyframe_at = -1e9
         self.level_sum = 0
         self.level_count = 0
 
@@ -122,6 +126,8 @@ class Producer:
             packet.frame_start, packet.keyframe = vp8_frame_info(packet.data, packet.payload_offset)
             if packet.keyframe:
                 self.keyframes += 1
+                if packet.frame_start:
+                    self.keyframe_seq, self.keyframe_at = packet.seq, now
             self.cache.add(packet)  # type: ignore[union-attr]
             if self.observer is not None:
                 self.observer(packet, now)
@@ -269,6 +275,8 @@ class Consumer:
             if not self.out.sink.ready():
                 return  # the subscriber's transport is not up: start later, on a keyframe
             if self._video and not (packet.keyframe and packet.frame_start):
+                if self._replay_keyframe(packet, now):
+                    return
                 self.dropped += 1
                 if now - self.keyframe_asked > 1.0:  # keep asking while we wait
                     self.keyframe_asked = now
@@ -278,6 +286,29 @@ class Consumer:
         elif (packet.seq - anchor[0]) & 0xFFFF >= 0x8000:
             self._counters.drop("before_anchor")
             return  # older than the point where this stream joined the outgoing one
+        self._emit(packet, anchor, now)
+
+    def _replay_keyframe(self, packet: RtpPacket, now: float) -> bool:
+        """Start from the keyframe the cache holds when it is recent (under half a second, at
+        most 64 packets back): the subscriber sees video now, not after the next keyframe."""
+        producer = self.producer
+        start = producer.keyframe_seq
+        span = (packet.seq - start) & 0xFFFF
+        cache = producer.cache
+        if now - producer.keyframe_at > 0.5 or span > 64 or cache is None:
+            return False
+        first = cache.get(start)
+        if first is None or not first.keyframe:
+            return False
+        anchor = self._anchor(first, now)
+        for offset in range(span):
+            cached = cache.get((start + offset) & 0xFFFF)
+            if cached is not None:
+                self._emit(cached, anchor, now)
+        self._emit(packet, anchor, now)
+        return True
+
+    def _emit(self, packet: RtpPacket, anchor: tuple[int, int, int], now: float) -> None:
         out = self.out
         seq = (packet.seq + anchor[1]) & 0xFFFF
         ts = (packet.ts + anchor[2]) & 0xFFFFFFFF

@@ -115,9 +115,9 @@ def test_paused_consumer_sends_nothing_and_resumes_on_a_keyframe_without_a_gap()
     prod.on_rtp(vp8(1, 0, key=True), 0.0)
     consumer.set_paused(True, 0.1)
     prod.on_rtp(vp8(2, 3000), 0.1)
-    consumer.set_paused(False, 0.2)
-    prod.on_rtp(vp8(3, 6000), 0.2)  # not a keyframe: still waiting
-    prod.on_rtp(vp8(4, 9000, key=True), 0.3)
+    consumer.set_paused(False, 1.0)
+    prod.on_rtp(vp8(3, 6000), 1.0)  # not a keyframe, and the cached one is too old: waiting
+    prod.on_rtp(vp8(4, 9000, key=True), 1.1)
     seqs = [P.parse_rtp(d).seq for d in sink.rtp]
     assert len(seqs) == 2 and (seqs[1] - seqs[0]) & 0xFFFF == 1
 
@@ -162,3 +162,16 @@ def test_a_consumer_starts_only_once_its_subscriber_can_receive_and_keeps_asking
     assert sink.rtp == [] and len(feedback.rtcp) == 1
     prod.on_rtp(vp8(3, 6000, key=True), 2.1)
     assert len(sink.rtp) == 1 and P.parse_rtp(sink.rtp[0]).payload == vp8(3, 6000, key=True).payload
+
+
+def test_a_new_consumer_starts_at_once_from_a_recent_keyframe_in_the_cache():
+    sink = Sink()
+    prod = producer()
+    prod.on_rtp(vp8(10, 0, key=True), 0.0)
+    prod.on_rtp(vp8(11, 0, start=False), 0.0)
+    prod.on_rtp(vp8(12, 3000), 0.1)
+    Consumer(prod, out_stream(sink), Counters())
+    prod.on_rtp(vp8(13, 6000), 0.2)  # the consumer replays 10-12 from the cache, then sends 13
+    sent = [P.parse_rtp(d) for d in sink.rtp]
+    assert len(sent) == 4 and sent[0].payload == vp8(10, 0, key=True).payload
+    assert [(p.seq - sent[0].seq) & 0xFFFF for p in sent] == [0, 1, 2, 3]
