@@ -1,12 +1,14 @@
-"""What counting costs on the packet path: the forwarding core with and without its counters.
+"""What counting costs on the packet path.
 
     python -m bench.counting [--packets 20000] [--consumers 5] [--rounds 9]
 
-Metrics are plain integer adds per stream on the packet path, read on scrape (sfu/metrics.py).
-This runs the real ``Producer``/``Consumer`` fan-out over a null sink (so the socket and SRTP,
-which dominate a real run, are left out and the counting's share is as large as it can be) twice
-per round: as shipped, and with a consumer whose ``forward`` is the same minus the counting.
-It prints the median CPU time per forwarded packet of each and the ratio. The target: under 5 %.
+The metrics read per-stream packet and byte counts on scrape (sfu/transport/forwarder.py
+``Counters``); the packet path only bumps two integers per outgoing stream, which its sender
+reports need anyway. This runs the real ``Producer``/``Consumer`` fan-out over a null sink (no
+SRTP, no socket: the counting's share is as large as it can be) three ways per round: as shipped;
+with no counting at all (the control); and calling prometheus-client per packet (what the
+design avoids). It prints the median CPU time per forwarded packet of each and the shares, plus
+the share of a real forwarded packet's cost (``--real-us``, from bench/forwarding.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import argparse
 import statistics
 import sys
 import time
+
+from prometheus_client import CollectorRegistry, Counter
 
 from sfu.transport import packets as P
 from sfu.transport.forwarder import Consumer, Counters, OutStream, Producer
@@ -32,22 +36,11 @@ class NullSink:
 
 
 class UncountedConsumer(Consumer):
-    """``Consumer.forward`` without its three counting lines (the control of this benchmark)."""
+    """``Consumer._emit`` without its two counting lines (the control of this benchmark)."""
 
     __slots__ = ()
 
-    def forward(self, packet: P.RtpPacket, now: float) -> None:
-        if self.paused:
-            return
-        anchor = self.anchor
-        if anchor is None or self.need_keyframe:
-            if not self.out.sink.ready():
-                return
-            if self._video and not (packet.keyframe and packet.frame_start):
-                return
-            anchor = self._anchor(packet, now)
-        elif (packet.seq - anchor[0]) & 0xFFFF >= 0x8000:
-            return
+    def _emit(self, packet: P.RtpPacket, anchor: tuple[int, int, int], now: float) -> None:
         out = self.out
         seq = (packet.seq + anchor[1]) & 0xFFFF
         ts = (packet.ts + anchor[2]) & 0xFFFFFFFF
@@ -60,8 +53,23 @@ class UncountedConsumer(Consumer):
             out.last_seq = seq
             out.last_ts = ts
         out.last_sent_at = now
-        out.packets += 1
-        out.octets += len(wire)
+
+
+FORWARDED = Counter("bench_forwarded_packets", "per-packet counting", ["kind"],
+                    registry=CollectorRegistry())
+FORWARDED_BYTES = Counter("bench_forwarded_bytes", "per-packet counting", ["kind"],
+                          registry=CollectorRegistry())
+
+
+class LibraryCountedConsumer(Consumer):
+    """Counting through prometheus-client on every packet, as the design does not."""
+
+    __slots__ = ()
+
+    def _emit(self, packet: P.RtpPacket, anchor: tuple[int, int, int], now: float) -> None:
+        super()._emit(packet, anchor, now)
+        FORWARDED.labels(self.producer.kind).inc()
+        FORWARDED_BYTES.labels(self.producer.kind).inc(len(packet.data))
 
 
 def make_packets(n: int) -> list[bytes]:
@@ -95,17 +103,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--packets", type=int, default=20000)
     parser.add_argument("--consumers", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--real-us", type=float, default=25.0,
+                        help="CPU per forwarded packet of a real run (bench/forwarding.py 1x6)")
     args = parser.parse_args(argv)
     datagrams = make_packets(args.packets)
-    counted, uncounted = [], []
-    for _ in range(args.rounds):  # interleaved, so that machine noise hits both alike
-        counted.append(run(Consumer, datagrams, args.consumers))
-        uncounted.append(run(UncountedConsumer, datagrams, args.consumers))
-    c, u = statistics.median(counted), statistics.median(uncounted)
+    shipped, control, library = [], [], []
+    for _ in range(args.rounds):  # interleaved, so that machine noise hits all alike
+        shipped.append(run(Consumer, datagrams, args.consumers))
+        control.append(run(UncountedConsumer, datagrams, args.consumers))
+        library.append(run(LibraryCountedConsumer, datagrams, args.consumers))
+    s, c, lib = (statistics.median(x) for x in (shipped, control, library))
     print(f"forwarding core, {args.consumers} consumers, null sink, median of {args.rounds} rounds")
-    print(f"  with counting     {c * 1e6:6.2f} us per forwarded packet")
-    print(f"  without counting  {u * 1e6:6.2f} us per forwarded packet")
-    print(f"  counting costs    {100 * (c - u) / u:+6.1f} % of the core alone")
+    print(f"  no counting (control)          {c * 1e6:6.2f} us per forwarded packet")
+    print(f"  as shipped (per-stream ints)   {s * 1e6:6.2f} us  {100 * (s - c) / c:+6.1f} % of the core"
+          f"  {100 * (s - c) / 1e-6 / args.real_us:+5.2f} % of a real packet ({args.real_us:.0f} us)")
+    print(f"  prometheus-client per packet   {lib * 1e6:6.2f} us  {100 * (lib - c) / c:+6.1f} % of the core"
+          f"  {100 * (lib - c) / 1e-6 / args.real_us:+5.2f} % of a real packet")
     return 0
 
 

@@ -120,6 +120,8 @@ class Endpoint:
         for _, _, consumer in self._slots.values():
             consumer.close()
         self._slots.clear()
+        for out in self.out_by_ssrc.values():
+            self.counters.retire(out)
         for handle in self._timers:
             handle.cancel()
         self._timers.clear()
@@ -215,6 +217,7 @@ class Endpoint:
                     cache_size=self.settings.packet_cache_size, pli_interval=self.settings.pli_interval)
                 producer.mid = pub.mid
                 self.producers[kind] = producer
+                self.counters.track(producer)
                 if pub.ssrc is not None:
                     self._by_ssrc[pub.ssrc] = producer
                 if pub.rtx_ssrc is not None:
@@ -243,6 +246,7 @@ class Endpoint:
             out = OutStream(ssrc=slot.ssrc, mid=slot.mid or "", kind=slot.kind, sink=self.peer.wire,
                             clock_rate=CLOCK_RATES[slot.kind], pt_map={})
             self.out_by_ssrc[slot.ssrc] = out
+            self.counters.track(out)
         consumer = Consumer(producer, out, self.counters)
         self._slots[producer] = (slot, out, consumer)
         self.renegotiate()

@@ -46,19 +46,63 @@ class PacketSink(Protocol):
 
 
 class Counters:
-    """Per-process totals, bumped with plain integer adds on the packet path, read on scrape."""
+    """Per-process totals for the metrics, published on scrape.
 
-    __slots__ = ("forwarded_packets", "forwarded_bytes", "received_packets", "dropped",
-                 "nacks", "retransmitted", "plis")
+    The packet path counts nothing here: each producer and outgoing stream already keeps its own
+    packet and byte counts (which its RTCP needs anyway). The totals are the sum over the live
+    ones plus what streams that have closed had counted. Rare events (drops, NACKs, PLIs) are
+    plain integer adds.
+    """
+
+    __slots__ = ("_streams", "_producers", "_retired_out", "_retired_in", "dropped", "nacks",
+                 "retransmitted", "plis")
 
     def __init__(self) -> None:
-        self.forwarded_packets = {"audio": 0, "video": 0}
-        self.forwarded_bytes = {"audio": 0, "video": 0}
-        self.received_packets = {"audio": 0, "video": 0}
+        self._streams: set[OutStream] = set()
+        self._producers: set[Producer] = set()
+        self._retired_out = {"audio": [0, 0], "video": [0, 0]}  # kind -> [packets, bytes]
+        self._retired_in = {"audio": 0, "video": 0}
         self.dropped: dict[str, int] = {}
         self.nacks = 0
         self.retransmitted = 0
         self.plis = 0
+
+    def track(self, item: OutStream | Producer) -> None:
+        if isinstance(item, OutStream):
+            self._streams.add(item)
+        else:
+            self._producers.add(item)
+
+    def retire(self, item: OutStream | Producer) -> None:
+        if isinstance(item, OutStream):
+            if item in self._streams:
+                self._streams.discard(item)
+                self._retired_out[item.kind][0] += item.packets
+                self._retired_out[item.kind][1] += item.octets
+        elif item in self._producers:
+            self._producers.discard(item)
+            self._retired_in[item.kind] += item.packets
+
+    @property
+    def forwarded_packets(self) -> dict[str, int]:
+        out = {kind: v[0] for kind, v in self._retired_out.items()}
+        for s in self._streams:
+            out[s.kind] += s.packets
+        return out
+
+    @property
+    def forwarded_bytes(self) -> dict[str, int]:
+        out = {kind: v[1] for kind, v in self._retired_out.items()}
+        for s in self._streams:
+            out[s.kind] += s.octets
+        return out
+
+    @property
+    def received_packets(self) -> dict[str, int]:
+        out = dict(self._retired_in)
+        for p in self._producers:
+            out[p.kind] += p.packets
+        return out
 
     def drop(self, reason: str, n: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + n
@@ -120,7 +164,6 @@ class Producer:
         self.packets += 1
         self.octets += len(packet.data)
         self.last_packet_at = now
-        self._counters.received_packets[self.kind] += 1
         ext = packet.ext
         if self._is_video:
             packet.frame_start, packet.keyframe = vp8_frame_info(packet.data, packet.payload_offset)
@@ -191,6 +234,7 @@ class Producer:
 
     def close(self) -> None:
         self.closed = True
+        self._counters.retire(self)
         for consumer in list(self.consumers):
             consumer.close()
         self.consumers.clear()
@@ -323,9 +367,6 @@ class Consumer:
         out.last_sent_at = now
         out.packets += 1
         out.octets += len(wire)
-        counters = self._counters
-        counters.forwarded_packets[self._kind] += 1
-        counters.forwarded_bytes[self._kind] += len(wire)
 
     def _anchor(self, packet: RtpPacket, now: float) -> tuple[int, int, int]:
         out = self.out
