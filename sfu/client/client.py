@@ -21,8 +21,10 @@ from aiortc import sdp as aiortc_sdp
 from aiortc.exceptions import InvalidStateError
 
 from sfu.client.media import Clip, ClipAudioTrack, ClipVideoTrack, load_clip
+from sfu.client.sender import PacedRtpSender
 from sfu.transport import aiortc_glue as glue
 from sfu.transport import packets as P
+from sfu.transport.packets import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID
 from sfu.transport.stats import ReceiveStats
 
 
@@ -77,6 +79,8 @@ class Client:
         self._ssrc_to_mid: dict[int, str] = {}
         self._wire: glue.WireSender | None = None
         self._hooked = False
+        self.senders: list[PacedRtpSender] = []
+        self._sender_tasks: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
         self._closed = False
         self.video_track: ClipVideoTrack | None = None
@@ -119,13 +123,20 @@ class Client:
             raise ClientError(msg["code"], msg.get("message", ""))
         return msg
 
+    async def _stop_tasks(self) -> None:
+        tasks = [t for t in (self._rtcp_task, *self._sender_tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._rtcp_task = None
+        self._sender_tasks = []
+
     async def _reset_media(self) -> None:
         """Forget the current peer connection (the next offer starts a new one)."""
-        if self._rtcp_task is not None:
-            self._rtcp_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._rtcp_task
-            self._rtcp_task = None
+        await self._stop_tasks()
+        self.senders = []
         if self._pc is not None:
             await self._pc.close()
         self._pc = None
@@ -206,12 +217,13 @@ class Client:
                 self._ssrc_to_mid[int(ssrc.ssrc)] = media.rtp.muxId
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         for transceiver in pc.getTransceivers():
-            glue.disable_media_pipeline(transceiver, keep_sender=True)
-        if not self._hooked:
+            glue.disable_media_pipeline(transceiver)  # we send ourselves (sfu/client/sender.py)
+        first = not self._hooked
+        if first:
             self._hooked = True
             dtls = glue.dtls_of(pc.getTransceivers()[0])
             glue.install_gatherer(glue.ice_connection(dtls), glue.IceSettings(self.ice_addresses))
-            glue.hook_dtls(dtls, self._on_rtp, self._on_rtcp, time.monotonic, pass_rtcp=True)
+            glue.hook_dtls(dtls, self._on_rtp, self._on_rtcp, time.monotonic)
             self._wire = glue.WireSender(dtls)
             clip = self.clip or load_clip()
             if self.publish_audio:
@@ -223,33 +235,56 @@ class Client:
             self._rtcp_task = asyncio.ensure_future(self._run_rtcp())
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
+        if first:
+            self._start_senders(pc, parsed)
         await self.send({"type": "answer", "sdp": pc.localDescription.sdp})
+
+    def _start_senders(self, pc: RTCPeerConnection, offer: aiortc_sdp.SessionDescription) -> None:
+        """Publish on the m-lines the tracks were attached to, with the offer's PTs and ids."""
+        assert self._wire is not None
+        sections = {m.rtp.muxId: m for m in offer.media}
+        names = {URI_MID: "mid", URI_AUDIO_LEVEL: "audio_level", URI_ABS_SEND_TIME: "abs_send_time"}
+        for transceiver in pc.getTransceivers():
+            track = transceiver.sender.track
+            media = sections.get(transceiver.mid or "")
+            if track is None or media is None:
+                continue
+            wanted = "opus" if track.kind == "audio" else "vp8"
+            pt = next((c.payloadType for c in media.rtp.codecs if c.name.lower() == wanted), None)
+            if pt is None:
+                continue
+            ext_ids = {names[e.uri]: e.id for e in media.rtp.headerExtensions if e.uri in names}
+            sender = PacedRtpSender(track, self._wire, ssrc=transceiver.sender._ssrc,
+                                    payload_type=pt, clock_rate=48000 if track.kind == "audio" else 90000,
+                                    mid=media.rtp.muxId, ext_ids=ext_ids)
+            self.senders.append(sender)
+            self._sender_tasks.append(asyncio.ensure_future(sender.run()))
 
     def _on_rtp(self, data: bytes, now: float) -> None:
         try:
-            packet = P.parse_rtp(data)
+            _, seq, ts, ssrc, offset = P.parse_header(data)
         except ValueError:
             return
-        mid = self._ssrc_to_mid.get(packet.ssrc)
+        mid = self._ssrc_to_mid.get(ssrc)
         if mid is None:
             return
         stats = self.tracks.setdefault(mid, TrackStats(mid))
-        if stats.stats is None or stats.ssrc != packet.ssrc:
-            stats.ssrc = packet.ssrc
+        if stats.stats is None or stats.ssrc != ssrc:
+            stats.ssrc = ssrc
             stats.stats = ReceiveStats(90000 if stats.kind == "video" else 48000)
-        stats.stats.add(packet.seq, packet.ts, now)
+        stats.stats.add(seq, ts, now)
         if stats.first_packet_at is None:
             stats.first_packet_at = now
         stats.last_packet_at = now
         stats.packets += 1
         stats.bytes += len(data)
         if stats.last_seq is not None:
-            gap = (packet.seq - stats.last_seq) & 0xFFFF
+            gap = (seq - stats.last_seq) & 0xFFFF
             if 1 < gap < 0x8000:
                 stats.max_seq_gap = max(stats.max_seq_gap, gap)
-        stats.last_seq = packet.seq
+        stats.last_seq = seq
         if stats.kind == "video":
-            start, key = P.vp8_frame_info(packet.data, packet.payload_offset)
+            start, key = P.vp8_frame_info(data, offset)
             if start:
                 stats.frames += 1
             if key:
@@ -266,6 +301,12 @@ class Client:
         except ValueError:
             return
         for msg in messages:
+            if isinstance(msg, P.SenderReport | P.ReceiverReport):
+                for block in msg.reports:
+                    for sender in self.senders:
+                        if sender.ssrc == block.ssrc:
+                            sender.reports.append(block)
+                            del sender.reports[:-8]
             if isinstance(msg, P.SenderReport):
                 for t in self.tracks.values():
                     if t.ssrc == msg.ssrc and t.stats is not None:
@@ -280,10 +321,17 @@ class Client:
             if self._wire is None:
                 continue
             now = time.monotonic()
+            parts = []
+            for sender in self.senders:  # an SR per published stream, then RRs
+                sr = sender.sender_report(time.time())
+                if sr is not None:
+                    parts.append(P.build_sr(sr))
             blocks = [t.stats.report(t.ssrc, now) for t in self.tracks.values()
                       if t.stats is not None and t.ssrc is not None]
             if blocks:
-                self._wire.send_rtcp(P.build_rr(P.ReceiverReport(self.rtcp_ssrc, blocks[:31])))
+                parts.append(P.build_rr(P.ReceiverReport(self.rtcp_ssrc, blocks[:31])))
+            if parts:
+                self._wire.send_rtcp(b"".join(parts))
 
     # -- views ------------------------------------------------------------------------------------
     def received_from(self, participant: str, kind: str) -> TrackStats | None:
@@ -293,12 +341,7 @@ class Client:
         return None
 
     def packets_sent(self) -> int:
-        total = 0
-        if self._pc is not None:
-            for transceiver in self._pc.getTransceivers():
-                sender = transceiver.sender
-                total += getattr(sender, "_RTCRtpSender__packet_count", 0)
-        return total
+        return sum(s.packets for s in self.senders)
 
     # -- leaving ------------------------------------------------------------------------------------
     async def leave(self) -> None:
@@ -311,11 +354,11 @@ class Client:
         if self._closed:
             return
         self._closed = True
-        for task in (self._reader, self._rtcp_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self._stop_tasks()
         if self._ws is not None:
             await self._ws.close()
         if self._pc is not None:

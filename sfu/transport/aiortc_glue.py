@@ -145,6 +145,17 @@ class WireSender:
         self._sendto = None
 
 
+class FastStunProtocol(StunProtocol):
+    """aioice's protocol, minus a failed STUN parse per media datagram: a first byte of 128-191
+    is RTP or RTCP (RFC 7983), never STUN, so it goes straight to the connection."""
+
+    def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
+        if isinstance(data, bytes) and len(data) > 1 and 127 < data[0] < 192:
+            self.receiver.data_received(data, self.local_candidate.component)
+            return
+        super().datagram_received(data, addr)
+
+
 def _bind_udp(address: str, port_range: tuple[int, int] | None) -> socket.socket:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -183,7 +194,7 @@ def install_gatherer(connection: Connection, settings: IceSettings) -> None:
         for address in addresses:
             sock = _bind_udp(address, settings.port_range)
             _, protocol = await loop.create_datagram_endpoint(
-                lambda: StunProtocol(connection), sock=sock)
+                lambda: FastStunProtocol(connection), sock=sock)
             port = sock.getsockname()[1]
             host = settings.announced_address or address
             protocol.local_candidate = Candidate(

@@ -94,6 +94,22 @@ def parse_rtp(data: bytes) -> RtpPacket:
     return RtpPacket(data, bool(b1 & 0x80), b1 & 0x7F, seq, ts, ssrc, offset, ext)
 
 
+def parse_header(data: bytes) -> tuple[int, int, int, int, int]:
+    """(payload type, seq, timestamp, SSRC, payload offset) without the extension dict: for a
+    receiver that only counts. Raises ValueError when the packet is shorter than its headers."""
+    if len(data) < 12:
+        raise ValueError("RTP packet shorter than its fixed header")
+    b0, b1, seq, ts, ssrc = _HDR.unpack_from(data)
+    offset = 12 + 4 * (b0 & 0x0F)
+    if b0 & 0x10:
+        if len(data) < offset + 4:
+            raise ValueError("RTP header extension truncated")
+        offset += 4 + 4 * _U16.unpack_from(data, offset + 2)[0]
+    if len(data) < offset:
+        raise ValueError("RTP packet truncated")
+    return b1 & 0x7F, seq, ts, ssrc, offset
+
+
 def vp8_frame_info(payload: bytes | memoryview, offset: int = 0) -> tuple[bool, bool]:
     """(start of a frame, start of a keyframe) from a VP8 RTP payload (RFC 7741)."""
     n = len(payload)

@@ -77,7 +77,7 @@ async def test_every_kind_of_bad_message_gets_bad_request_and_the_room_is_unchan
         await sock.send_bytes(b"\x00\x01")
         assert (await next_json(sock))["code"] == "bad_request"
         assert snapshot(server) == before
-        for c, n in zip(clients, seen):
+        for c, n in zip(clients, seen, strict=True):
             assert not [m for m in c.messages[n:] if m["type"] in ("participant_joined", "participant_left")]
     finally:
         await session.close()

@@ -78,7 +78,7 @@ def test_switching_source_keeps_sequence_and_timestamps_continuous():
     seqs = [P.parse_rtp(d).seq for d in sink.rtp]
     tss = [P.parse_rtp(d).ts for d in sink.rtp]
     assert [(s - seqs[0]) & 0xFFFF for s in seqs] == list(range(7))
-    assert all(((t2 - t1) & 0xFFFFFFFF) < 0x80000000 and t2 != t1 for t1, t2 in zip(tss[4:], tss[5:]))
+    assert all(((t2 - t1) & 0xFFFFFFFF) < 0x80000000 and t2 != t1 for t1, t2 in zip(tss[4:], tss[5:], strict=False))
 
 
 def test_nack_is_answered_from_the_cache_with_the_same_outgoing_numbers():
