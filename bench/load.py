@@ -480,11 +480,22 @@ def build_report(args: argparse.Namespace, run: Run, server: ProcSampler | None,
     people_seconds = R.participant_seconds(records, start, end)
     tool_cpu = tool.cpu_total
     server_cpu = server.cpu_total if server is not None else None
+    # The comparison is made in the steady state, from two seconds after the last join to the
+    # first leave: the whole run also holds the workers' start-up (importing aiortc, loading the
+    # clip) and every handshake, which a server that was already running does not pay.
+    joins = [r["joined_at"] for r in records if r.get("joined_at") is not None]
+    leaves = [r["left_at"] for r in records if r.get("left_at") is not None]
+    steady = (max(joins) + 2.0, min([end, *leaves])) if joins else (start, end)
+    if steady[1] - steady[0] >= 3.0 and server is not None:
+        cmp_people = R.participant_seconds(records, *steady)
+        cmp_tool, cmp_server = tool.cpu_between(*steady), server.cpu_between(*steady)
+    else:
+        cmp_people, cmp_tool, cmp_server = people_seconds, tool_cpu, server_cpu
 
     def per_person(cpu: float | None) -> float | None:
-        return None if cpu is None or people_seconds <= 0 else 100 * cpu / people_seconds
+        return None if cpu is None or cmp_people <= 0 else 100 * cpu / cmp_people
 
-    tool_pp, server_pp = per_person(tool_cpu), per_person(server_cpu)
+    tool_pp, server_pp = per_person(cmp_tool), per_person(cmp_server)
     within = None if tool_pp is None or server_pp is None or shared else tool_pp <= server_pp
     waits = [r["waited"] for r in records if r.get("waited") is not None]
     report: dict[str, Any] = {
@@ -515,6 +526,7 @@ def build_report(args: argparse.Namespace, run: Run, server: ProcSampler | None,
         },
         "cpu_per_participant": {
             "participant_seconds": people_seconds, "tool_percent": tool_pp,
+            "window_seconds": [round(steady[0] - start, 1), round(steady[1] - start, 1)],
             "server_percent": server_pp, "tool_within_target": within,
             "server_shares_tool_process": shared,
         },

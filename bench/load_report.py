@@ -192,8 +192,10 @@ def render_table(report: dict[str, Any]) -> str:
     cpp = report["cpu_per_participant"]
     verdict = {True: "tool is not the bottleneck", False: "TOOL USES MORE CPU THAN THE SERVER",
                None: "no comparison"}[cpp["tool_within_target"]]
+    window = cpp.get("window_seconds")
+    where = f", steady state {window[0]}-{window[1]} s" if window else ""
     rows.append(("CPU per participant", f"tool {_fmt(cpp['tool_percent'], ' %', 2)}  server "
-                                        f"{_fmt(cpp['server_percent'], ' %', 2)}  ({verdict})"))
+                                        f"{_fmt(cpp['server_percent'], ' %', 2)}  ({verdict}{where})"))
     ramp = report.get("ramp")
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
