@@ -22,6 +22,8 @@ AUDIO_LEVEL = bytes((0x80 | 40,))  # voice activity, -40 dBov
 
 
 class Wire(Protocol):
+    def ready(self) -> bool: ...
+
     def send_rtp(self, data: bytes) -> None: ...
 
 
@@ -55,8 +57,18 @@ class PacedRtpSender:
         self._ast_id = ext_ids.get("abs_send_time") if self.kind == "video" else None
 
     async def run(self) -> None:
+        connected = False
         while True:
             frame = await self.source.recv()
+            if not connected:
+                # like an encoder that starts with the connection: the first frame is a keyframe
+                if not self.wire.ready():
+                    continue
+                connected = True
+                request = getattr(self.source, "request_keyframe", None)
+                if request is not None and not getattr(frame, "is_keyframe", True):
+                    request()
+                    continue
             self.send_frame(bytes(frame), int(frame.pts))
 
     def send_frame(self, data: bytes, pts: int) -> None:

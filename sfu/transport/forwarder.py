@@ -203,6 +203,8 @@ class Producer:
         """Ask the publisher for a keyframe, at most once per ``pli_interval``."""
         if not self._is_video or self.closed or self.ssrc is None:
             return
+        if not self._feedback.ready():
+            return  # the publisher's transport is not up: its first frames will be a keyframe
         wait = self._last_pli + self._pli_interval - now
         if wait <= 0:
             self._last_pli = now
