@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import multiprocessing
 import os
 import queue
@@ -89,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--clip-seconds", type=float, default=10.0, help="length of the looped clip")
     g.add_argument("--clip-dir", help="clip cache directory (default $SFU_CLIP_DIR or "
                                       "~/.cache/sfu-clip)")
-    g.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                   help="worker processes (0: run the participants in this process)")
+    g.add_argument("--workers", type=int, default=None,
+                   help="worker processes (0: run the participants in this process; default: one "
+                        f"per {PEOPLE_PER_WORKER} participants, at most one per core)")
     g.add_argument("--join-timeout", type=float, default=10.0,
                    help="seconds to wait for `joined`, and for media from everybody")
     g.add_argument("--entry-sources", choices=("auto", "off"), default="auto",
@@ -102,6 +104,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--plot", help="write a PNG plot to this file")
     g.add_argument("--quiet", action="store_true", help="no live progress (the table is printed)")
     return p
+
+
+PEOPLE_PER_WORKER = 40  # one event loop carries this many synthetic participants comfortably
+
+
+def default_workers(args: argparse.Namespace) -> int:
+    """Enough workers for the people the scenario brings, and no more: each extra process costs
+    its own interpreter, timers and sampling, which a handful of participants do not repay."""
+    cores = os.cpu_count() or 1
+    if args.ramp:
+        return min(4, cores)
+    if args.scenario == "meetings":
+        people = (args.rooms or 2) * args.people
+    elif args.scenario == "churn":
+        people = int(args.rate * args.stay) + args.people
+    else:
+        people = 2 * args.patients
+    return min(cores, max(1, math.ceil(people / PEOPLE_PER_WORKER)))
 
 
 def _plan(args: argparse.Namespace, run: str) -> tuple[Plan, list[RampStep]]:
@@ -387,6 +407,8 @@ class _Progress:
 async def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run a load test; returns the report (also printed, and written where asked)."""
     args = build_parser().parse_args(argv)
+    if args.workers is None:
+        args.workers = default_workers(args)
     quiet_warnings()
     if not args.secret:
         raise LoadError("no secret: pass --secret or set SFU_AUTH_SECRET")

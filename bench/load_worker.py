@@ -32,6 +32,7 @@ from bench.load_plan import Lane, Session, WorkerPlan
 from sfu.auth import mint_token
 from sfu.client.client import Client, ClientError, TrackStats
 from sfu.client.media import Clip, ClipParams, load_clip
+from sfu.client.sender import SendScheduler
 
 Emit = Callable[[tuple[Any, ...]], None]
 SAMPLE_INTERVAL = 1.0
@@ -176,6 +177,7 @@ class Worker:
         self._entries = 0
         self._media: dict[str, asyncio.Task[None]] = {}
         self._http: aiohttp.ClientSession | None = None
+        self.scheduler = SendScheduler(0.02)  # one pacing timer (20 ms) for every track here
 
     def load(self) -> None:
         if self.clip is None:
@@ -189,11 +191,13 @@ class Worker:
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
         sampler = asyncio.ensure_future(self._sample())
         snapshots = asyncio.ensure_future(self._snapshots())
+        self.scheduler.start()
         try:
             jobs = [self._session(s) for s in self.plan.sessions]
             jobs += [self._lane(lane) for lane in self.plan.lanes]
             await asyncio.gather(*jobs)
         finally:
+            await self.scheduler.close()
             for task in (sampler, snapshots):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -220,7 +224,8 @@ class Worker:
     def _client(self, token: str) -> Client:
         log = MessageLog()
         client = Client(self.spec.url, token, clip=self.clip, messages=log,
-                        ice_addresses=self.spec.ice_addresses)
+                        ice_addresses=self.spec.ice_addresses, count_only=True,
+                        scheduler=self.scheduler)
         log.tracks = client.tracks
         return client
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,11 +22,13 @@ from aiortc import sdp as aiortc_sdp
 from aiortc.exceptions import InvalidStateError
 
 from sfu.client.media import Clip, ClipAudioTrack, ClipVideoTrack, load_clip
-from sfu.client.sender import PacedRtpSender
+from sfu.client.sender import PacedRtpSender, SendScheduler
 from sfu.transport import aiortc_glue as glue
 from sfu.transport import packets as P
 from sfu.transport.packets import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID
 from sfu.transport.stats import ReceiveStats
+
+_SEQ_TS_SSRC = struct.Struct("!HII")
 
 
 class ClientError(Exception):
@@ -69,6 +72,12 @@ class Client:
     joined_at: float | None = None
     offers: int = 0
     pli_received: int = 0
+    # Count most media from the clear-text RTP header without SRTP decryption: one packet in 64
+    # per stream is still decrypted and authenticated (which also keeps libsrtp's rollover counter
+    # current), and every video packet until the stream's first keyframe. For load generation.
+    count_only: bool = False
+    # Optional shared pacing timer for many clients in one process (see SendScheduler).
+    scheduler: SendScheduler | None = None
 
     def __post_init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
@@ -80,6 +89,7 @@ class Client:
         self._wire: glue.WireSender | None = None
         self._hooked = False
         self.senders: list[PacedRtpSender] = []
+        self._counted: dict[int, TrackStats] = {}  # SSRC -> stats counted without decryption
         self._sender_tasks: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
         self._closed = False
@@ -124,6 +134,9 @@ class Client:
         return msg
 
     async def _stop_tasks(self) -> None:
+        if self.scheduler is not None:
+            for sender in self.senders:
+                self.scheduler.discard(sender)
         tasks = [t for t in (self._rtcp_task, *self._sender_tasks) if t is not None]
         for task in tasks:
             task.cancel()
@@ -144,6 +157,7 @@ class Client:
         self._wire = None
         self.tracks.clear()
         self._ssrc_to_mid.clear()
+        self._counted.clear()
 
     async def _read(self) -> None:
         try:
@@ -167,6 +181,7 @@ class Client:
                 except (ConnectionError, aiohttp.ClientError, InvalidStateError):
                     pass  # the socket or the call is closing: keep reading what is left
             elif kind == "tracks":
+                self._counted.clear()
                 for t in data["tracks"]:
                     stats = self.tracks.get(t["mid"])
                     if stats is None or stats.participant != t["participant"]:
@@ -223,7 +238,8 @@ class Client:
             self._hooked = True
             dtls = glue.dtls_of(pc.getTransceivers()[0])
             glue.install_gatherer(glue.ice_connection(dtls), glue.IceSettings(self.ice_addresses))
-            glue.hook_dtls(dtls, self._on_rtp, self._on_rtcp, time.monotonic)
+            glue.hook_dtls(dtls, self._on_rtp, self._on_rtcp, time.monotonic,
+                           peek=self._count_protected if self.count_only else None)
             self._wire = glue.WireSender(dtls)
             clip = self.clip or load_clip()
             if self.publish_audio:
@@ -258,7 +274,34 @@ class Client:
                                     payload_type=pt, clock_rate=48000 if track.kind == "audio" else 90000,
                                     mid=media.rtp.muxId, ext_ids=ext_ids)
             self.senders.append(sender)
-            self._sender_tasks.append(asyncio.ensure_future(sender.run()))
+            if self.scheduler is not None:
+                self.scheduler.add(sender)
+            else:
+                self._sender_tasks.append(asyncio.ensure_future(sender.run()))
+
+    def _count_protected(self, data: bytes, now: float) -> bool:
+        """Count an SRTP packet from its clear header; False asks for the full path."""
+        seq, _, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
+        stats = self._counted.get(ssrc)
+        if stats is None or seq & 63 == 0:
+            return False  # not yet known here, or the one in 64 that is decrypted and checked
+        st = stats.stats
+        assert st is not None
+        delta = (seq - st.max_seq) & 0xFFFF
+        if 0 < delta < 0x8000:
+            if seq < st.max_seq:
+                st.cycles += 0x10000
+            st.max_seq = seq
+        elif delta == 0:
+            return True  # a duplicate
+        st.received += 1  # (no jitter on this path: the decrypted sample keeps it current)
+        stats.last_packet_at = now
+        stats.packets += 1
+        stats.bytes += len(data) - 16  # less the SRTP authentication tag (AEAD AES-GCM)
+        stats.last_seq = seq
+        if stats.kind != "video" or data[1] & 0x80:  # audio packet, or the last of a video frame
+            stats.frames += 1
+        return True
 
     def _on_rtp(self, data: bytes, now: float) -> None:
         try:
@@ -273,6 +316,8 @@ class Client:
             stats.ssrc = ssrc
             stats.stats = ReceiveStats(90000 if stats.kind == "video" else 48000)
         stats.stats.add(seq, ts, now)
+        if self.count_only and (stats.kind != "video" or stats.first_keyframe_at is not None):
+            self._counted[ssrc] = stats  # from now on counted from the clear header
         if stats.first_packet_at is None:
             stats.first_packet_at = now
         stats.last_packet_at = now

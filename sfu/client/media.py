@@ -460,6 +460,24 @@ class _ClipTrack(MediaStreamTrack):
     def _choose_position(self) -> int:
         return self._position
 
+    def take_due(self, now: float) -> list[tuple[bytes, int, bool]]:
+        """The frames due at ``now`` as (data, timestamp, keyframe), without waiting: for a
+        sender that paces many tracks on one timer instead of one sleep per frame."""
+        due: list[tuple[bytes, int, bool]] = []
+        while self._pacer.due(now) <= now:
+            slot = self._pacer.take()
+            position = self._choose_position()
+            frame = self._frames[position]
+            self._position = position + 1
+            if self._position == len(self._frames):
+                self._position = 0
+                self.loops += 1
+            self.frames_sent += 1
+            self.keyframes_sent += frame.keyframe
+            self.bytes_sent += len(frame.data)
+            due.append((frame.data, self._timestamp(slot), frame.keyframe))
+        return due
+
     async def recv(self) -> av.Packet[Any]:
         if self.readyState != "live":
             raise MediaStreamError

@@ -45,6 +45,7 @@ class PacedRtpSender:
         self.packets = 0
         self.octets = 0
         self.reports: list[P.ReportBlock] = []  # the server's latest receiver reports on this stream
+        self._connected = False
         self._seq = random.randint(0, 0xFFFF)
         self._ts_base = random.randint(0, 0x7FFFFFFF)
         self._last: tuple[float, int] | None = None  # (unix time, RTP timestamp) of the last frame
@@ -55,6 +56,22 @@ class PacedRtpSender:
             fixed += P.ext_element(ext_ids["audio_level"], AUDIO_LEVEL)
         self._fixed_ext = fixed
         self._ast_id = ext_ids.get("abs_send_time") if self.kind == "video" else None
+
+    def poll(self, now: float) -> None:
+        """Send the frames due at ``now`` (the loop's clock), for a ``SendScheduler``."""
+        take_due = getattr(self.source, "take_due", None)
+        if take_due is None:
+            return
+        for data, pts, keyframe in take_due(now):
+            if not self._connected:
+                if not self.wire.ready():
+                    continue
+                self._connected = True
+                request = getattr(self.source, "request_keyframe", None)
+                if request is not None and not keyframe:
+                    request()
+                    continue
+            self.send_frame(data, pts)
 
     async def run(self) -> None:
         connected = False
@@ -103,6 +120,39 @@ class PacedRtpSender:
         return P.SenderReport(self.ssrc, P.ntp_time(now_unix), rtp_now, self.packets, self.octets)
 
 
-def run_all(senders: list[PacedRtpSender]) -> list[asyncio.Task[None]]:
-    """Start one task per sender; the caller owns (cancels and awaits) them."""
-    return [asyncio.ensure_future(s.run()) for s in senders]
+class SendScheduler:
+    """Paces many senders on one timer (every ``interval`` seconds) instead of one sleep per frame
+    per track: a load generator with hundreds of tracks wakes 100 times a second, not thousands.
+    ``start()`` it, ``add``/``discard`` senders, and ``close()`` it (cancels and awaits its task)."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval = interval
+        self.senders: set[PacedRtpSender] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    def add(self, sender: PacedRtpSender) -> None:
+        self.senders.add(sender)
+
+    def discard(self, sender: PacedRtpSender) -> None:
+        self.senders.discard(sender)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.interval)
+            now = loop.time()
+            for sender in list(self.senders):
+                sender.poll(now)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None

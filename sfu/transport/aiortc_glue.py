@@ -53,10 +53,13 @@ def disable_media_pipeline(transceiver: RTCRtpTransceiver, *, keep_sender: bool 
 
 
 def hook_dtls(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler,
-              clock: Callable[[], float], *, pass_rtcp: bool = False) -> None:
+              clock: Callable[[], float], *, pass_rtcp: bool = False,
+              peek: Callable[[bytes, float], bool] | None = None) -> None:
     """Take unprotected RTP/RTCP from ``dtls`` before aiortc routes it.
 
     ``pass_rtcp`` keeps aiortc's own RTCP routing as well (a client's sender answers NACKs).
+    ``peek`` sees each still-protected SRTP packet first (its fixed header is in clear text) and
+    may consume it by returning True: a load generator that only counts skips the decryption.
     """
     original_rtcp = dtls._handle_rtcp_data
 
@@ -89,7 +92,7 @@ def hook_dtls(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler,
                     slow(data, component)  # aiortc's senders want it too; its path calls ours
                     return
                 on_rtcp(srtp.unprotect_rtcp(data), clock())
-            else:
+            elif peek is None or not peek(data, clock()):
                 on_rtp(srtp.unprotect(data), clock())
         except pylibsrtp.Error:
             pass  # a datagram that fails authentication is dropped, as aiortc does
