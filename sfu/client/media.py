@@ -466,17 +466,22 @@ class _ClipTrack(MediaStreamTrack):
         due: list[tuple[bytes, int, bool]] = []
         while self._pacer.due(now) <= now:
             slot = self._pacer.take()
-            position = self._choose_position()
-            frame = self._frames[position]
-            self._position = position + 1
-            if self._position == len(self._frames):
-                self._position = 0
-                self.loops += 1
-            self.frames_sent += 1
-            self.keyframes_sent += frame.keyframe
-            self.bytes_sent += len(frame.data)
+            frame = self._advance()
             due.append((frame.data, self._timestamp(slot), frame.keyframe))
         return due
+
+    def _advance(self) -> EncodedFrame:
+        """The next frame of the clip (looping), counted as sent."""
+        position = self._choose_position()
+        frame = self._frames[position]
+        self._position = position + 1
+        if self._position == len(self._frames):
+            self._position = 0
+            self.loops += 1
+        self.frames_sent += 1
+        self.keyframes_sent += frame.keyframe
+        self.bytes_sent += len(frame.data)
+        return frame
 
     async def recv(self) -> av.Packet[Any]:
         if self.readyState != "live":
@@ -488,21 +493,12 @@ class _ClipTrack(MediaStreamTrack):
             if self.readyState != "live":
                 raise MediaStreamError
         slot = self._pacer.take()
-        position = self._choose_position()
-        frame = self._frames[position]
-        self._position = position + 1
-        if self._position == len(self._frames):
-            self._position = 0
-            self.loops += 1
-
+        frame = self._advance()
         packet = av.Packet(frame.data)
         packet.pts = packet.dts = self._timestamp(slot)
         packet.time_base = self._time_base
         packet.duration = self._timestamp(slot + 1) - packet.pts
         packet.is_keyframe = frame.keyframe
-        self.frames_sent += 1
-        self.keyframes_sent += frame.keyframe
-        self.bytes_sent += len(frame.data)
         return packet
 
 

@@ -6,7 +6,7 @@
 // before each offer) says whose. An m-line may be recycled for another participant in a later
 // offer, so tracks are placed by mid, never by stream id.
 
-import { el, explain, setBanner } from "./common.js";
+import { el, explain, parseMessage, publishLocalTracks, setBanner } from "./common.js";
 
 const RECONNECT_DELAYS = [1000, 2000, 4000, 8000, 8000];
 const DISCONNECTED_GRACE_MS = 8000;
@@ -44,12 +44,8 @@ export class SfuCall {
     this.ws = ws;
     ws.onopen = () => this.send({ type: "join", target: this.target });
     ws.onmessage = (event) => {
-      let message;
-      try {
-        message = JSON.parse(event.data);
-      } catch {
-        return;
-      }
+      const message = parseMessage(event);
+      if (!message) return;
       this.queue = this.queue.then(() => this.handle(message)).catch((error) => {
         console.error("sfu: signaling step failed:", error && error.name, error && error.message);
       });
@@ -141,18 +137,8 @@ export class SfuCall {
 
   // The first offer's first audio and first video m-lines are ours to publish on.
   async publish(pc) {
-    const transceivers = pc.getTransceivers();
-    for (const kind of ["audio", "video"]) {
-      const transceiver = transceivers.find((t) => t.receiver.track.kind === kind);
-      if (!transceiver) continue;
-      const track = this.localStream ? this.localStream.getTracks().find((t) => t.kind === kind) : null;
-      if (track) {
-        await transceiver.sender.replaceTrack(track);
-        transceiver.direction = "sendonly";
-      } else {
-        transceiver.direction = "inactive";
-      }
-      this.ownMids = (this.ownMids || new Set()).add(transceiver.mid);
+    for (const mid of await publishLocalTracks(pc, this.localStream)) {
+      this.ownMids = (this.ownMids || new Set()).add(mid);
     }
   }
 

@@ -222,3 +222,33 @@ export function bindMediaToggles(stream, micButton, camButton) {
 export function stopStream(stream) {
   if (stream) for (const track of stream.getTracks()) track.stop();
 }
+
+// A server message from a WebSocket event, or null when the frame is not JSON.
+export function parseMessage(event) {
+  try {
+    return JSON.parse(event.data);
+  } catch {
+    return null;
+  }
+}
+
+// Answering the server's first offer: its first audio and first video m-lines are the ones this
+// page publishes on (sendonly with the local track), or inactive when there is no such track.
+// Returns the mids used.
+export async function publishLocalTracks(pc, localStream) {
+  const mids = [];
+  const transceivers = pc.getTransceivers();
+  for (const kind of ["audio", "video"]) {
+    const transceiver = transceivers.find((t) => t.receiver.track.kind === kind);
+    if (!transceiver) continue;
+    const track = localStream ? localStream.getTracks().find((t) => t.kind === kind) : null;
+    if (track) {
+      await transceiver.sender.replaceTrack(track);
+      transceiver.direction = "sendonly";
+    } else {
+      transceiver.direction = "inactive";
+    }
+    mids.push(transceiver.mid);
+  }
+  return mids;
+}

@@ -5,7 +5,8 @@
 import { SfuCall } from "./call.js";
 import {
   $, api, attachSelfView, bindMediaToggles, decodeClaims, el, explain, explainMediaError,
-  formatDuration, getLocalMedia, pathParts, setBanner, showScreen, stopStream, takeFragmentToken,
+  formatDuration, getLocalMedia, parseMessage, pathParts, setBanner, showScreen, stopStream,
+  takeFragmentToken,
   tokenExpired,
 } from "./common.js";
 
@@ -105,12 +106,8 @@ function watch() {
   watcher = ws;
   ws.onopen = () => ws.send(JSON.stringify({ type: "watch", waiting_area: true }));
   ws.onmessage = (event) => {
-    let message;
-    try {
-      message = JSON.parse(event.data);
-    } catch {
-      return;
-    }
+    const message = parseMessage(event);
+    if (!message) return;
     if (message.type === "waiting_area") {
       watchDelay = 1000;
       live(true);

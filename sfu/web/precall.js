@@ -6,7 +6,7 @@
 // the first audio and video m-lines, sendonly), echoes the media back, and after `seconds` sends
 // `precall_result`. Then this socket and peer connection are closed.
 
-import { explain } from "./common.js";
+import { explain, parseMessage, publishLocalTracks } from "./common.js";
 
 const EXTRA_WAIT_MS = 15000; // beyond `seconds`: connecting, and the server's last measurement
 
@@ -35,12 +35,8 @@ export class PrecallTest {
                               this.seconds * 1000 + EXTRA_WAIT_MS);
       ws.onopen = () => ws.send(JSON.stringify({ type: "precall", seconds: this.seconds }));
       ws.onmessage = (event) => {
-        let message;
-        try {
-          message = JSON.parse(event.data);
-        } catch {
-          return;
-        }
+        const message = parseMessage(event);
+        if (!message) return;
         this.queue = this.queue.then(() => this.handle(message)).catch((error) => {
           this.fail("media_failed", (error && error.message) || "the test connection failed");
         });
@@ -78,20 +74,7 @@ export class PrecallTest {
       };
     }
     await pc.setRemoteDescription({ type: "offer", sdp });
-    if (first) {
-      const transceivers = pc.getTransceivers();
-      for (const kind of ["audio", "video"]) {
-        const transceiver = transceivers.find((t) => t.receiver.track.kind === kind);
-        if (!transceiver) continue;
-        const track = this.localStream ? this.localStream.getTracks().find((t) => t.kind === kind) : null;
-        if (track) {
-          await transceiver.sender.replaceTrack(track);
-          transceiver.direction = "sendonly";
-        } else {
-          transceiver.direction = "inactive";
-        }
-      }
-    }
+    if (first) await publishLocalTracks(pc, this.localStream);
     if (this.done) return;
     const answer = await pc.createAnswer();
     await pc.setLocalDescription(answer);
