@@ -98,6 +98,8 @@ class _ScrapeCollector(Collector):
             d.add_metric([reason], n)
         yield d
         yield CounterMetricFamily("sfu_nack", "NACKs received from subscribers", value=c.nacks)
+        yield CounterMetricFamily("sfu_nack_upstream", "NACKs sent to publishers for lost packets",
+                                  value=c.nacks_sent)
         yield CounterMetricFamily("sfu_rtp_retransmitted", "Packets resent for NACKs",
                                   value=c.retransmitted)
         yield CounterMetricFamily("sfu_pli", "Keyframe requests sent to publishers", value=c.plis)

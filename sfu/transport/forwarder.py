@@ -55,7 +55,7 @@ class Counters:
     """
 
     __slots__ = ("_streams", "_producers", "_retired_out", "_retired_in", "dropped", "nacks",
-                 "retransmitted", "plis")
+                 "nacks_sent", "retransmitted", "plis")
 
     def __init__(self) -> None:
         self._streams: set[OutStream] = set()
@@ -64,6 +64,7 @@ class Counters:
         self._retired_in = {"audio": 0, "video": 0}
         self.dropped: dict[str, int] = {}
         self.nacks = 0
+        self.nacks_sent = 0
         self.retransmitted = 0
         self.plis = 0
 
@@ -160,7 +161,12 @@ class Producer:
 
     # -- the packet path -----------------------------------------------------------------
     def on_rtp(self, packet: RtpPacket, now: float) -> None:
-        self.stats.add(packet.seq, packet.ts, now)
+        stats = self.stats
+        if self._is_video and stats.started:
+            gap = (packet.seq - stats.max_seq) & 0xFFFF
+            if 1 < gap <= 32:  # packets went missing on the way in: ask the publisher once
+                self.nack_upstream([(stats.max_seq + i) & 0xFFFF for i in range(1, gap)])
+        stats.add(packet.seq, packet.ts, now)
         self.packets += 1
         self.octets += len(packet.data)
         self.last_packet_at = now
@@ -227,7 +233,9 @@ class Producer:
             self._feedback.send_rtcp(build_remb(self._rtcp_ssrc, int(kbps * 1000), [self.ssrc]))
 
     def nack_upstream(self, lost: list[int]) -> None:
+        """Ask the publisher to resend what it sent and we lost (it answers on its RTX stream)."""
         if self.ssrc is not None and lost:
+            self._counters.nacks_sent += 1
             self._feedback.send_rtcp(build_nack(self._rtcp_ssrc, self.ssrc, lost))
 
     def on_sender_report(self, sr: SenderReport, now: float) -> None:

@@ -206,7 +206,9 @@ class WebRtcPeer:
         if not text:
             return
         parsed = candidate_from_sdp(text)
-        parsed.sdpMid = sdp_mid or self._offer_mids[0][1] if self._offer_mids else None
+        if sdp_mid is None and self._offer_mids:
+            sdp_mid = self._offer_mids[0][1]  # with BUNDLE every m-line shares one transport
+        parsed.sdpMid = sdp_mid
         await self._pc.addIceCandidate(parsed)
 
     async def close(self) -> None:

@@ -175,3 +175,13 @@ def test_a_new_consumer_starts_at_once_from_a_recent_keyframe_in_the_cache():
     sent = [P.parse_rtp(d) for d in sink.rtp]
     assert len(sent) == 4 and sent[0].payload == vp8(10, 0, key=True).payload
     assert [(p.seq - sent[0].seq) & 0xFFFF for p in sent] == [0, 1, 2, 3]
+
+
+def test_a_gap_on_the_way_in_is_nacked_to_the_publisher_once():
+    feedback = Sink()
+    prod = producer(feedback=feedback)
+    prod.on_rtp(vp8(100, 0, key=True), 0.0)
+    prod.on_rtp(vp8(104, 3000), 0.1)  # 101-103 lost
+    prod.on_rtp(vp8(105, 3000), 0.1)
+    nacks = [m for d in feedback.rtcp for m in P.parse_rtcp(d) if isinstance(m, P.Nack)]
+    assert len(nacks) == 1 and sorted(nacks[0].lost) == [101, 102, 103]
