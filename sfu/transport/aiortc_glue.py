@@ -209,6 +209,23 @@ def install_gatherer(connection: Connection, settings: IceSettings) -> None:
         connection._local_candidates_end = True
 
     connection.gather_candidates = gather_candidates  # type: ignore[method-assign]
+    keep_selected_pair(connection)
+
+
+def keep_selected_pair(connection: Connection) -> None:
+    """Once a pair is selected, stay on it. aioice nominates every pair that succeeds later
+    (peer-reflexive or trickled candidates, an interface that comes and goes) and would move
+    its consent checks to it; when that interface disappears, consent fails and the call drops
+    although the selected path still works. Media keeps its selected pair as well."""
+    original = connection.check_complete
+
+    def check_complete(pair: Any) -> None:
+        selected = connection._nominated.get(pair.component)
+        if selected is not None and pair is not selected:
+            pair.nominated = False
+        original(pair)
+
+    connection.check_complete = check_complete  # type: ignore[method-assign]
 
 
 def ice_connection(dtls: RTCDtlsTransport) -> Connection:

@@ -72,3 +72,30 @@ async def test_gatherer_binds_the_configured_address_and_port_range():
         assert conn._protocols[0].transport.get_extra_info("sockname")[0] == "127.0.0.1"
     finally:
         await pc.close()
+
+
+def test_a_selected_pair_is_kept_when_another_succeeds_later():
+    from aioice.candidate import Candidate
+    from aioice.ice import CandidatePair
+
+    conn = Connection(ice_controlling=True)
+    glue.keep_selected_pair(conn)
+
+    class FakeProtocol:
+        def __init__(self, host: str) -> None:
+            self.local_candidate = Candidate(foundation=host, component=1, transport="udp",
+                                             priority=1, host=host, port=1, type="host")
+
+    def pair(host: str) -> CandidatePair:
+        p = CandidatePair(FakeProtocol(host), Candidate(foundation="r" + host, component=1,
+                                                         transport="udp", priority=1, host=host,
+                                                         port=2, type="host"))
+        p.state = CandidatePair.State.SUCCEEDED
+        p.nominated = True
+        return p
+
+    first, later = pair("127.0.0.1"), pair("10.0.0.9")
+    conn.check_complete(first)
+    assert conn._nominated[1] is first
+    conn.check_complete(later)
+    assert conn._nominated[1] is first and not later.nominated
