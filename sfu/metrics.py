@@ -86,9 +86,10 @@ class _ScrapeCollector(Collector):
         f = CounterMetricFamily("sfu_rtp_packets_forwarded", "RTP packets forwarded", labels=["kind"])
         b = CounterMetricFamily("sfu_rtp_bytes_forwarded", "RTP bytes forwarded", labels=["kind"])
         r = CounterMetricFamily("sfu_rtp_packets_received", "RTP packets received", labels=["kind"])
+        forwarded = c.forwarded()
         for kind in ("audio", "video"):
-            f.add_metric([kind], c.forwarded_packets[kind])
-            b.add_metric([kind], c.forwarded_bytes[kind])
+            f.add_metric([kind], forwarded[kind][0])
+            b.add_metric([kind], forwarded[kind][1])
             r.add_metric([kind], c.received_packets[kind])
         yield f
         yield b

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from sfu.bandwidth import AdmissionSettings, precall_verdict
-from sfu.rooms.quality import Link, QualityController
+from sfu.rooms.quality import Link
 from sfu.transport.endpoint import Endpoint
 
 
@@ -24,9 +24,7 @@ class PrecallTest:
         self.settings = settings
         self.seconds = seconds
         self.link = Link()
-        endpoint.rr_listeners.append(lambda block, now, rtt: QualityController._on_report(
-            self.link, block, rtt))
-        endpoint.remb_listeners.append(lambda bps, now: self.link.downlink.on_remb(now, bps / 1000))
+        self.link.attach(endpoint)
 
     def producers_changed(self) -> None:
         """Echo what the client publishes back to it: its downlink carries its own media."""
@@ -42,8 +40,8 @@ class PrecallTest:
             await asyncio.sleep(1.0)
             now = time.monotonic()
             for producer in self.endpoint.producers.values():
-                QualityController.observe_uplink(self.link, producer)
-            QualityController.feed_downlink(self.link, self.endpoint, now, now - last)
+                self.link.observe(producer)
+            self.link.feed_downlink(self.endpoint, now, now - last)
             last = now
         now = time.monotonic()
         octets_in = sum(p.octets for p in self.endpoint.producers.values())

@@ -44,7 +44,6 @@ class Link:
 
     uplink: UplinkEstimator = field(default_factory=UplinkEstimator)
     downlink: DownlinkEstimator = field(default_factory=DownlinkEstimator)
-    sent_octets: int = 0
     out_octets: dict[int, int] = field(default_factory=dict)  # per outgoing SSRC, at the last tick
     rr_loss: dict[int, float] = field(default_factory=dict)  # per outgoing SSRC, since the last tick
     rr_jitter: list[float] = field(default_factory=list)
@@ -54,12 +53,86 @@ class Link:
     rtt: float | None = None
     goodput_kbps: float | None = None
     loss: float = 0.0
-    level: str | None = None
     producer_octets: dict[str, int] = field(default_factory=dict)
     stream_kbps: dict[str, float] = field(default_factory=dict)
     pending: list[tuple[float, int, int, bytes | None]] = field(default_factory=list)
     constrained: bool = False
 
+    # -- what the media endpoints tell ------------------------------------------------------
+    def attach(self, endpoint: Any) -> None:
+        """Listen to the receiver reports and REMB of this participant's endpoint."""
+        endpoint.rr_listeners.append(lambda block, now, rtt: self.on_report(block, rtt))
+        endpoint.remb_listeners.append(lambda bps, now: self.downlink.on_remb(now, bps / 1000))
+
+    def on_report(self, block: Any, rtt: float | None) -> None:
+        self.reports += 1
+        self.rr_loss[block.ssrc] = max(self.rr_loss.get(block.ssrc, 0.0), block.fraction_lost / 256)
+        self.rr_jitter.append(block.jitter / 90.0)  # video clock: ms
+        if rtt is not None:
+            self.rtt = rtt
+
+    def observe(self, producer: Any) -> None:
+        """Note each arriving video packet of ``producer`` (one tuple per packet); they are
+        replayed into the uplink estimator off the packet path (:meth:`replay`)."""
+        if producer.kind != "video" or producer.observer is not None:
+            return
+        ast_id = producer.ext_abs_send_time_id
+        pending = self.pending
+
+        def observe(packet: Any, now: float) -> None:
+            if len(pending) < 8192:  # bounded: replayed every tick
+                pending.append((now, packet.seq, len(packet.data),
+                                packet.ext.get(ast_id) if ast_id is not None else None))
+
+        producer.observer = observe
+
+    def replay(self) -> None:
+        pending = self.pending
+        if not pending:
+            return
+        uplink = self.uplink
+        for now, seq, size, raw in pending:
+            value = int.from_bytes(raw, "big") if raw is not None and len(raw) == 3 else None
+            uplink.on_packet(now, seq, size, value)
+        pending.clear()
+
+    def feed_downlink(self, endpoint: Any, now: float, elapsed: float,
+                      margin_kbps: float | None = None) -> None:
+        """Feed what was sent since the last tick and what the receiver reported on it. Loss is
+        weighted by the bytes sent on each stream: a shaped link drops big video packets far
+        more than small audio ones."""
+        sent = 0
+        delivered = 0.0
+        reported = False
+        for ssrc, out in endpoint.out_by_ssrc.items():
+            delta = out.octets - self.out_octets.get(ssrc, out.octets)
+            self.out_octets[ssrc] = out.octets
+            sent += delta
+            loss = self.rr_loss.get(ssrc)
+            if loss is not None:
+                reported = True
+                self.silent.pop(ssrc, None)
+            elif delta > 0:
+                # sent for two ticks and never reported on: nothing of it arrived
+                self.silent[ssrc] = self.silent.get(ssrc, 0) + 1
+                if self.silent[ssrc] >= 2:
+                    loss = 1.0
+            delivered += delta * (1.0 - (loss or 0.0))
+        if sent > 0:
+            self.downlink.on_sent(now, sent)
+        if margin_kbps is not None:
+            self.downlink.margin_kbps = max(self.downlink.settings.margin_kbps, margin_kbps)
+        if reported:
+            self.ticks_reported += 1
+            loss = 1.0 - delivered / sent if sent > 0 else max(self.rr_loss.values())
+            jitter = max(self.rr_jitter) if self.rr_jitter else 0.0
+            self.rr_loss.clear()
+            self.rr_jitter.clear()
+            self.loss = max(0.0, loss)
+            self.downlink.on_receiver_report(now, self.loss, jitter, self.rtt)
+            self.goodput_kbps = delivered * 8 / 1000 / elapsed if sent > 0 else None
+
+    # -- what it concludes ---------------------------------------------------------------------
     def down_kbps(self, now: float) -> float | None:
         estimate = self.downlink.estimate_kbps(now)
         if estimate is not None and self.goodput_kbps is not None and self.loss > 0.1:
@@ -67,7 +140,7 @@ class Link:
         return estimate
 
     def up_kbps(self, now: float) -> float | None:
-        QualityController.replay_uplink(self)
+        self.replay()
         return self.uplink.estimate_kbps(now)
 
     def allocation_down_kbps(self, now: float, demand_kbps: float) -> float | None:
@@ -93,8 +166,8 @@ class Link:
 
     def limited_up_kbps(self, now: float) -> float | None:
         # loss, not delay alone: a busy event loop on either side makes delay look like overuse
-        QualityController.replay_uplink(self)
-        return self.up_kbps(now) if self.uplink.loss_fraction(now) > 0.02 else None
+        estimate = self.up_kbps(now)
+        return estimate if self.uplink.loss_fraction(now) > 0.02 else None
 
 
 class QualityController:
@@ -119,48 +192,9 @@ class QualityController:
         link = self.links.get(participant.id)
         if link is None:
             link = self.links[participant.id] = Link()
-            endpoint: Any = participant.endpoint
-            if endpoint is not None:
-                endpoint.rr_listeners.append(
-                    lambda block, now, rtt, link=link: self._on_report(link, block, rtt))
-                endpoint.remb_listeners.append(
-                    lambda bps, now, link=link: link.downlink.on_remb(now, bps / 1000))
+            if participant.endpoint is not None:
+                link.attach(participant.endpoint)
         return link
-
-    @staticmethod
-    def _on_report(link: Link, block: Any, rtt: float | None) -> None:
-        link.reports += 1
-        link.rr_loss[block.ssrc] = max(link.rr_loss.get(block.ssrc, 0.0), block.fraction_lost / 256)
-        link.rr_jitter.append(block.jitter / 90.0)  # video clock: ms
-        if rtt is not None:
-            link.rtt = rtt
-
-    @staticmethod
-    def observe_uplink(link: Link, producer: Any) -> None:
-        """Note each arriving video packet (one tuple per packet); the estimator replays them
-        once per tick, so its maths runs off the packet path."""
-        if producer.kind != "video" or producer.observer is not None:
-            return
-        ast_id = producer.ext_abs_send_time_id
-        pending = link.pending
-
-        def observe(packet: Any, now: float) -> None:
-            if len(pending) < 8192:  # bounded: replayed every tick
-                pending.append((now, packet.seq, len(packet.data),
-                                packet.ext.get(ast_id) if ast_id is not None else None))
-
-        producer.observer = observe
-
-    @staticmethod
-    def replay_uplink(link: Link) -> None:
-        pending = link.pending
-        if not pending:
-            return
-        uplink = link.uplink
-        for now, seq, size, raw in pending:
-            value = int.from_bytes(raw, "big") if raw is not None and len(raw) == 3 else None
-            uplink.on_packet(now, seq, size, value)
-        pending.clear()
 
     def forget(self, participant_id: str) -> None:
         self.links.pop(participant_id, None)
@@ -176,10 +210,10 @@ class QualityController:
         for p in participants:
             link = self.link(p)
             endpoint: Any = p.endpoint
-            self.feed_downlink(link, endpoint, now, elapsed, self._resume_kbps.get(p.id))
-            self.replay_uplink(link)
+            link.feed_downlink(endpoint, now, elapsed, self._resume_kbps.get(p.id))
+            link.replay()
             for producer in endpoint.producers.values():
-                self.observe_uplink(link, producer)
+                link.observe(producer)
                 before = link.producer_octets.get(producer.id, producer.octets)
                 link.producer_octets[producer.id] = producer.octets
                 measured = (producer.octets - before) * 8 / 1000 / elapsed
@@ -226,43 +260,6 @@ class QualityController:
         if rate > 1.25 * cap:
             self._ignored_cap[producer_id] = self._ignored_cap.get(producer_id, 0) + 1
         return self._ignored_cap.get(producer_id, 0) >= 3
-
-    @staticmethod
-    def feed_downlink(link: Link, endpoint: Any, now: float, elapsed: float,
-                      margin_kbps: float | None = None) -> None:
-        """Feed what was sent since the last tick and what the receiver reported on it. Loss is
-        weighted by the bytes sent on each stream: a shaped link drops big video packets far
-        more than small audio ones."""
-        sent = 0
-        delivered = 0.0
-        reported = False
-        for ssrc, out in endpoint.out_by_ssrc.items():
-            delta = out.octets - link.out_octets.get(ssrc, out.octets)
-            link.out_octets[ssrc] = out.octets
-            sent += delta
-            loss = link.rr_loss.get(ssrc)
-            if loss is not None:
-                reported = True
-                link.silent.pop(ssrc, None)
-            elif delta > 0:
-                # sent for two ticks and never reported on: nothing of it arrived
-                link.silent[ssrc] = link.silent.get(ssrc, 0) + 1
-                if link.silent[ssrc] >= 2:
-                    loss = 1.0
-            delivered += delta * (1.0 - (loss or 0.0))
-        if sent > 0:
-            link.downlink.on_sent(now, sent)
-        if margin_kbps is not None:
-            link.downlink.margin_kbps = max(link.downlink.settings.margin_kbps, margin_kbps)
-        if reported:
-            link.ticks_reported += 1
-            loss = 1.0 - delivered / sent if sent > 0 else max(link.rr_loss.values())
-            jitter = max(link.rr_jitter) if link.rr_jitter else 0.0
-            link.rr_loss.clear()
-            link.rr_jitter.clear()
-            link.loss = max(0.0, loss)
-            link.downlink.on_receiver_report(now, link.loss, jitter, link.rtt)
-            link.goodput_kbps = delivered * 8 / 1000 / elapsed if sent > 0 else None
 
     def _apply(self, participants: list[Participant], update: Any, streams: list[Stream],
                now: float) -> None:

@@ -12,7 +12,7 @@ import asyncio
 import errno
 import random
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -246,7 +246,3 @@ def set_stream_id(transceiver: RTCRtpTransceiver, stream_id: str, track_id: str)
 def sender_ssrcs(transceiver: RTCRtpTransceiver) -> tuple[int, int]:
     sender = transceiver.sender
     return int(sender._ssrc), int(sender._rtx_ssrc)
-
-
-def on_connection_state(pc: Any, callback: Callable[[str], Awaitable[None] | None]) -> None:
-    pc.on("connectionstatechange", lambda: callback(pc.connectionState))

@@ -84,19 +84,17 @@ class Counters:
             self._producers.discard(item)
             self._retired_in[item.kind] += item.packets
 
-    @property
-    def forwarded_packets(self) -> dict[str, int]:
-        out = {kind: v[0] for kind, v in self._retired_out.items()}
+    def forwarded(self) -> dict[str, tuple[int, int]]:
+        """kind -> (packets, bytes) forwarded, by streams still open and closed ones."""
+        totals = {kind: list(v) for kind, v in self._retired_out.items()}
         for s in self._streams:
-            out[s.kind] += s.packets
-        return out
+            totals[s.kind][0] += s.packets
+            totals[s.kind][1] += s.octets
+        return {kind: (v[0], v[1]) for kind, v in totals.items()}
 
     @property
-    def forwarded_bytes(self) -> dict[str, int]:
-        out = {kind: v[1] for kind, v in self._retired_out.items()}
-        for s in self._streams:
-            out[s.kind] += s.octets
-        return out
+    def forwarded_packets(self) -> dict[str, int]:
+        return {kind: packets for kind, (packets, _) in self.forwarded().items()}
 
     @property
     def received_packets(self) -> dict[str, int]:
@@ -187,7 +185,6 @@ class Producer:
                 packet.shared_ext = ext_element(EXT_AUDIO_LEVEL, level)
                 self.level_sum += 127 - (level[0] & 0x7F)
                 self.level_count += 1
-        packet.arrival = now
         for consumer in self.consumers:
             consumer.forward(packet, now)
 
@@ -301,7 +298,7 @@ class Consumer:
     """A producer's forwarded copy towards one subscriber, through one ``OutStream``."""
 
     __slots__ = ("producer", "out", "paused", "need_keyframe", "anchor", "anchors", "_pt",
-                 "_counters", "_kind", "dropped", "closed", "_video", "keyframe_asked")
+                 "_counters", "_kind", "closed", "_video", "keyframe_asked")
 
     def __init__(self, producer: Producer, out: OutStream, counters: Counters) -> None:
         self.producer = producer
@@ -315,7 +312,6 @@ class Consumer:
         self._pt = out.pt_map.get(producer.payload_type, producer.payload_type)
         self._counters = counters
         self._kind = producer.kind
-        self.dropped = 0
         self.keyframe_asked = -1e9
         self.closed = False
         out.consumer = self
@@ -331,7 +327,7 @@ class Consumer:
             if self._video and not (packet.keyframe and packet.frame_start):
                 if self._replay_keyframe(packet, now):
                     return
-                self.dropped += 1
+                self._counters.drop("waiting_keyframe")
                 if now - self.keyframe_asked > 1.0:  # keep asking while we wait
                     self.keyframe_asked = now
                     self.producer.request_keyframe(now)

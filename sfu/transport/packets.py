@@ -29,7 +29,7 @@ class RtpPacket:
 
     __slots__ = (
         "data", "marker", "pt", "seq", "ts", "ssrc", "payload_offset", "ext",
-        "keyframe", "frame_start", "arrival", "shared_ext",
+        "keyframe", "frame_start", "shared_ext",
     )
 
     def __init__(self, data: bytes, marker: bool, pt: int, seq: int, ts: int, ssrc: int,
@@ -44,7 +44,6 @@ class RtpPacket:
         self.ext = ext
         self.keyframe = False
         self.frame_start = False
-        self.arrival = 0.0
         self.shared_ext = b""
 
     @property
@@ -397,7 +396,3 @@ def ntp_time(now_unix: float) -> int:
 def ntp_to_unix(ntp: int) -> float:
     return (ntp >> 32) - 2208988800 + (ntp & 0xFFFFFFFF) / (1 << 32)
 
-
-def seq_newer(a: int, b: int) -> bool:
-    """True when 16-bit sequence number ``a`` comes after ``b``."""
-    return a != b and ((a - b) & 0xFFFF) < 0x8000
