@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 
 class MediaEndpoint(Protocol):
+    id: str  # the participant id; a producer's ``owner``
+
     @property
     def producers(self) -> dict[str, Any]: ...
 
@@ -142,7 +144,7 @@ class Call:
             if other is participant or other.endpoint is None:
                 continue
             for producer in other.endpoint.subscribed():
-                if getattr(producer, "owner", None) == endpoint_id(endpoint) and producer not in current:
+                if producer.owner == endpoint.id and producer not in current:
                     other.endpoint.unsubscribe(producer)
             for producer in current:
                 other.endpoint.subscribe(producer)
@@ -150,6 +152,3 @@ class Call:
     def others(self, participant_id: str) -> list[Participant]:
         return [p for p in self.participants.values() if p.id != participant_id]
 
-
-def endpoint_id(endpoint: MediaEndpoint) -> str | None:
-    return getattr(endpoint, "id", None)
