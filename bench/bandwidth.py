@@ -75,7 +75,7 @@ def _sent_octets(participant: Any) -> int:
 async def run(steps: list[float], step_seconds: float, warmup: float,
               clip_dir: Path) -> dict[str, Any]:
     from sfu.client.media import ClipParams, load_clip
-    from sfu.server import Server
+    from sfu.service.server import Server
 
     load_clip(clip_dir, ClipParams(seconds=CLIP_SECONDS))  # encode once, before the clients
     total = warmup + step_seconds * len(steps)

@@ -92,7 +92,7 @@ async def _serve(config: Config, host: str | None, port: int | None, show_secret
         import uvloop  # noqa: F401
     except ImportError:
         pass
-    from sfu.server import Server
+    from sfu.service.server import Server
 
     server = Server(config)
     await server.start(host, port)

@@ -46,7 +46,7 @@ def token() -> Callable[..., str]:
 
 @pytest.fixture
 async def server() -> AsyncIterator[object]:
-    from sfu.server import Server
+    from sfu.service.server import Server
 
     srv = Server(make_config(media={"inactivity_timeout": 5.0}))
     await srv.start("127.0.0.1", 0)

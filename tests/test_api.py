@@ -12,7 +12,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from sfu.api import MAX_BODY, setup_api_routes
 from sfu.auth import mint_token, verify_token
 from sfu.config import (
     AuthConfig,
@@ -23,6 +22,7 @@ from sfu.config import (
     WaitingAreaConfig,
 )
 from sfu.rooms import ClinicRegistry, DomainEvent, RoomDeleted, SpaceEnded
+from sfu.service.api import MAX_BODY, setup_api_routes
 
 SECRET = "test-secret-0123456789abcdef-0123456789"
 T0 = 1_700_000_000.0

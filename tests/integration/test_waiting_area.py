@@ -127,7 +127,7 @@ async def test_deleting_a_room_tells_and_disconnects_whoever_is_inside(server, t
 
 @pytest.fixture
 async def quick_server():
-    from sfu.server import Server
+    from sfu.service.server import Server
 
     srv = Server(make_config(waiting_area={"reconnect_grace": 1.5}))
     await srv.start("127.0.0.1", 0)

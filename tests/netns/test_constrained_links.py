@@ -81,7 +81,7 @@ class Scenario:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def scenario(lab: netns.Lab, netns_clip_dir: Path) -> AsyncIterator[Scenario]:
-    from sfu.server import Server
+    from sfu.service.server import Server
 
     clip = load_clip(netns_clip_dir, ClipParams(seconds=CLIP_SECONDS))
     address = lab.server_address

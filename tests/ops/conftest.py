@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from sfu.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
+from sfu.service.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 
 
 @dataclass

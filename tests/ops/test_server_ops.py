@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from sfu.client.client import Client
-from sfu.server import Server
+from sfu.service.server import Server
 
 from ..conftest import make_config
 from .conftest import eventually, free_port

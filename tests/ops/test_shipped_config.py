@@ -13,7 +13,7 @@ import pytest
 
 from sfu.cli import main
 from sfu.config import Config, load_config
-from sfu.server import Server
+from sfu.service.server import Server
 
 from ..conftest import make_config
 

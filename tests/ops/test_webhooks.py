@@ -8,7 +8,7 @@ import time
 from prometheus_client import CollectorRegistry, generate_latest
 
 from sfu.config import WebhooksConfig
-from sfu.webhooks import EVENT_ID_HEADER, WebhookDispatcher, sign, verify_signature
+from sfu.service.webhooks import EVENT_ID_HEADER, WebhookDispatcher, sign, verify_signature
 
 from .conftest import eventually, free_port
 

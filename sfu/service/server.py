@@ -16,25 +16,25 @@ from typing import Any
 from aiohttp import web
 from aiortc import RTCIceServer
 
-from sfu.api import setup_api_routes
 from sfu.auth import Claims
-from sfu.calls import CallManager
+from sfu.calls.call import Call, CallKey
+from sfu.calls.manager import CallManager
 from sfu.config import Config, parse_port_range
 from sfu.errors import ApiError, forbidden
-from sfu.metrics import Metrics
 from sfu.rooms import events as ev
-from sfu.rooms.call import Call, CallKey
 from sfu.rooms.clinic import ClinicRegistry
 from sfu.rooms.policy import ResolvedTarget, require_member
-from sfu.signaling import SignalingSession
+from sfu.service.api import setup_api_routes
+from sfu.service.metrics import Metrics
+from sfu.service.signaling import SignalingSession
+from sfu.service.webhooks import WebhookDispatcher
 from sfu.transport.aiortc_glue import IceSettings
 from sfu.transport.endpoint import EndpointSettings
 from sfu.transport.forwarder import Counters
-from sfu.webhooks import WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
-WEB_DIR = Path(__file__).parent / "web"
+WEB_DIR = Path(__file__).parent.parent / "web"
 
 
 class Server:
@@ -88,7 +88,7 @@ class Server:
         app.router.add_get("/v1/ws", self._ws)
         setup_api_routes(app, self.registry, self.config, clock=self.clock)
         if WEB_DIR.is_dir():
-            from sfu.web_routes import setup_web_routes
+            from sfu.service.web import setup_web_routes
 
             try:
                 setup_web_routes(app, WEB_DIR)

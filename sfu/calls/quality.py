@@ -24,7 +24,7 @@ from sfu.bandwidth import (
     UplinkEstimator,
     allocate,
 )
-from sfu.rooms.call import Call, Participant
+from sfu.calls.call import Call, Participant
 
 AUDIO_KBPS = 40.0  # nominal Opus rate before it is measured
 VIDEO_KBPS = 500.0  # nominal video rate before it is measured

@@ -19,7 +19,6 @@ from aiohttp import web
 from sfu.auth import GUEST, PATIENT, Claims, bearer_claims, mint_token
 from sfu.config import Config
 from sfu.errors import ApiError, bad_request, too_large
-from sfu.openapi import build_openapi
 from sfu.rooms import (
     ClinicRegistry,
     clean_message,
@@ -29,8 +28,9 @@ from sfu.rooms import (
     require_member,
 )
 from sfu.rooms.text import new_id
+from sfu.service.openapi import build_openapi
 
-logger = logging.getLogger("sfu.api")
+logger = logging.getLogger("sfu.service.api")
 
 MAX_BODY = 64 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from sfu.auth import Claims
 from sfu.bandwidth import AdmissionSettings, ParticipantEstimate, decide
+from sfu.calls.call import Call, CallKey, Participant
+from sfu.calls.quality import QualityController, QualitySettings
 from sfu.errors import ApiError
-from sfu.rooms.call import Call, CallKey, Participant
 from sfu.rooms.policy import ResolvedTarget
-from sfu.rooms.quality import QualityController, QualitySettings
 from sfu.transport.endpoint import Endpoint
 
 if TYPE_CHECKING:
-    from sfu.server import Server
-    from sfu.signaling import SignalingSession
+    from sfu.service.server import Server
+    from sfu.service.signaling import SignalingSession
 
 log = logging.getLogger(__name__)
 

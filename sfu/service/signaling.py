@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 
 from sfu.auth import Claims, verify_token
+from sfu.calls.call import Call, Participant
+from sfu.calls.precall import PrecallTest
 from sfu.errors import ApiError, NegotiationError, bad_request
-from sfu.precall import PrecallTest
-from sfu.rooms.call import Call, Participant
 from sfu.rooms.policy import authorize_join
 from sfu.transport.endpoint import Endpoint, EndpointListener, TrackInfo
 
 if TYPE_CHECKING:
-    from sfu.server import Server
+    from sfu.service.server import Server
 
 log = logging.getLogger(__name__)
 

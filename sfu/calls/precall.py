@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from sfu.bandwidth import AdmissionSettings, precall_verdict
-from sfu.rooms.quality import Link
+from sfu.calls.quality import Link
 from sfu.transport.endpoint import Endpoint
 
 
