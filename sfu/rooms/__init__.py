@@ -10,6 +10,7 @@ from sfu.rooms.events import (
     RoomUpdated,
     SpaceCreated,
     SpaceEnded,
+    SpaceStatusChanged,
     WaitingAreaChanged,
 )
 from sfu.rooms.meeting_room import MeetingRoom
@@ -55,6 +56,7 @@ __all__ = [
     "Space",
     "SpaceCreated",
     "SpaceEnded",
+    "SpaceStatusChanged",
     "Venue",
     "WaitingArea",
     "WaitingAreaChanged",

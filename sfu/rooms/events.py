@@ -59,6 +59,20 @@ class SpaceEnded:
 
 
 @dataclass(frozen=True)
+class SpaceStatusChanged:
+    """A space's status (``waiting``, ``in_consultation``, ``on_hold``) changed from ``previous``.
+
+    Emitted once per change, just before the ``WaitingAreaChanged`` that the same join or leave
+    causes; never for a space that has ended.
+    """
+
+    clinic: str
+    space: str
+    status: str
+    previous: str
+
+
+@dataclass(frozen=True)
 class WaitingAreaChanged:
     """The clinic's waiting list changed (a space came or went, someone joined or left, a status
     changed, the area was closed or opened): send watchers ``{"type":"waiting_area", ...}``."""
@@ -66,5 +80,13 @@ class WaitingAreaChanged:
     clinic: str
 
 
-DomainEvent = ClinicUpdated | RoomUpdated | RoomDeleted | SpaceCreated | SpaceEnded | WaitingAreaChanged
+DomainEvent = (
+    ClinicUpdated
+    | RoomUpdated
+    | RoomDeleted
+    | SpaceCreated
+    | SpaceEnded
+    | SpaceStatusChanged
+    | WaitingAreaChanged
+)
 Listener = Callable[[DomainEvent], None]

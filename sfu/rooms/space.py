@@ -23,7 +23,9 @@ class Space:
     """Status is derived from who is inside: staff present -> ``in_consultation``; staff were here
     and left -> ``on_hold``; otherwise ``waiting``. ``waiting_since`` never changes.
 
-    The patient's display name lives only here, in memory.
+    The patient's display name lives only here, in memory. ``on_change(space, previous_status)``
+    is called after every join or leave while the space is open; ``previous_status`` is the status
+    before it, so the owner can tell a status transition from a mere change of who is inside.
     """
 
     kind: Final = "space"
@@ -37,7 +39,7 @@ class Space:
         patient_sub: str,
         now: float,
         capacity: int,
-        on_change: Callable[[Space], None] | None = None,
+        on_change: Callable[[Space, str], None] | None = None,
     ) -> None:
         self._id = id
         self._clinic = clinic
@@ -91,24 +93,26 @@ class Space:
         """Record a join (404 when the space has ended, ``room_full`` at capacity)."""
         if self.closed:
             raise not_found("this consultation has ended")
+        previous = self.status
         participant = self._roster.add(pid, name, role, now)
         if role in (STAFF, ADMIN):
             self._staff_seen = True
         if role == PATIENT:
             self._patient_connected = True
             self._patient_left_at = None
-        self._changed()
+        self._changed(previous)
         return participant
 
     def participant_left(self, pid: str, now: float) -> Participant | None:
         """Record a leave (idempotent). When the last patient connection goes, the grace starts."""
+        previous = self.status
         participant = self._roster.remove(pid)
         if participant is None:
             return None
         if participant.role == PATIENT and not self.patient_present:
             self._patient_left_at = now
         if not self.closed:
-            self._changed()
+            self._changed(previous)
         return participant
 
     def expiry_reason(self, now: float, *, unconnected_expiry: float, reconnect_grace: float) -> str | None:
@@ -144,6 +148,6 @@ class Space:
             "participants": self._roster.to_json(),
         }
 
-    def _changed(self) -> None:
+    def _changed(self, previous: str) -> None:
         if self._on_change is not None:
-            self._on_change(self)
+            self._on_change(self, previous)

@@ -7,7 +7,13 @@ from typing import Any
 
 from sfu.config import WaitingAreaConfig
 from sfu.errors import conflict, not_found
-from sfu.rooms.events import DomainEvent, SpaceCreated, SpaceEnded, WaitingAreaChanged
+from sfu.rooms.events import (
+    DomainEvent,
+    SpaceCreated,
+    SpaceEnded,
+    SpaceStatusChanged,
+    WaitingAreaChanged,
+)
 from sfu.rooms.space import ENDED_BY_STAFF, Space
 from sfu.rooms.text import clean_message, clean_name, new_id
 
@@ -137,6 +143,10 @@ class WaitingArea:
         inside = space.end(reason)
         self._emit(SpaceEnded(self.clinic, space.id, reason, inside))
 
-    def _space_changed(self, space: Space) -> None:
-        if space.id in self._spaces:
-            self._emit(WaitingAreaChanged(self.clinic))
+    def _space_changed(self, space: Space, previous: str) -> None:
+        if space.id not in self._spaces:
+            return
+        status = space.status
+        if status != previous:
+            self._emit(SpaceStatusChanged(self.clinic, space.id, status, previous))
+        self._emit(WaitingAreaChanged(self.clinic))
