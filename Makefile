@@ -38,6 +38,7 @@ load: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check sfu tests bench
 	$(BIN)/mypy sfu
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
