@@ -66,10 +66,7 @@ def _config(address: str) -> Any:
 
 
 def _sent_octets(participant: Any) -> int:
-    endpoint = participant.endpoint
-    if endpoint is None:
-        return 0
-    return sum(out.octets for out in endpoint.out_by_ssrc.values())
+    return sum(participant.endpoint.sent_octets().values())
 
 
 async def run(steps: list[float], step_seconds: float, warmup: float,
@@ -121,8 +118,7 @@ async def run(steps: list[float], step_seconds: float, warmup: float,
 async def _sample(server: Any, link: netns.Link, slow: netns.ClientProcess, steps: list[float],
                   step_seconds: float, warmup: float) -> dict[str, Any]:
     """Once a second: capacity, estimate, sent kbit/s and paused videos for ``slow``."""
-    (call,) = server.calls.values()
-    quality = call.quality
+    (call,) = server.calls.by_key.values()
     start_wall = time.time()
     rows: list[dict[str, Any]] = []
     prev: tuple[float, int] | None = None
@@ -144,14 +140,13 @@ async def _sample(server: Any, link: netns.Link, slow: netns.ClientProcess, step
         if prev is not None and now > prev[0]:
             sent_kbps = (octets - prev[1]) * 8 / 1000 / (now - prev[0])
         prev = (now, octets)
-        est_link = quality.links.get(slow.participant)
-        estimate = est_link.down_kbps(now) if est_link is not None else None
+        estimate = participant.link.down_kbps(now) if participant is not None else None
         paused = (sum(1 for c in participant.endpoint.consumers()
                       if c.paused and c.producer.kind == "video")
-                  if participant is not None and participant.endpoint is not None else None)
+                  if participant is not None else None)
         rows.append({"t": round(elapsed, 2), "wall": time.time(), "capacity_kbps": link.down_kbit,
                      "estimate_kbps": estimate, "sent_kbps": sent_kbps, "paused_videos": paused,
-                     "rr_loss": None if est_link is None else est_link.loss,
+                     "rr_loss": None if participant is None else participant.link.loss,
                      "qdisc": link.qdisc_stats()})
         await asyncio.sleep(max(0.0, 1.0 - (time.time() - start_wall - elapsed)))
     return {"start_wall": start_wall, "rows": rows, "schedule": schedule}

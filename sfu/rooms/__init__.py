@@ -14,7 +14,6 @@ from sfu.rooms.events import (
     WaitingAreaChanged,
 )
 from sfu.rooms.meeting_room import MeetingRoom
-from sfu.rooms.participants import Participant, Roster, Venue
 from sfu.rooms.policy import (
     JoinTarget,
     ResolvedTarget,
@@ -22,6 +21,7 @@ from sfu.rooms.policy import (
     require_admin,
     require_member,
 )
+from sfu.rooms.roster import Roster, Seat, Venue
 from sfu.rooms.space import (
     ENDED_BY_STAFF,
     EXPIRED,
@@ -48,7 +48,7 @@ __all__ = [
     "JoinTarget",
     "Listener",
     "MeetingRoom",
-    "Participant",
+    "Seat",
     "ResolvedTarget",
     "RoomDeleted",
     "RoomUpdated",

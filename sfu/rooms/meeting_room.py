@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from sfu.errors import not_found
-from sfu.rooms.participants import Participant, Roster
+from sfu.rooms.roster import Roster, Seat
 
 
 class MeetingRoom:
@@ -47,13 +47,13 @@ class MeetingRoom:
     def roster(self) -> Roster:
         return self._roster
 
-    def participant_joined(self, pid: str, name: str, role: str, now: float) -> Participant:
+    def participant_joined(self, pid: str, name: str, role: str, now: float) -> Seat:
         """Record a join (404 once deleted, ``room_full`` at capacity)."""
         if self.deleted:
             raise not_found(f"meeting room {self._id!r} was deleted")
         return self._roster.add(pid, name, role, now)
 
-    def participant_left(self, pid: str, now: float) -> Participant | None:
+    def participant_left(self, pid: str, now: float) -> Seat | None:
         return self._roster.remove(pid)
 
     def to_json(self) -> dict[str, Any]:

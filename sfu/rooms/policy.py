@@ -81,7 +81,7 @@ def _target_clinic(claims: Claims, target: JoinTarget) -> str:
 
 
 def authorize_join(
-    claims: Claims, registry: ClinicRegistry, target: JoinTarget | Mapping[str, Any]
+    claims: Claims, registry: ClinicRegistry, target: object
 ) -> ResolvedTarget:
     """Resolve a join or refuse it: 400 malformed, 403 out of the token's scope, 404 gone.
 

@@ -7,7 +7,7 @@ from typing import Any, Final
 
 from sfu.auth import ADMIN, PATIENT, STAFF
 from sfu.errors import not_found
-from sfu.rooms.participants import Participant, Roster
+from sfu.rooms.roster import Roster, Seat
 from sfu.rooms.text import iso_time
 
 WAITING: Final = "waiting"
@@ -89,7 +89,7 @@ class Space:
     def roster(self) -> Roster:
         return self._roster
 
-    def participant_joined(self, pid: str, name: str, role: str, now: float) -> Participant:
+    def participant_joined(self, pid: str, name: str, role: str, now: float) -> Seat:
         """Record a join (404 when the space has ended, ``room_full`` at capacity)."""
         if self.closed:
             raise not_found("this consultation has ended")
@@ -103,7 +103,7 @@ class Space:
         self._changed(previous)
         return participant
 
-    def participant_left(self, pid: str, now: float) -> Participant | None:
+    def participant_left(self, pid: str, now: float) -> Seat | None:
         """Record a leave (idempotent). When the last patient connection goes, the grace starts."""
         previous = self.status
         participant = self._roster.remove(pid)

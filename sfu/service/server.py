@@ -1,7 +1,9 @@
-"""The server: HTTP + WebSocket on aiohttp, the clinic registry, the calls, and their owner.
+"""The server: HTTP + WebSocket on aiohttp; it builds the control plane and owns the edge.
 
-One idempotent ``close`` in a fixed order: stop accepting, tell everyone, close sessions and
-endpoints, await every task.
+It wires narrow pieces together: the clinic registry (sfu/rooms), the calls manager (sfu/calls)
+with an endpoint factory bound to the media settings, the events sink (metrics, webhooks) and the
+waiting-area feed. One idempotent ``close`` in a fixed order: stop accepting, tell everyone,
+close sessions and endpoints, await every task.
 """
 
 from __future__ import annotations
@@ -9,27 +11,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from aiortc import RTCIceServer
 
-from sfu.auth import Claims
-from sfu.calls.call import Call, CallKey
-from sfu.calls.manager import CallManager
+from sfu.bandwidth import AdmissionSettings
+from sfu.calls.events import CallKey
+from sfu.calls.manager import Calls, CallsSettings
+from sfu.calls.media import MediaEndpoint
+from sfu.calls.quality import QualitySettings
 from sfu.config import Config, parse_port_range
-from sfu.errors import ApiError, forbidden
+from sfu.rooms import IN_CONSULTATION, ON_HOLD, WAITING
 from sfu.rooms import events as ev
 from sfu.rooms.clinic import ClinicRegistry
-from sfu.rooms.policy import ResolvedTarget, require_member
 from sfu.service.api import setup_api_routes
+from sfu.service.events import ServerEvents
+from sfu.service.feed import WaitingAreaFeed
 from sfu.service.metrics import Metrics
-from sfu.service.signaling import SignalingSession
+from sfu.service.signaling import SessionContext, SignalingSession
 from sfu.service.webhooks import WebhookDispatcher
 from sfu.transport.aiortc_glue import IceSettings
-from sfu.transport.endpoint import EndpointSettings
+from sfu.transport.endpoint import Endpoint, EndpointListener, EndpointSettings
 from sfu.transport.forwarder import Counters
 
 log = logging.getLogger(__name__)
@@ -42,27 +47,53 @@ class Server:
         self.config = config
         self.clock = clock
         self.counters = Counters()
+        self.metrics = Metrics(self.counters, self.snapshot)
+        self.events = ServerEvents(self.metrics)
         self.registry = ClinicRegistry(config, on_event=self._on_domain_event)
-        self.call_manager = CallManager(self)
         self.sessions: set[SignalingSession] = set()
         self.draining = False
-        self.metrics = Metrics(self.counters, self.snapshot)
         self.endpoint_settings = self._endpoint_settings(config)
+        self.calls = Calls(registry=self.registry, new_endpoint=self._new_endpoint,
+                           events=self.events, settings=self._calls_settings(config), clock=clock)
+        self.feed = WaitingAreaFeed(self.registry)
+        self._session_context = SessionContext(
+            calls=self.calls, feed=self.feed, events=self.events, secret=config.auth.secret,
+            max_message_bytes=config.server.max_message_bytes,
+            ice_servers=self.ice_servers_json(),
+            on_outbox_full=lambda: self.counters.drop("signaling_outbox_full"))
         self.app = self._make_app()
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self.loop_lag = 0.0
         self.port = config.server.port
-        # Listeners of server events (webhooks, tests): called with (event name, JSON payload of
-        # opaque ids). Called synchronously; they must only queue work.
-        self._space_status: dict[str, str] = {}
-        self.event_listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self.webhooks = WebhookDispatcher(config.webhooks, clock=clock,
                                           registry=self.metrics.registry)
-        self.event_listeners.append(self.webhooks)
+        self.events.listeners.append(self.webhooks)
         self._metrics_runner: web.AppRunner | None = None
         self.metrics_port = 0  # the separate /metrics port once started (config.metrics.port)
+
+    @property
+    def event_listeners(self) -> list[Callable[[str, dict[str, Any]], None]]:
+        """Listeners of server events (webhooks, tests): (event name, JSON payload of ids)."""
+        return self.events.listeners
+
+    def _new_endpoint(self, endpoint_id: str, listener: EndpointListener) -> MediaEndpoint:
+        """The one place the server makes a media endpoint."""
+        return Endpoint(endpoint_id, self.endpoint_settings, listener, self.counters)
+
+    @staticmethod
+    def _calls_settings(config: Config) -> CallsSettings:
+        bw = config.bandwidth
+        return CallsSettings(
+            max_participants=config.limits.max_participants, probe_seconds=bw.probe_seconds,
+            admission=AdmissionSettings(
+                max_participants=config.limits.max_participants,
+                min_video_kbps=bw.min_video_kbps, min_audio_kbps=bw.min_audio_kbps,
+                audio_only_acceptable=bw.audio_only_acceptable, warn_kbps=bw.warn_kbps,
+                block_kbps=bw.block_kbps),
+            quality=QualitySettings(min_video_kbps=bw.min_video_kbps,
+                                    min_audio_kbps=bw.min_audio_kbps))
 
     @staticmethod
     def _endpoint_settings(config: Config) -> EndpointSettings:
@@ -122,26 +153,29 @@ class Server:
         await site.start()
         self.metrics_port = self.config.metrics.port
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def drain(self) -> None:
-        """Refuse new joins, tell everyone ``server_shutdown``, wait (bounded by the caller) for them to go."""
+    def _end_everything(self) -> None:
+        """No new joins; every participant and every other socket hears ``server_shutdown``."""
         self.draining = True
+        self.calls.end_all("server_shutdown")
         for session in list(self.sessions):
             session.ended("server_shutdown")
-        await self.call_manager.wait_empty()
+
+    async def drain(self) -> None:
+        """Refuse new joins, tell everyone ``server_shutdown``, wait (bounded by the caller) for them to go."""
+        self._end_everything()
+        await self.calls.wait_empty()
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self.draining = True
-        for session in list(self.sessions):
-            session.ended("server_shutdown")
-        await self.call_manager.close()
+        self._end_everything()
+        await self.calls.close()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._metrics_runner is not None:
@@ -156,7 +190,7 @@ class Server:
         while True:
             await asyncio.sleep(1.0)
             self.registry.expire(self.clock())
-            self.call_manager.tick()
+            self.calls.tick()
 
     async def _measure_loop_lag(self) -> None:
         loop = asyncio.get_running_loop()
@@ -166,13 +200,6 @@ class Server:
             lag = max(0.0, loop.time() - start - 0.25)
             self.loop_lag = lag
             self.metrics.loop_lag.observe(lag)
-
-    def emit(self, name: str, payload: dict[str, Any]) -> None:
-        for listener in list(self.event_listeners):
-            try:
-                listener(name, payload)
-            except Exception:  # noqa: BLE001 - a listener must never break signaling
-                log.exception("event listener failed for %s", name)
 
     # -- HTTP -------------------------------------------------------------------------------------
     async def _healthz(self, request: web.Request) -> web.Response:
@@ -193,82 +220,38 @@ class Server:
         ws = web.WebSocketResponse(heartbeat=20, max_msg_size=max(
             4 * self.config.server.max_message_bytes, 1 << 20))
         await ws.prepare(request)
-        session = SignalingSession(self, ws)
+        session = SignalingSession(self._session_context, ws)
         self.sessions.add(session)
-        await session.run(request.query.get("token"))
+        try:
+            await session.run(request.query.get("token"))
+        finally:
+            self.sessions.discard(session)
         return ws
 
-    # -- joining and leaving (sfu/calls.py) ------------------------------------------------------
-    @property
-    def calls(self) -> dict[CallKey, Call]:
-        return self.call_manager.calls
-
-    def admit(self, session: SignalingSession, claims: Claims,
-              resolved: ResolvedTarget) -> tuple[str, str] | None:
-        return self.call_manager.admit(session, claims, resolved)
-
-    async def remove_participant(self, session: SignalingSession, reason: str) -> None:
-        await self.call_manager.remove(session, reason)
-
-    # -- waiting-area feed ------------------------------------------------------------------------
-    def watch(self, session: SignalingSession, claims: Claims, clinic_id: str) -> None:
-        try:
-            require_member(claims, clinic_id)
-        except ApiError:
-            raise forbidden("only staff of this clinic may watch its waiting area") from None
-        clinic = self.registry.get(clinic_id)
-        session.watching = clinic_id
-        session.send({"type": "waiting_area", "clinic": clinic_id, **clinic.waiting_area.to_json()})
-
-    def refused(self, claims: Claims | None, code: str, target: Any = None) -> None:
-        """Count and announce a refused join."""
-        role = claims.role if claims is not None else "unknown"
-        self.metrics.join_outcome(role, code)
-        payload: dict[str, Any] = {"role": role, "code": code}
-        if claims is not None:
-            payload["clinic"] = claims.clinic
-        if isinstance(target, dict):
-            payload.update({k: v for k, v in target.items() if k in ("space", "room")
-                            and isinstance(v, str)})
-        self.emit("join.refused", payload)
-
+    # -- what the clinic domain tells -------------------------------------------------------------
     def _on_domain_event(self, event: ev.DomainEvent) -> None:
+        emit = self.events.emit
         if isinstance(event, ev.SpaceCreated):
-            self.emit("space.created", {"clinic": event.clinic, "space": event.space})
+            emit("space.created", {"clinic": event.clinic, "space": event.space})
+        elif isinstance(event, ev.SpaceStatusChanged):
+            if event.status == IN_CONSULTATION:
+                emit("consultation.started", {"clinic": event.clinic, "space": event.space})
+            elif event.status == ON_HOLD:
+                emit("consultation.on_hold", {"clinic": event.clinic, "space": event.space})
         elif isinstance(event, ev.WaitingAreaChanged):
-            clinic = self.registry.find(event.clinic)
-            if clinic is None:
-                return
-            for space in clinic.waiting_area.spaces:
-                before = self._space_status.get(space.id)
-                now_status = space.status
-                if before != now_status:
-                    self._space_status[space.id] = now_status
-                    if now_status == "in_consultation":
-                        self.emit("consultation.started", {"clinic": event.clinic, "space": space.id})
-                    elif now_status == "on_hold":
-                        self.emit("consultation.on_hold", {"clinic": event.clinic, "space": space.id})
-            message = {"type": "waiting_area", "clinic": event.clinic,
-                       **clinic.waiting_area.to_json()}
-            for session in self.sessions:
-                if session.watching == event.clinic:
-                    session.send(message)
+            self.feed.changed(event.clinic)
         elif isinstance(event, ev.SpaceEnded):
-            self._space_status.pop(event.space, None)
-            self.emit("consultation.ended", {"clinic": event.clinic, "space": event.space,
-                                             "reason": event.reason})
-            self._end_call(CallKey(event.clinic, "space", event.space), event.reason)
+            emit("consultation.ended", {"clinic": event.clinic, "space": event.space,
+                                        "reason": event.reason})
+            self.calls.end_call(CallKey(event.clinic, "space", event.space), event.reason)
         elif isinstance(event, ev.RoomDeleted):
-            self._end_call(CallKey(event.clinic, "room", event.room), "room_deleted")
-
-    def _end_call(self, key: CallKey, reason: str) -> None:
-        self.call_manager.end_call(key, reason)
+            self.calls.end_call(CallKey(event.clinic, "room", event.room), "room_deleted")
 
     # -- snapshots for metrics and clients ----------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
-        roles, rooms = self.call_manager.snapshot()
+        roles, rooms = self.calls.snapshot()
         waiting = sum(1 for clinic in self.registry.clinics for s in clinic.waiting_area.spaces
-                      if s.status == "waiting" and s.patient_present)
+                      if s.status == WAITING and s.patient_present)
         return {"participants": roles, "rooms": rooms, "waiting_patients": waiting}
 
     def ice_servers_json(self) -> list[dict[str, Any]]:

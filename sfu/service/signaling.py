@@ -1,8 +1,14 @@
-"""One WebSocket signaling session (API.md "WebSocket"): token, join, offer/answer, leave.
+"""One WebSocket signaling session (API.md "WebSocket"): a thin adapter.
 
-The token is checked before anything else. Outgoing messages go through a bounded queue and
-one writer task, so that notifying a participant never awaits its socket; a socket that cannot
-keep up with signaling is closed. Every refusal is an ``error`` with a contract code.
+It parses messages and turns them into commands on the control plane (``Calls.join``,
+``Participant.answer`` / ``add_candidate`` / ``close``, ``Calls.precall``) or the dashboard feed,
+and renders the control plane's notifications (the ``sfu.calls.events.Client`` interface) as
+messages. It holds no call state: only a handle on what it drives, a participant or a pre-call
+test.
+
+The token is checked before anything else. Outgoing messages go through a bounded queue and one
+writer task, so that notifying a participant never awaits its socket; a socket that cannot keep up
+with signaling is closed. Every refusal is an ``error`` with a contract code.
 """
 
 from __future__ import annotations
@@ -11,41 +17,56 @@ import asyncio
 import json
 import logging
 import secrets
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
 from sfu.auth import Claims, verify_token
-from sfu.calls.call import Call, Participant
+from sfu.calls.call import Participant
+from sfu.calls.events import CallEvents, CallKey, Member, QualityNotice
+from sfu.calls.manager import Calls
 from sfu.calls.precall import PrecallTest
 from sfu.errors import ApiError, NegotiationError, bad_request
-from sfu.rooms.policy import authorize_join
-from sfu.transport.endpoint import Endpoint, EndpointListener, TrackInfo
-
-if TYPE_CHECKING:
-    from sfu.service.server import Server
+from sfu.transport.endpoint import TrackInfo
 
 log = logging.getLogger(__name__)
 
 OUTBOX_SIZE = 256
 
 
-class SignalingSession(EndpointListener):
-    def __init__(self, server: Server, ws: web.WebSocketResponse) -> None:
-        self.server = server
+class Feed(Protocol):
+    """The waiting-area feed, as a session subscribes to it."""
+
+    def watch(self, session: SignalingSession, claims: Claims, clinic: str) -> None: ...
+    def unwatch(self, session: SignalingSession) -> None: ...
+
+
+@dataclass(frozen=True)
+class SessionContext:
+    """What a session needs of the server: narrow, no ``Server``."""
+
+    calls: Calls
+    feed: Feed
+    events: CallEvents
+    secret: str
+    max_message_bytes: int
+    ice_servers: list[dict[str, Any]]
+    on_outbox_full: Callable[[], None]
+
+
+class SignalingSession:
+    def __init__(self, ctx: SessionContext, ws: web.WebSocketResponse) -> None:
+        self.ctx = ctx
         self.ws = ws
         self.id = "ws_" + secrets.token_hex(6)
         self.claims: Claims | None = None
         self.participant: Participant | None = None
-        self.call: Call | None = None
-        self.endpoint: Endpoint | None = None
-        self.venue: Any = None
-        self.watching: str | None = None  # clinic whose waiting area this session watches
+        self.precall: PrecallTest | None = None
         self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTBOX_SIZE)
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._left = False
-        self.precall: PrecallTest | None = None
 
     # -- outgoing -----------------------------------------------------------------------------
     def send(self, message: dict[str, Any]) -> None:
@@ -55,7 +76,7 @@ class SignalingSession(EndpointListener):
             self._outbox.put_nowait(message)
         except asyncio.QueueFull:
             log.warning("session %s: signaling outbox full, closing", self.id)
-            self.server.counters.drop("signaling_outbox_full")
+            self.ctx.on_outbox_full()
             self.close_soon()
 
     def error(self, code: str, message: str) -> None:
@@ -82,7 +103,7 @@ class SignalingSession(EndpointListener):
             except (ConnectionError, RuntimeError):
                 return
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -92,17 +113,19 @@ class SignalingSession(EndpointListener):
         writer = asyncio.ensure_future(self._writer())
         try:
             try:
-                self.claims = verify_token(token or "", self.server.config.auth.secret)
+                self.claims = verify_token(token or "", self.ctx.secret)
             except ApiError as exc:
-                self.server.refused(None, "unauthorized")
+                self.ctx.events.join_refused("unknown", "unauthorized", {})
                 self.error(exc.code, exc.message)
                 self.close_soon()
                 return
             await self._read_loop()
         finally:
-            await self._leave("disconnected")
-            self.watching = None
-            self.server.sessions.discard(self)
+            self.ctx.feed.unwatch(self)
+            if self.participant is not None:
+                await self.participant.close("disconnected")
+            if self.precall is not None:
+                await self.precall.close()
             self.close_soon()
             try:
                 await asyncio.wait_for(writer, timeout=2)
@@ -114,7 +137,7 @@ class SignalingSession(EndpointListener):
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _read_loop(self) -> None:
-        limit = self.server.config.server.max_message_bytes
+        limit = self.ctx.max_message_bytes
         async for msg in self.ws:
             if msg.type == WSMsgType.TEXT:
                 data: str = msg.data
@@ -152,102 +175,49 @@ class SignalingSession(EndpointListener):
         except ApiError as exc:
             self.error(exc.code, exc.message)
 
-    async def _on_precall(self, message: dict[str, Any]) -> None:
-        if self.participant is not None or self.endpoint is not None:
-            raise bad_request("a pre-call test runs before joining, one at a time")
-        if self.server.draining:
-            raise ApiError("draining", "the server is shutting down")
-        seconds = message.get("seconds", 5)
-        if not isinstance(seconds, int | float) or not 2 <= seconds <= 15:
-            raise bad_request("'seconds' must be a number from 2 to 15")
-        endpoint = Endpoint("pc_" + secrets.token_hex(6), self.server.endpoint_settings, self,
-                            self.server.counters)
-        self.endpoint = endpoint
-        self.precall = PrecallTest(endpoint, self.server.call_manager.admission, float(seconds))
-        self._spawn(self._run_precall(self.precall))
-
-    async def _run_precall(self, test: PrecallTest) -> None:
-        try:
-            result = await test.run()
-            self.send(result)
-        finally:
-            self.precall = None
-            self.endpoint = None
-            await test.endpoint.close()
-
-    async def _on_ping(self, message: dict[str, Any]) -> None:
-        self.send({"type": "pong"})
+    # -- commands -------------------------------------------------------------------------------
+    def _media(self) -> Participant | PrecallTest | None:
+        """What this session's offers and answers are about."""
+        if self.precall is not None and not self.precall.closed:
+            return self.precall
+        return self.participant
 
     async def _on_join(self, message: dict[str, Any]) -> None:
         assert self.claims is not None
-        claims = self.claims
-        if self.participant is not None or self._left:
+        if self.participant is not None:
             raise bad_request("already joined; send 'leave' first")
-        if self.precall is not None:
+        if self.precall is not None and not self.precall.closed:
             raise bad_request("a pre-call test is running; join after its result")
-        server = self.server
         try:
-            resolved = authorize_join(claims, server.registry, message.get("target", {}))
+            self.participant = self.ctx.calls.join(self.claims, message.get("target", {}), self)
         except ApiError as exc:
-            server.refused(claims, exc.code, message.get("target"))
             self.error(exc.code, exc.message)
             if exc.code != "bad_request":
                 self.close_soon()
-            return
-        outcome = server.admit(self, claims, resolved)
-        if outcome is not None:
-            code, text = outcome
-            server.refused(claims, code, message.get("target"))
-            self.error(code, text)
-            self.close_soon()
-            return
 
-    def probing(self, call: Call, participant: Participant, endpoint: Endpoint, venue: Any) -> None:
-        """The join would fill the call: media starts, ``joined`` waits for the probe's verdict."""
-        self.call, self.participant, self.endpoint, self.venue = call, participant, endpoint, venue
-        endpoint.start()
-        endpoint.renegotiate()
+    async def _on_precall(self, message: dict[str, Any]) -> None:
+        if self._media() is not None:
+            raise bad_request("a pre-call test runs before joining, one at a time")
+        self.precall = self.ctx.calls.precall(self, message.get("seconds", 5))
 
-    def own(self, task: asyncio.Task[None]) -> None:
-        """Tasks working for this session are cancelled and awaited when it ends."""
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def refuse(self, code: str, message: str) -> None:
-        """A probed newcomer is refused: nothing about the call changed."""
-        self.error(code, message)
-        self._spawn(self._leave("refused"))
-        self.close_soon()
-
-    def mark_left(self) -> None:
-        self._left = True
-
-    def joined(self, call: Call, participant: Participant, endpoint: Endpoint, venue: Any) -> None:
-        """Called by the server once admitted."""
-        probed = self.endpoint is endpoint
-        self.call, self.participant, self.endpoint, self.venue = call, participant, endpoint, venue
-        self.send({
-            "type": "joined", "participant": participant.id, "target": call.key.target(),
-            "participants": [p.public() for p in call.others(participant.id)],
-            "ice_servers": self.server.ice_servers_json(),
-        })
-        if not probed:
-            endpoint.start()
-            endpoint.renegotiate()
+    async def _on_ping(self, message: dict[str, Any]) -> None:
+        self.send({"type": "pong"})
 
     async def _on_answer(self, message: dict[str, Any]) -> None:
         sdp = message.get("sdp")
         if not isinstance(sdp, str) or not sdp.strip():
             raise bad_request("'answer' needs a string 'sdp'")
-        if self.endpoint is None:
+        media = self._media()
+        if media is None:
             raise bad_request("no offer to answer: join first")
         try:
-            await self.endpoint.apply_answer(sdp)
+            await media.answer(sdp)
         except NegotiationError as exc:
             raise bad_request(f"answer does not fit the offer: {exc}") from exc
 
     async def _on_candidate(self, message: dict[str, Any]) -> None:
-        if self.endpoint is None:
+        media = self._media()
+        if media is None:
             raise bad_request("join first")
         candidate = message.get("candidate")
         if candidate in (None, ""):
@@ -256,53 +226,57 @@ class SignalingSession(EndpointListener):
             raise bad_request("'candidate' must be a string")
         mid = message.get("sdpMid")
         try:
-            await self.endpoint.add_candidate(candidate, mid if isinstance(mid, str) else None)
+            await media.add_candidate(candidate, mid if isinstance(mid, str) else None)
         except (ValueError, IndexError, KeyError, TypeError) as exc:
             raise bad_request(f"malformed candidate: {exc}") from exc
 
     async def _on_leave(self, message: dict[str, Any]) -> None:
-        await self._leave("left")
+        if self.participant is not None:
+            await self.participant.close("left")
         self.close_soon()
 
     async def _on_watch(self, message: dict[str, Any]) -> None:
         assert self.claims is not None
         if message.get("waiting_area") is not True:
-            self.watching = None
+            self.ctx.feed.unwatch(self)
             return
         requested = message.get("clinic")
         clinic = requested if isinstance(requested, str) else self.claims.clinic
-        self.server.watch(self, self.claims, clinic)
+        self.ctx.feed.watch(self, self.claims, clinic)
 
-    async def _leave(self, reason: str) -> None:
-        if self._left or self.participant is None:
-            return
-        await self.server.remove_participant(self, reason)
+    # -- notifications (sfu.calls.events.Client) ------------------------------------------------
+    def joined(self, me: Member, key: CallKey, others: list[Member]) -> None:
+        self.send({"type": "joined", "participant": me.id, "target": key.target(),
+                   "participants": [m.to_json() for m in others],
+                   "ice_servers": self.ctx.ice_servers})
 
-    # -- EndpointListener -----------------------------------------------------------------------
-    async def send_offer(self, endpoint: Endpoint, sdp: str, tracks: list[TrackInfo]) -> None:
+    def offer(self, sdp: str, tracks: list[TrackInfo]) -> None:
         self.send({"type": "tracks", "tracks": [
             {"mid": t.mid, "participant": t.participant, "kind": t.kind} for t in tracks]})
         self.send({"type": "offer", "sdp": sdp})
 
-    def producers_changed(self, endpoint: Endpoint) -> None:
-        if self.precall is not None:
-            self.precall.producers_changed()
-        if self.call is not None and self.participant is not None:
-            self.call.producers_changed(self.participant)
+    def member_joined(self, member: Member) -> None:
+        self.send({"type": "participant_joined", "participant": member.to_json()})
 
-    def failed(self, endpoint: Endpoint, reason: str) -> None:
-        log.info("participant %s: media failed (%s)", self.participant.id if self.participant else "-",
-                 reason)
-        self.error("media_failed", f"media connection lost: {reason}")
-        self._spawn(self._leave("failed"))
+    def member_left(self, member: Member) -> None:
+        self.send({"type": "participant_left", "participant": member.to_json()})
+
+    def quality(self, notice: QualityNotice) -> None:
+        message: dict[str, Any] = {"type": "quality", "participant": notice.participant,
+                                   "level": notice.level, "reason": notice.reason,
+                                   **notice.estimates}
+        if notice.admission:
+            message["admission"] = True
+        self.send(message)
+
+    def failed(self, code: str, message: str) -> None:
+        self.error(code, message)
         self.close_soon()
-
-    def first_media(self, endpoint: Endpoint) -> None:
-        if self.participant is not None:
-            self.server.metrics.first_media(self.server.clock() - self.participant.joined_at)
 
     def ended(self, reason: str) -> None:
-        """The space or room is gone, or the server shuts down."""
+        """The call is over for this client (or the server shuts down)."""
         self.send({"type": "ended", "reason": reason})
-        self._spawn(self._leave(reason))
         self.close_soon()
+
+    def precall_result(self, result: dict[str, Any]) -> None:
+        self.send(result)

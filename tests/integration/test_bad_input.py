@@ -29,7 +29,7 @@ async def next_json(sock, timeout=5.0):
 
 
 def snapshot(server):
-    return {key: sorted(call.participants) for key, call in server.calls.items()}
+    return {key: sorted(call.participants) for key, call in server.calls.by_key.items()}
 
 
 @pytest.mark.parametrize("bad", [
@@ -47,7 +47,7 @@ async def test_bad_tokens_are_refused_before_anything_else(server, bad):
         msg = await next_json(sock)
         assert msg["type"] == "error" and msg["code"] == "unauthorized"
         assert (await next_json(sock))["type"] == "closed"
-        assert server.calls == {}
+        assert server.calls.by_key == {}
     finally:
         await session.close()
 
@@ -98,7 +98,7 @@ async def test_an_answer_that_does_not_fit_the_offer_is_refused_and_the_call_goe
         before = b.received_from(a.participant, "video").packets
         await asyncio.sleep(0.5)
         assert b.received_from(a.participant, "video").packets > before
-        assert len(next(iter(server.calls.values())).participants) == 2
+        assert len(next(iter(server.calls.by_key.values())).participants) == 2
     finally:
         await close_all([a, b])
 

@@ -53,7 +53,7 @@ async def test_seventh_participant_gets_room_full(server, token, clip):
         with pytest.raises(ClientError) as refused:
             await seventh.join({"room": "team"})
         assert refused.value.code == "room_full"
-        call = next(iter(server.calls.values()))
+        call = next(iter(server.calls.by_key.values()))
         assert len(call.participants) == 6
     finally:
         await close_all([*clients, seventh])
@@ -68,7 +68,7 @@ async def test_leave_and_abrupt_disconnect_clean_up_everything(server, token, cl
     await clients[2].wait_message(lambda m: m["type"] == "participant_left"
                                   and m["participant"]["id"] == clients[1].participant)
     await clients[2].leave()
-    await wait_for(lambda: not server.calls and not server.sessions, timeout=10)
+    await wait_for(lambda: not server.calls.by_key and not server.sessions, timeout=10)
     await asyncio.sleep(0.3)
     gc.collect()
     leftover = [t for t in asyncio.all_tasks() - tasks_before if not t.done()

@@ -57,7 +57,7 @@ async def test_a_whole_consultation(server, token, clip):
         ended = await patient.wait_message(lambda m: m["type"] == "ended")
         assert ended["reason"] == "ended_by_staff"
         await watcher.wait_message(lambda m: m["type"] == "waiting_area" and space not in statuses(m))
-        await wait_for(lambda: not server.calls, timeout=5)
+        await wait_for(lambda: not server.calls.by_key, timeout=5)
     finally:
         await close_all([watcher, patient, staff])
 
@@ -120,7 +120,7 @@ async def test_deleting_a_room_tells_and_disconnects_whoever_is_inside(server, t
                 assert r.status == 204
         ended = await staff.wait_message(lambda m: m["type"] == "ended")
         assert ended["reason"] == "room_deleted"
-        await wait_for(lambda: not server.calls, timeout=5)
+        await wait_for(lambda: not server.calls.by_key, timeout=5)
     finally:
         await close_all([staff])
 

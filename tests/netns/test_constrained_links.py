@@ -70,7 +70,7 @@ class Scenario:
     extra: list[netns.ClientProcess] = field(default_factory=list)
 
     def call(self) -> Any:
-        (call,) = self.server.calls.values()
+        (call,) = self.server.calls.by_key.values()
         return call
 
     def client_argv(self, link: netns.Link, sub: str, seconds: float) -> list[str]:
@@ -145,8 +145,8 @@ async def test_participant_behind_700kbit_is_adapted_to_within_10s(scenario: Sce
     after = slow.window(media_at + ADAPT_WITHIN_S, media_at + OBSERVE_S)
     first = slow.window(media_at + 1.0, media_at + 3.0)
     now = time.monotonic()
-    link = sc.call().quality.links.get(slow.participant)
-    estimate = link.down_kbps(now) if link is not None else None
+    participant = sc.call().participants.get(slow.participant)
+    estimate = participant.link.down_kbps(now) if participant is not None else None
     print(f"\nconstrained-link: downlink {DOWNLINK_KBIT} kbit/s; first media "
           f"{media_at - start:.1f} s after joined; drop in its first seconds "
           f"{first['drop']:.1%}; adapted (2 s drop < {MAX_DROP:.0%}) after "

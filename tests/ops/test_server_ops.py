@@ -133,7 +133,7 @@ async def test_readiness_is_503_while_draining_and_joins_are_refused(server, tok
         with pytest.raises(Exception, match="draining"):
             await late.join({"room": "team"})
         await asyncio.wait_for(drain, 5)
-        assert not server.calls
+        assert not server.calls.by_key
     finally:
         await c.close()
         await late.close()

@@ -1,4 +1,8 @@
-"""Who is in a space or meeting room: the bookkeeping both share."""
+"""Who is in a space or meeting room: the seats both keep (a roster), and the ``Venue`` protocol.
+
+A ``Seat`` is what the clinic domain knows of a participant: id, display name, role, since when.
+The participant itself (its media, its link) is ``sfu.calls.call.Participant``, which takes and
+gives back its seat."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from sfu.errors import room_full
 
 
 @dataclass(frozen=True)
-class Participant:
+class Seat:
     id: str
     name: str
     role: str
@@ -25,21 +29,21 @@ class Roster:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._by_id: dict[str, Participant] = {}
+        self._by_id: dict[str, Seat] = {}
 
-    def add(self, pid: str, name: str, role: str, now: float) -> Participant:
+    def add(self, pid: str, name: str, role: str, now: float) -> Seat:
         """Add a participant; the same id again replaces the old entry (a reconnect)."""
         if pid not in self._by_id and len(self._by_id) >= self.capacity:
             raise room_full(f"this call already has {self.capacity} participants")
         self._by_id.pop(pid, None)
-        participant = Participant(pid, name, role, now)
+        participant = Seat(pid, name, role, now)
         self._by_id[pid] = participant
         return participant
 
-    def remove(self, pid: str) -> Participant | None:
+    def remove(self, pid: str) -> Seat | None:
         return self._by_id.pop(pid, None)
 
-    def get(self, pid: str) -> Participant | None:
+    def get(self, pid: str) -> Seat | None:
         return self._by_id.get(pid)
 
     def has_role(self, *roles: str) -> bool:
@@ -64,7 +68,7 @@ class Roster:
     def __len__(self) -> int:
         return len(self._by_id)
 
-    def __iter__(self) -> Iterator[Participant]:
+    def __iter__(self) -> Iterator[Seat]:
         return iter(list(self._by_id.values()))
 
 
@@ -83,5 +87,5 @@ class Venue(Protocol):
     def is_full(self) -> bool: ...
     @property
     def participants(self) -> list[dict[str, str]]: ...
-    def participant_joined(self, pid: str, name: str, role: str, now: float) -> Participant: ...
-    def participant_left(self, pid: str, now: float) -> Participant | None: ...
+    def participant_joined(self, pid: str, name: str, role: str, now: float) -> Seat: ...
+    def participant_left(self, pid: str, now: float) -> Seat | None: ...

@@ -1,0 +1,139 @@
+"""What is known about one participant's links: the state behind its up- and downlink estimates.
+
+A ``Link`` belongs to a participant (or a pre-call test). It listens to its endpoint's receiver
+reports and REMB, replays the arrivals its producers recorded into the uplink estimator, and is
+fed what was sent to it once per tick. Pure bookkeeping around ``sfu.bandwidth``: every method
+that depends on time takes ``now``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sfu.bandwidth import DownlinkEstimator, UplinkEstimator
+from sfu.calls.media import MediaEndpoint, ReportBlock
+
+
+@dataclass
+class Link:
+    uplink: UplinkEstimator = field(default_factory=UplinkEstimator)
+    downlink: DownlinkEstimator = field(default_factory=DownlinkEstimator)
+    out_octets: dict[int, int] = field(default_factory=dict)  # per outgoing SSRC, at the last tick
+    rr_loss: dict[int, float] = field(default_factory=dict)  # per outgoing SSRC, since the last tick
+    rr_jitter: list[float] = field(default_factory=list)
+    reports: int = 0
+    ticks_reported: int = 0
+    silent: dict[int, int] = field(default_factory=dict)  # SSRC -> ticks sent without a report
+    rtt: float | None = None
+    goodput_kbps: float | None = None
+    loss: float = 0.0
+    producer_octets: dict[str, int] = field(default_factory=dict)
+    stream_kbps: dict[str, float] = field(default_factory=dict)
+    watched: set[str] = field(default_factory=set)  # producer ids whose arrivals are recorded
+    constrained: bool = False
+    endpoint: MediaEndpoint | None = None
+
+    # -- what the media endpoints tell ------------------------------------------------------
+    def attach(self, endpoint: MediaEndpoint) -> None:
+        """Listen to the receiver reports and REMB of this participant's endpoint, and watch
+        what arrives from it."""
+        self.endpoint = endpoint
+        endpoint.listen_reports(lambda block, now, rtt: self.on_report(block, rtt))
+        endpoint.listen_remb(lambda bps, now: self.downlink.on_remb(now, bps / 1000))
+
+    def on_report(self, block: ReportBlock, rtt: float | None) -> None:
+        self.reports += 1
+        self.rr_loss[block.ssrc] = max(self.rr_loss.get(block.ssrc, 0.0), block.fraction_lost / 256)
+        self.rr_jitter.append(block.jitter / 90.0)  # video clock: ms
+        if rtt is not None:
+            self.rtt = rtt
+
+    def replay(self) -> None:
+        """Feed the uplink estimator what the endpoint's video producers recorded since the
+        last call (off the packet path); a new producer starts recording here."""
+        if self.endpoint is None:
+            return
+        uplink = self.uplink
+        for producer in self.endpoint.producers.values():
+            if producer.kind != "video":
+                continue
+            if producer.id not in self.watched:
+                self.watched.add(producer.id)
+                producer.watch_arrivals()
+                continue
+            for at, seq, size, abs_send_time in producer.take_arrivals():
+                uplink.on_packet(at, seq, size, abs_send_time)
+
+    def feed_downlink(self, now: float, elapsed: float, margin_kbps: float | None = None) -> None:
+        """Feed what was sent since the last tick and what the receiver reported on it. Loss is
+        weighted by the bytes sent on each stream: a shaped link drops big video packets far
+        more than small audio ones."""
+        if self.endpoint is None:
+            return
+        sent = 0
+        delivered = 0.0
+        reported = False
+        for ssrc, octets in self.endpoint.sent_octets().items():
+            delta = octets - self.out_octets.get(ssrc, octets)
+            self.out_octets[ssrc] = octets
+            sent += delta
+            loss = self.rr_loss.get(ssrc)
+            if loss is not None:
+                reported = True
+                self.silent.pop(ssrc, None)
+            elif delta > 0:
+                # sent for two ticks and never reported on: nothing of it arrived
+                self.silent[ssrc] = self.silent.get(ssrc, 0) + 1
+                if self.silent[ssrc] >= 2:
+                    loss = 1.0
+            delivered += delta * (1.0 - (loss or 0.0))
+        if sent > 0:
+            self.downlink.on_sent(now, sent)
+        if margin_kbps is not None:
+            self.downlink.margin_kbps = max(self.downlink.settings.margin_kbps, margin_kbps)
+        if reported:
+            self.ticks_reported += 1
+            loss = 1.0 - delivered / sent if sent > 0 else max(self.rr_loss.values())
+            jitter = max(self.rr_jitter) if self.rr_jitter else 0.0
+            self.rr_loss.clear()
+            self.rr_jitter.clear()
+            self.loss = max(0.0, loss)
+            self.downlink.on_receiver_report(now, self.loss, jitter, self.rtt)
+            self.goodput_kbps = delivered * 8 / 1000 / elapsed if sent > 0 else None
+
+    # -- what it concludes ---------------------------------------------------------------------
+    def down_kbps(self, now: float) -> float | None:
+        estimate = self.downlink.estimate_kbps(now)
+        if estimate is not None and self.goodput_kbps is not None and self.loss > 0.1:
+            estimate = min(estimate, self.goodput_kbps * 1.1)
+        return estimate
+
+    def up_kbps(self, now: float) -> float | None:
+        self.replay()
+        return self.uplink.estimate_kbps(now)
+
+    def allocation_down_kbps(self, now: float, demand_kbps: float) -> float | None:
+        """The downlink the allocator works with: unconstrained (None) until the link shows loss,
+        and again once the estimate has grown past what everything at full rate needs. A
+        loss-based estimate only knows what was sent: held against a link that never lost a
+        packet, it would pause video for everyone who just joined."""
+        estimate = self.down_kbps(now)
+        if self.loss > 0.05:
+            self.constrained = True
+        if not self.constrained or estimate is None:
+            return None
+        if estimate >= 1.1 * demand_kbps and self.loss < 0.02:
+            self.constrained = False
+            return None
+        return estimate
+
+    # What admission may hold against a link: an estimate counts only with evidence of a limit
+    # (loss, or delay overuse). A link that carried all we sent without loss is not limited by
+    # what we happened to send: it stays "unknown" (unconstrained) until it shows its limit.
+    def limited_down_kbps(self, now: float) -> float | None:
+        return self.down_kbps(now) if self.loss > 0.02 else None
+
+    def limited_up_kbps(self, now: float) -> float | None:
+        # loss, not delay alone: a busy event loop on either side makes delay look like overuse
+        estimate = self.up_kbps(now)
+        return estimate if self.uplink.loss_fraction(now) > 0.02 else None

@@ -1,0 +1,96 @@
+"""The media seam: what the control plane uses of an endpoint, a producer and a consumer.
+
+In the spirit of Galene's up/down track interfaces (``conn/conn.go``): the calls, the quality
+controller and the pre-call test see media only through these Protocols, and every change is a
+command (subscribe, pause, cap, watch). ``sfu.transport`` implements them structurally, and the
+unit tests of ``sfu.calls`` implement them with fakes that need no sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple, Protocol
+
+from sfu.transport.endpoint import EndpointListener
+from sfu.transport.packets import ReportBlock
+
+
+class Arrival(NamedTuple):
+    """One video packet as it arrived at the server (for the uplink estimator)."""
+
+    at: float
+    seq: int
+    size: int
+    abs_send_time: int | None  # the 24-bit abs-send-time value when the packet carried it
+
+
+class MediaProducer(Protocol):
+    """One published track."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def owner(self) -> str: ...  # the publishing endpoint's id (the participant id)
+    @property
+    def kind(self) -> str: ...  # "audio" or "video"
+    @property
+    def octets(self) -> int: ...  # received so far
+
+    def send_remb(self, kbps: float) -> None:
+        """Cap the publisher's rate for this track."""
+
+    def watch_arrivals(self) -> None:
+        """Start recording arrivals (bounded) for :meth:`take_arrivals`."""
+
+    def take_arrivals(self) -> Sequence[tuple[float, int, int, int | None]]:
+        """Arrivals recorded since the last call, as :class:`Arrival` tuples."""
+        ...
+
+    def take_audio_level(self) -> float | None:
+        """Mean loudness (0-127) since the last call, or None without samples."""
+        ...
+
+
+class MediaConsumer(Protocol):
+    """A producer's forwarded copy towards one subscriber."""
+
+    @property
+    def producer(self) -> MediaProducer: ...
+
+    def set_paused(self, paused: bool, now: float) -> None: ...
+
+
+class MediaEndpoint(Protocol):
+    """One participant's media: a peer, its producers, the consumers towards it."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def producers(self) -> Mapping[str, MediaProducer]: ...  # kind -> producer
+    @property
+    def got_media(self) -> bool: ...
+    @property
+    def rtt(self) -> float | None: ...
+
+    def start(self) -> None: ...
+    async def close(self) -> None: ...
+    def renegotiate(self) -> None: ...
+    async def apply_answer(self, sdp: str) -> None: ...
+    async def add_candidate(self, candidate: str, sdp_mid: str | None) -> None: ...
+
+    def subscribe(self, producer: MediaProducer) -> MediaConsumer: ...
+    def unsubscribe(self, producer: MediaProducer) -> None: ...
+    def subscribed(self) -> Sequence[MediaProducer]: ...
+    def consumers(self) -> Sequence[MediaConsumer]: ...
+
+    def sent_octets(self) -> Mapping[int, int]: ...  # per outgoing SSRC, so far
+    def listen_reports(self, listener: Callable[[ReportBlock, float, float | None], None]) -> None: ...
+    def listen_remb(self, listener: Callable[[int, float], None]) -> None: ...
+
+
+# Makes the endpoint of a participant (or of a pre-call test): ``(id, listener)``. The edge
+# passes one in, bound to the media settings; tests pass one that makes fakes.
+EndpointFactory = Callable[[str, EndpointListener], MediaEndpoint]
+
+__all__ = ["Arrival", "EndpointFactory", "EndpointListener", "MediaConsumer", "MediaEndpoint",
+           "MediaProducer", "ReportBlock"]
