@@ -19,7 +19,8 @@ from aiortc import RTCIceServer
 from sfu.errors import NegotiationError
 from sfu.transport import packets as P
 from sfu.transport.aiortc_glue import IceSettings
-from sfu.transport.forwarder import Consumer, Counters, OutStream, Producer
+from sfu.transport.counters import Counters
+from sfu.transport.forwarder import Consumer, OutStream, Producer
 from sfu.transport.peer import CLOCK_RATES, AnswerInfo, SendSlot, WebRtcPeer
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ class Endpoint:
             consumer.close()
         self._slots.clear()
         for out in self.out_by_ssrc.values():
-            self.counters.retire(out)
+            self.counters.retire_stream(out)
         for handle in self._timers:
             handle.cancel()
         self._timers.clear()
@@ -217,7 +218,7 @@ class Endpoint:
                     cache_size=self.settings.packet_cache_size, pli_interval=self.settings.pli_interval)
                 producer.mid = pub.mid
                 self.producers[kind] = producer
-                self.counters.track(producer)
+                self.counters.track_producer(producer)
                 if pub.ssrc is not None:
                     self._by_ssrc[pub.ssrc] = producer
                 if pub.rtx_ssrc is not None:
@@ -246,7 +247,7 @@ class Endpoint:
             out = OutStream(ssrc=slot.ssrc, mid=slot.mid or "", kind=slot.kind, sink=self.peer.wire,
                             clock_rate=CLOCK_RATES[slot.kind], pt_map={})
             self.out_by_ssrc[slot.ssrc] = out
-            self.counters.track(out)
+            self.counters.track_stream(out)
         consumer = Consumer(producer, out, self.counters)
         self._slots[producer] = (slot, out, consumer)
         self.renegotiate()

@@ -15,6 +15,7 @@ import random
 from collections.abc import Callable
 from typing import Protocol
 
+from sfu.transport.counters import Counters
 from sfu.transport.packetcache import PacketCache
 from sfu.transport.packets import (
     RtpPacket,
@@ -43,68 +44,6 @@ class PacketSink(Protocol):
     def send_rtp(self, data: bytes) -> None: ...
 
     def send_rtcp(self, data: bytes) -> None: ...
-
-
-class Counters:
-    """Per-process totals for the metrics, published on scrape.
-
-    The packet path counts nothing here: each producer and outgoing stream already keeps its own
-    packet and byte counts (which its RTCP needs anyway). The totals are the sum over the live
-    ones plus what streams that have closed had counted. Rare events (drops, NACKs, PLIs) are
-    plain integer adds.
-    """
-
-    __slots__ = ("_streams", "_producers", "_retired_out", "_retired_in", "dropped", "nacks",
-                 "nacks_sent", "retransmitted", "plis")
-
-    def __init__(self) -> None:
-        self._streams: set[OutStream] = set()
-        self._producers: set[Producer] = set()
-        self._retired_out = {"audio": [0, 0], "video": [0, 0]}  # kind -> [packets, bytes]
-        self._retired_in = {"audio": 0, "video": 0}
-        self.dropped: dict[str, int] = {}
-        self.nacks = 0
-        self.nacks_sent = 0
-        self.retransmitted = 0
-        self.plis = 0
-
-    def track(self, item: OutStream | Producer) -> None:
-        if isinstance(item, OutStream):
-            self._streams.add(item)
-        else:
-            self._producers.add(item)
-
-    def retire(self, item: OutStream | Producer) -> None:
-        if isinstance(item, OutStream):
-            if item in self._streams:
-                self._streams.discard(item)
-                self._retired_out[item.kind][0] += item.packets
-                self._retired_out[item.kind][1] += item.octets
-        elif item in self._producers:
-            self._producers.discard(item)
-            self._retired_in[item.kind] += item.packets
-
-    def forwarded(self) -> dict[str, tuple[int, int]]:
-        """kind -> (packets, bytes) forwarded, by streams still open and closed ones."""
-        totals = {kind: list(v) for kind, v in self._retired_out.items()}
-        for s in self._streams:
-            totals[s.kind][0] += s.packets
-            totals[s.kind][1] += s.octets
-        return {kind: (v[0], v[1]) for kind, v in totals.items()}
-
-    @property
-    def forwarded_packets(self) -> dict[str, int]:
-        return {kind: packets for kind, (packets, _) in self.forwarded().items()}
-
-    @property
-    def received_packets(self) -> dict[str, int]:
-        out = dict(self._retired_in)
-        for p in self._producers:
-            out[p.kind] += p.packets
-        return out
-
-    def drop(self, reason: str, n: int = 1) -> None:
-        self.dropped[reason] = self.dropped.get(reason, 0) + n
 
 
 Defer = Callable[[float, Callable[[float], None]], None]
@@ -241,7 +180,7 @@ class Producer:
 
     def close(self) -> None:
         self.closed = True
-        self._counters.retire(self)
+        self._counters.retire_producer(self)
         for consumer in list(self.consumers):
             consumer.close()
         self.consumers.clear()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from sfu.transport import packets as P
-from sfu.transport.forwarder import Consumer, Counters, OutStream, Producer
+from sfu.transport.counters import Counters
+from sfu.transport.forwarder import Consumer, OutStream, Producer
 
 
 class Sink:
