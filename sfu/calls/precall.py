@@ -49,7 +49,7 @@ class PrecallTest:
         up = self.link.up_kbps(now)
         up = measured_up if up is None else min(up, max(measured_up, up))
         down = self.link.down_kbps(now)
-        octets_out = sum(o.octets for o in self.endpoint.out_by_ssrc.values())
+        octets_out = sum(self.endpoint.sent_octets().values())
         measured_down = octets_out * 8 / 1000 / max(0.001, now - start - 0.5)
         if self.link.loss <= 0.02:  # it carried everything it was sent: at least that much
             down = max(down or 0.0, measured_down)

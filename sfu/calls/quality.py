@@ -55,14 +55,14 @@ class Link:
     loss: float = 0.0
     producer_octets: dict[str, int] = field(default_factory=dict)
     stream_kbps: dict[str, float] = field(default_factory=dict)
-    pending: list[tuple[float, int, int, bytes | None]] = field(default_factory=list)
+    watched: dict[str, Any] = field(default_factory=dict)  # producer id -> its video producer
     constrained: bool = False
 
     # -- what the media endpoints tell ------------------------------------------------------
     def attach(self, endpoint: Any) -> None:
         """Listen to the receiver reports and REMB of this participant's endpoint."""
-        endpoint.rr_listeners.append(lambda block, now, rtt: self.on_report(block, rtt))
-        endpoint.remb_listeners.append(lambda bps, now: self.downlink.on_remb(now, bps / 1000))
+        endpoint.listen_reports(lambda block, now, rtt: self.on_report(block, rtt))
+        endpoint.listen_remb(lambda bps, now: self.downlink.on_remb(now, bps / 1000))
 
     def on_report(self, block: Any, rtt: float | None) -> None:
         self.reports += 1
@@ -72,29 +72,19 @@ class Link:
             self.rtt = rtt
 
     def observe(self, producer: Any) -> None:
-        """Note each arriving video packet of ``producer`` (one tuple per packet); they are
-        replayed into the uplink estimator off the packet path (:meth:`replay`)."""
-        if producer.kind != "video" or producer.observer is not None:
+        """Have ``producer`` record its arriving video packets; they are replayed into the
+        uplink estimator off the packet path (:meth:`replay`)."""
+        if producer.kind != "video" or self.watched.get(producer.id) is producer:
             return
-        ast_id = producer.ext_abs_send_time_id
-        pending = self.pending
-
-        def observe(packet: Any, now: float) -> None:
-            if len(pending) < 8192:  # bounded: replayed every tick
-                pending.append((now, packet.seq, len(packet.data),
-                                packet.ext.get(ast_id) if ast_id is not None else None))
-
-        producer.observer = observe
+        self.replay()  # what a replaced producer recorded comes first
+        producer.watch_arrivals()
+        self.watched[producer.id] = producer
 
     def replay(self) -> None:
-        pending = self.pending
-        if not pending:
-            return
         uplink = self.uplink
-        for now, seq, size, raw in pending:
-            value = int.from_bytes(raw, "big") if raw is not None and len(raw) == 3 else None
-            uplink.on_packet(now, seq, size, value)
-        pending.clear()
+        for producer in self.watched.values():
+            for arrival in producer.take_arrivals():
+                uplink.on_packet(arrival.at, arrival.seq, arrival.size, arrival.abs_send_time)
 
     def feed_downlink(self, endpoint: Any, now: float, elapsed: float,
                       margin_kbps: float | None = None) -> None:
@@ -104,9 +94,9 @@ class Link:
         sent = 0
         delivered = 0.0
         reported = False
-        for ssrc, out in endpoint.out_by_ssrc.items():
-            delta = out.octets - self.out_octets.get(ssrc, out.octets)
-            self.out_octets[ssrc] = out.octets
+        for ssrc, octets in endpoint.sent_octets().items():
+            delta = octets - self.out_octets.get(ssrc, octets)
+            self.out_octets[ssrc] = octets
             sent += delta
             loss = self.rr_loss.get(ssrc)
             if loss is not None:
@@ -220,10 +210,9 @@ class QualityController:
                 nominal = AUDIO_KBPS if producer.kind == "audio" else VIDEO_KBPS
                 kbps = measured if measured > 0 else nominal
                 link.stream_kbps[producer.id] = kbps
-                if producer.kind == "audio" and producer.level_count:
-                    level = producer.level_sum / producer.level_count
-                    producer.level_sum = producer.level_count = 0
-                    if level > 40 and (loudest is None or level > loudest[0]):
+                if producer.kind == "audio":
+                    level = producer.take_audio_level()
+                    if level is not None and level > 40 and (loudest is None or level > loudest[0]):
                         loudest = (level, p.id)
             if p.id in self.call.probing:
                 continue  # nobody receives a probing newcomer yet

@@ -60,6 +60,12 @@ class EndpointListener:
         return None
 
 
+# a report block about one of our outgoing streams, when it arrived, the RTT it gave (if any)
+ReportListener = Callable[[P.ReportBlock, float, float | None], None]
+# a receiver's estimate in bit/s (REMB), when it arrived
+RembListener = Callable[[int, float], None]
+
+
 class Endpoint:
     def __init__(self, endpoint_id: str, settings: EndpointSettings, listener: EndpointListener,
                  counters: Counters, clock: Callable[[], float] = time.monotonic) -> None:
@@ -87,8 +93,8 @@ class Endpoint:
         self.got_media = False
         self.closed = False
         self.rtt: float | None = None
-        self.rr_listeners: list[Callable[[P.ReportBlock, float, float | None], None]] = []
-        self.remb_listeners: list[Callable[[int, float], None]] = []
+        self._report_listeners: list[ReportListener] = []
+        self._remb_listeners: list[RembListener] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -116,6 +122,8 @@ class Endpoint:
         if self.closed:
             return
         self.closed = True
+        self._report_listeners.clear()
+        self._remb_listeners.clear()
         for producer in self.producers.values():
             producer.close()
         for _, _, consumer in self._slots.values():
@@ -267,6 +275,22 @@ class Endpoint:
         self.peer.release_slot(slot)
         self.renegotiate()
 
+    # -- what the control plane reads ---------------------------------------------------------
+    def listen_reports(self, listener: ReportListener) -> None:
+        """Call ``listener`` with each report block the receiver sends about a stream it is sent,
+        until the endpoint closes."""
+        if not self.closed:
+            self._report_listeners.append(listener)
+
+    def listen_remb(self, listener: RembListener) -> None:
+        """Call ``listener`` with each REMB estimate the receiver sends, until the endpoint closes."""
+        if not self.closed:
+            self._remb_listeners.append(listener)
+
+    def sent_octets(self) -> dict[int, int]:
+        """Bytes sent so far on each outgoing stream, by its SSRC."""
+        return {ssrc: out.octets for ssrc, out in self.out_by_ssrc.items()}
+
     def consumers(self) -> list[Consumer]:
         return [c for _, _, c in self._slots.values()]
 
@@ -334,7 +358,7 @@ class Endpoint:
                 for ssrc in msg.media_ssrcs:
                     self._keyframe_for(ssrc, now)
             elif isinstance(msg, P.Remb):
-                for listener in self.remb_listeners:
+                for listener in self._remb_listeners:
                     listener(msg.bitrate, now)
 
     def _keyframe_for(self, ssrc: int, now: float) -> None:
@@ -352,7 +376,7 @@ class Endpoint:
             if sent_at is not None:
                 rtt = max(0.0, now - sent_at - block.dlsr / 65536)
                 self.rtt = rtt if self.rtt is None else 0.8 * self.rtt + 0.2 * rtt
-            for listener in self.rr_listeners:
+            for listener in self._report_listeners:
                 listener(block, now, rtt)
 
     # -- RTCP out -------------------------------------------------------------------------------
