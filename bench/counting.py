@@ -2,7 +2,7 @@
 
     python -m bench.counting [--packets 20000] [--consumers 5] [--rounds 9]
 
-The metrics read per-stream packet and byte counts on scrape (sfu/transport/forwarder.py
+The metrics read per-stream packet and byte counts on scrape (sfu/transport/counters.py
 ``Counters``); the packet path only bumps two integers per outgoing stream, which its sender
 reports need anyway. This runs the real ``Producer``/``Consumer`` fan-out over a null sink (no
 SRTP, no socket: the counting's share is as large as it can be) three ways per round: as shipped;
@@ -21,7 +21,8 @@ import time
 from prometheus_client import CollectorRegistry, Counter
 
 from sfu.transport import packets as P
-from sfu.transport.forwarder import Consumer, Counters, OutStream, Producer
+from sfu.transport.counters import Counters
+from sfu.transport.forwarder import Consumer, OutStream, Producer
 
 
 class NullSink:

@@ -9,19 +9,11 @@ unit tests of ``sfu.calls`` implement them with fakes that need no sockets.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from sfu.transport.endpoint import EndpointListener
+from sfu.transport.forwarder import Arrival
 from sfu.transport.packets import ReportBlock
-
-
-class Arrival(NamedTuple):
-    """One video packet as it arrived at the server (for the uplink estimator)."""
-
-    at: float
-    seq: int
-    size: int
-    abs_send_time: int | None  # the 24-bit abs-send-time value when the packet carried it
 
 
 class MediaProducer(Protocol):

@@ -13,7 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from sfu.transport.forwarder import Counters
+from sfu.transport.counters import Counters
 
 JOIN_OUTCOMES = ("admitted", "room_full", "insufficient_bandwidth", "forbidden", "unauthorized",
                  "bad_request", "draining", "not_found")

@@ -34,8 +34,8 @@ from sfu.service.metrics import Metrics
 from sfu.service.signaling import SessionContext, SignalingSession
 from sfu.service.webhooks import WebhookDispatcher
 from sfu.transport.aiortc_glue import IceSettings
+from sfu.transport.counters import Counters
 from sfu.transport.endpoint import Endpoint, EndpointListener, EndpointSettings
-from sfu.transport.forwarder import Counters
 
 log = logging.getLogger(__name__)
 

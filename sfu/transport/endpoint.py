@@ -19,7 +19,8 @@ from aiortc import RTCIceServer
 from sfu.errors import NegotiationError
 from sfu.transport import packets as P
 from sfu.transport.aiortc_glue import IceSettings
-from sfu.transport.forwarder import Consumer, Counters, OutStream, Producer
+from sfu.transport.counters import Counters
+from sfu.transport.forwarder import Consumer, OutStream, Producer
 from sfu.transport.peer import CLOCK_RATES, AnswerInfo, SendSlot, WebRtcPeer
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,12 @@ class EndpointListener:
         return None
 
 
+# a report block about one of our outgoing streams, when it arrived, the RTT it gave (if any)
+ReportListener = Callable[[P.ReportBlock, float, float | None], None]
+# a receiver's estimate in bit/s (REMB), when it arrived
+RembListener = Callable[[int, float], None]
+
+
 class Endpoint:
     def __init__(self, endpoint_id: str, settings: EndpointSettings, listener: EndpointListener,
                  counters: Counters, clock: Callable[[], float] = time.monotonic) -> None:
@@ -86,8 +93,8 @@ class Endpoint:
         self.got_media = False
         self.closed = False
         self.rtt: float | None = None
-        self.rr_listeners: list[Callable[[P.ReportBlock, float, float | None], None]] = []
-        self.remb_listeners: list[Callable[[int, float], None]] = []
+        self._report_listeners: list[ReportListener] = []
+        self._remb_listeners: list[RembListener] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -115,13 +122,15 @@ class Endpoint:
         if self.closed:
             return
         self.closed = True
+        self._report_listeners.clear()
+        self._remb_listeners.clear()
         for producer in self.producers.values():
             producer.close()
         for _, _, consumer in self._slots.values():
             consumer.close()
         self._slots.clear()
         for out in self.out_by_ssrc.values():
-            self.counters.retire(out)
+            self.counters.retire_stream(out)
         for handle in self._timers:
             handle.cancel()
         self._timers.clear()
@@ -217,7 +226,7 @@ class Endpoint:
                     cache_size=self.settings.packet_cache_size, pli_interval=self.settings.pli_interval)
                 producer.mid = pub.mid
                 self.producers[kind] = producer
-                self.counters.track(producer)
+                self.counters.track_producer(producer)
                 if pub.ssrc is not None:
                     self._by_ssrc[pub.ssrc] = producer
                 if pub.rtx_ssrc is not None:
@@ -235,8 +244,11 @@ class Endpoint:
         await self.peer.add_ice_candidate(candidate, sdp_mid)
 
     # -- subscriptions ------------------------------------------------------------------------
-    def subscribe(self, producer: Producer) -> Consumer:
-        """Forward ``producer`` to this endpoint on a (possibly recycled) m-line."""
+    def subscribe(self, producer: object) -> Consumer:
+        """Forward ``producer`` to this endpoint on a (possibly recycled) m-line. The control
+        plane holds producers through a Protocol; an endpoint forwards only this transport's."""
+        if not isinstance(producer, Producer):
+            raise TypeError(f"cannot forward {type(producer).__name__}: not a transport Producer")
         existing = self._slots.get(producer)
         if existing is not None:
             return existing[2]
@@ -246,7 +258,7 @@ class Endpoint:
             out = OutStream(ssrc=slot.ssrc, mid=slot.mid or "", kind=slot.kind, sink=self.peer.wire,
                             clock_rate=CLOCK_RATES[slot.kind], pt_map={})
             self.out_by_ssrc[slot.ssrc] = out
-            self.counters.track(out)
+            self.counters.track_stream(out)
         consumer = Consumer(producer, out, self.counters)
         self._slots[producer] = (slot, out, consumer)
         self.renegotiate()
@@ -257,14 +269,30 @@ class Endpoint:
         # for the one-per-second limit)
         return consumer
 
-    def unsubscribe(self, producer: Producer) -> None:
-        entry = self._slots.pop(producer, None)
+    def unsubscribe(self, producer: object) -> None:
+        entry = self._slots.pop(producer, None) if isinstance(producer, Producer) else None
         if entry is None:
             return
         slot, _, consumer = entry
         consumer.close()
         self.peer.release_slot(slot)
         self.renegotiate()
+
+    # -- what the control plane reads ---------------------------------------------------------
+    def listen_reports(self, listener: ReportListener) -> None:
+        """Call ``listener`` with each report block the receiver sends about a stream it is sent,
+        until the endpoint closes."""
+        if not self.closed:
+            self._report_listeners.append(listener)
+
+    def listen_remb(self, listener: RembListener) -> None:
+        """Call ``listener`` with each REMB estimate the receiver sends, until the endpoint closes."""
+        if not self.closed:
+            self._remb_listeners.append(listener)
+
+    def sent_octets(self) -> dict[int, int]:
+        """Bytes sent so far on each outgoing stream, by its SSRC."""
+        return {ssrc: out.octets for ssrc, out in self.out_by_ssrc.items()}
 
     def consumers(self) -> list[Consumer]:
         return [c for _, _, c in self._slots.values()]
@@ -333,7 +361,7 @@ class Endpoint:
                 for ssrc in msg.media_ssrcs:
                     self._keyframe_for(ssrc, now)
             elif isinstance(msg, P.Remb):
-                for listener in self.remb_listeners:
+                for listener in self._remb_listeners:
                     listener(msg.bitrate, now)
 
     def _keyframe_for(self, ssrc: int, now: float) -> None:
@@ -351,7 +379,7 @@ class Endpoint:
             if sent_at is not None:
                 rtt = max(0.0, now - sent_at - block.dlsr / 65536)
                 self.rtt = rtt if self.rtt is None else 0.8 * self.rtt + 0.2 * rtt
-            for listener in self.rr_listeners:
+            for listener in self._report_listeners:
                 listener(block, now, rtt)
 
     # -- RTCP out -------------------------------------------------------------------------------

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
+from sfu.transport.counters import Counters
 from sfu.transport.packetcache import PacketCache
 from sfu.transport.packets import (
     RtpPacket,
@@ -36,6 +37,8 @@ EXT_MID = 1
 EXT_AUDIO_LEVEL = 2
 EXT_ABS_SEND_TIME = 3
 
+ARRIVALS_MAX = 8192  # arrivals a watched producer keeps between two takes; later ones are dropped
+
 
 class PacketSink(Protocol):
     def ready(self) -> bool: ...
@@ -45,69 +48,16 @@ class PacketSink(Protocol):
     def send_rtcp(self, data: bytes) -> None: ...
 
 
-class Counters:
-    """Per-process totals for the metrics, published on scrape.
-
-    The packet path counts nothing here: each producer and outgoing stream already keeps its own
-    packet and byte counts (which its RTCP needs anyway). The totals are the sum over the live
-    ones plus what streams that have closed had counted. Rare events (drops, NACKs, PLIs) are
-    plain integer adds.
-    """
-
-    __slots__ = ("_streams", "_producers", "_retired_out", "_retired_in", "dropped", "nacks",
-                 "nacks_sent", "retransmitted", "plis")
-
-    def __init__(self) -> None:
-        self._streams: set[OutStream] = set()
-        self._producers: set[Producer] = set()
-        self._retired_out = {"audio": [0, 0], "video": [0, 0]}  # kind -> [packets, bytes]
-        self._retired_in = {"audio": 0, "video": 0}
-        self.dropped: dict[str, int] = {}
-        self.nacks = 0
-        self.nacks_sent = 0
-        self.retransmitted = 0
-        self.plis = 0
-
-    def track(self, item: OutStream | Producer) -> None:
-        if isinstance(item, OutStream):
-            self._streams.add(item)
-        else:
-            self._producers.add(item)
-
-    def retire(self, item: OutStream | Producer) -> None:
-        if isinstance(item, OutStream):
-            if item in self._streams:
-                self._streams.discard(item)
-                self._retired_out[item.kind][0] += item.packets
-                self._retired_out[item.kind][1] += item.octets
-        elif item in self._producers:
-            self._producers.discard(item)
-            self._retired_in[item.kind] += item.packets
-
-    def forwarded(self) -> dict[str, tuple[int, int]]:
-        """kind -> (packets, bytes) forwarded, by streams still open and closed ones."""
-        totals = {kind: list(v) for kind, v in self._retired_out.items()}
-        for s in self._streams:
-            totals[s.kind][0] += s.packets
-            totals[s.kind][1] += s.octets
-        return {kind: (v[0], v[1]) for kind, v in totals.items()}
-
-    @property
-    def forwarded_packets(self) -> dict[str, int]:
-        return {kind: packets for kind, (packets, _) in self.forwarded().items()}
-
-    @property
-    def received_packets(self) -> dict[str, int]:
-        out = dict(self._retired_in)
-        for p in self._producers:
-            out[p.kind] += p.packets
-        return out
-
-    def drop(self, reason: str, n: int = 1) -> None:
-        self.dropped[reason] = self.dropped.get(reason, 0) + n
-
-
 Defer = Callable[[float, Callable[[float], None]], None]
+
+
+class Arrival(NamedTuple):
+    """One video packet as it arrived, for the uplink estimator."""
+
+    at: float
+    seq: int
+    size: int  # bytes on the wire, header included
+    abs_send_time: int | None  # the sender's 24-bit abs-send-time, when the packet carries it
 
 
 class Producer:
@@ -136,7 +86,7 @@ class Producer:
         self._last_pli = -1e9
         self._pli_pending = False
         self._in_audio_level = ext_ids.get("audio_level")
-        self.ext_abs_send_time_id = ext_ids.get("abs_send_time")
+        self._in_abs_send_time = ext_ids.get("abs_send_time")
         self.ext_mid_id = ext_ids.get("mid")
         self.mid = ""
         self._is_video = kind == "video"
@@ -147,15 +97,15 @@ class Producer:
         self.last_packet_at = 0.0
         self.keyframes = 0
         self.closed = False
-        # Optional per-packet observer (the uplink estimator); audio-level sums for the
-        # active-speaker choice, read and reset by the owner once per tick.
-        self.observer: Callable[[RtpPacket, float], None] | None = None
+        # Arrivals recorded once someone watches them (raw: converted when taken, off the
+        # packet path); audio-level sums for the active-speaker choice, taken once per tick.
+        self._arrivals: list[tuple[float, int, int, bytes | None]] | None = None
+        self._level_sum = 0
+        self._level_count = 0
         # where the last keyframe starts in the cache: a new subscriber starts from it at once
         # instead of waiting for the next one
         self.keyframe_seq = 0
         self.keyframe_at = -1e9
-        self.level_sum = 0
-        self.level_count = 0
 
     # -- the packet path -----------------------------------------------------------------
     def on_rtp(self, packet: RtpPacket, now: float) -> None:
@@ -176,15 +126,21 @@ class Producer:
                 if packet.frame_start:
                     self.keyframe_seq, self.keyframe_at = packet.seq, now
             self.cache.add(packet)  # type: ignore[union-attr]
-            if self.observer is not None:
-                self.observer(packet, now)
+            arrivals = self._arrivals
+            if arrivals is not None:
+                if len(arrivals) < ARRIVALS_MAX:
+                    ast = self._in_abs_send_time
+                    arrivals.append((now, packet.seq, len(packet.data),
+                                     ext.get(ast) if ast is not None else None))
+                else:
+                    self._counters.drop("arrivals_overflow")
             packet.shared_ext = ext_element(EXT_ABS_SEND_TIME, abs_send_time(now))
         elif self._in_audio_level is not None and ext:
             level = ext.get(self._in_audio_level)
             if level is not None:
                 packet.shared_ext = ext_element(EXT_AUDIO_LEVEL, level)
-                self.level_sum += 127 - (level[0] & 0x7F)
-                self.level_count += 1
+                self._level_sum += 127 - (level[0] & 0x7F)
+                self._level_count += 1
         for consumer in self.consumers:
             consumer.forward(packet, now)
 
@@ -200,6 +156,32 @@ class Producer:
             self._counters.drop("duplicate")
             return
         self.on_rtp(original, now)
+
+    # -- what the control plane reads ---------------------------------------------------------
+    def watch_arrivals(self) -> None:
+        """Record each arriving video packet from now on, for :meth:`take_arrivals` (at most
+        ``ARRIVALS_MAX`` between two takes; more are dropped and counted). Idempotent."""
+        if self._is_video and self._arrivals is None:
+            self._arrivals = []
+
+    def take_arrivals(self) -> list[Arrival]:
+        """What arrived since the last take, oldest first; empty unless watched."""
+        raw = self._arrivals
+        if not raw:
+            return []
+        self._arrivals = []
+        return [Arrival(at, seq, size,
+                        int.from_bytes(ast, "big") if ast is not None and len(ast) == 3 else None)
+                for at, seq, size, ast in raw]
+
+    def take_audio_level(self) -> float | None:
+        """Mean loudness (0 silent .. 127 loudest) of the packets since the last take, or None
+        when none carried an audio level."""
+        if not self._level_count:
+            return None
+        level = self._level_sum / self._level_count
+        self._level_sum = self._level_count = 0
+        return level
 
     # -- feedback towards the publisher ----------------------------------------------------
     def request_keyframe(self, now: float) -> None:
@@ -241,7 +223,7 @@ class Producer:
 
     def close(self) -> None:
         self.closed = True
-        self._counters.retire(self)
+        self._counters.retire_producer(self)
         for consumer in list(self.consumers):
             consumer.close()
         self.consumers.clear()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from sfu.transport import packets as P
-from sfu.transport.forwarder import Consumer, Counters, OutStream, Producer
+from sfu.transport.counters import Counters
+from sfu.transport.forwarder import ARRIVALS_MAX, Arrival, Consumer, OutStream, Producer
 
 
 class Sink:
@@ -185,3 +186,63 @@ def test_a_gap_on_the_way_in_is_nacked_to_the_publisher_once():
     prod.on_rtp(vp8(105, 3000), 0.1)
     nacks = [m for d in feedback.rtcp for m in P.parse_rtcp(d) if isinstance(m, P.Nack)]
     assert len(nacks) == 1 and sorted(nacks[0].lost) == [101, 102, 103]
+
+
+def vp8_sent_at(seq, abs_send_time):
+    ext = P.ext_block(P.ext_element(3, abs_send_time)) if abs_send_time is not None else b""
+    return P.parse_rtp(P.build_rtp(0, False, 97, seq, seq * 3000, 111, ext, b"\x10\x00frame"))
+
+
+def test_a_watched_producer_records_arrivals_and_converts_them_when_taken():
+    prod = producer()
+    prod.on_rtp(vp8_sent_at(1, b"\x00\x00\x05"), 0.5)  # not watched yet: not recorded
+    prod.watch_arrivals()
+    packets = [vp8_sent_at(2, b"\x01\x02\x03"), vp8_sent_at(3, None), vp8_sent_at(4, b"\x01\x02")]
+    for i, packet in enumerate(packets):
+        prod.on_rtp(packet, 1.0 + i / 10)
+    arrivals = prod.take_arrivals()
+    assert arrivals == [Arrival(1.0, 2, len(packets[0].data), 0x010203),
+                        Arrival(1.1, 3, len(packets[1].data), None),
+                        Arrival(1.2, 4, len(packets[2].data), None)]  # not 3 bytes: not abs-send-time
+    assert arrivals[0].abs_send_time == 0x010203
+    assert prod.take_arrivals() == []  # taken once
+    prod.watch_arrivals()  # idempotent: keeps recording into the same buffer
+    prod.on_rtp(vp8_sent_at(5, None), 2.0)
+    assert [a.seq for a in prod.take_arrivals()] == [5]
+
+
+def test_arrivals_are_bounded_between_takes_and_the_overflow_is_counted():
+    counters = Counters()
+    prod = producer(counters=counters)
+    prod.watch_arrivals()
+    for seq in range(ARRIVALS_MAX + 5):
+        prod.on_rtp(vp8_sent_at(seq, None), seq / 1000)
+    arrivals = prod.take_arrivals()
+    assert len(arrivals) == ARRIVALS_MAX and arrivals[-1].seq == ARRIVALS_MAX - 1
+    assert counters.dropped["arrivals_overflow"] == 5
+    prod.on_rtp(vp8_sent_at(ARRIVALS_MAX + 5, None), 10.0)  # room again after the take
+    assert len(prod.take_arrivals()) == 1
+
+
+def test_audio_is_not_watched_for_arrivals():
+    prod = producer(kind="audio", ssrc=111)
+    prod.watch_arrivals()
+    prod.on_rtp(opus(1, 0x7F), 0.0)
+    assert prod.take_arrivals() == []
+
+
+def opus(seq, level_byte):
+    ext = P.ext_block(P.ext_element(2, bytes([level_byte]))) if level_byte is not None else b""
+    return P.parse_rtp(P.build_rtp(0, False, 96, seq, seq * 960, 111, ext, b"opus"))
+
+
+def test_audio_level_is_the_mean_loudness_since_the_last_take():
+    prod = producer(kind="audio", ssrc=111)
+    assert prod.take_audio_level() is None  # no samples yet
+    prod.on_rtp(opus(1, 0x80 | 27), 0.00)  # voice-activity bit set, -27 dBov: loudness 100
+    prod.on_rtp(opus(2, 127), 0.02)  # silence: loudness 0
+    prod.on_rtp(opus(3, None), 0.04)  # no level: not a sample
+    assert prod.take_audio_level() == 50.0
+    assert prod.take_audio_level() is None  # reset by the take
+    prod.on_rtp(opus(4, 7), 0.06)
+    assert prod.take_audio_level() == 120.0
