@@ -49,11 +49,6 @@ class Claims:
     nbf: float | None = None
     iat: float | None = None
 
-    @property
-    def is_staff(self) -> bool:
-        """Staff or admin: a signed-in clinic member."""
-        return self.role in (STAFF, ADMIN)
-
     def acts_on(self, clinic: str) -> bool:
         """Whether this token's clinic scope covers ``clinic`` (role not considered)."""
         return self.clinic == clinic or (self.role == ADMIN and self.clinic == ALL_CLINICS)

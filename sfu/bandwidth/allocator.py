@@ -54,11 +54,6 @@ _RANK = {Level.PAUSED: 0, Level.CAPPED: 1, Level.FULL: 2}
 _RECEIVER_RANK = {ReceiverLevel.AUDIO_ONLY: 0, ReceiverLevel.DEGRADED: 1, ReceiverLevel.GOOD: 2}
 
 
-def level_rank(level: Level) -> int:
-    """0 paused, 1 capped, 2 full: higher is better."""
-    return _RANK[level]
-
-
 def receiver_rank(level: ReceiverLevel) -> int:
     """0 audio_only, 1 degraded, 2 good: higher is better."""
     return _RECEIVER_RANK[level]

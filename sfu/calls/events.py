@@ -4,7 +4,7 @@
   WebSocket message). It must only queue work: never await, never raise.
 - :class:`CallEvents` is the server's observers: metrics, webhooks. Ids only, never names.
 
-Each has a do-nothing version for tests (:class:`NoEvents`, :class:`NullClient`).
+``tests/calls/fakes.py`` has recording versions of both for the unit tests.
 """
 
 from __future__ import annotations
@@ -84,57 +84,3 @@ class CallEvents(Protocol):
                   rtt: float | None) -> None: ...
     def first_media(self, seconds: float) -> None: ...
     def patient_waited(self, seconds: float) -> None: ...
-
-
-class NoEvents:
-    """Hears everything, does nothing."""
-
-    def participant_joined(self, key: CallKey, participant: str, role: str) -> None:
-        return None
-
-    def participant_left(self, key: CallKey, participant: str, reason: str) -> None:
-        return None
-
-    def join_refused(self, role: str, code: str, ids: dict[str, str]) -> None:
-        return None
-
-    def quality_changed(self, participant: str, level: str) -> None:
-        return None
-
-    def estimates(self, up_kbps: float | None, down_kbps: float | None,
-                  rtt: float | None) -> None:
-        return None
-
-    def first_media(self, seconds: float) -> None:
-        return None
-
-    def patient_waited(self, seconds: float) -> None:
-        return None
-
-
-class NullClient:
-    """A client that is told everything and does nothing."""
-
-    def joined(self, me: Member, key: CallKey, others: list[Member]) -> None:
-        return None
-
-    def offer(self, sdp: str, tracks: list[TrackInfo]) -> None:
-        return None
-
-    def member_joined(self, member: Member) -> None:
-        return None
-
-    def member_left(self, member: Member) -> None:
-        return None
-
-    def quality(self, notice: QualityNotice) -> None:
-        return None
-
-    def failed(self, code: str, message: str) -> None:
-        return None
-
-    def ended(self, reason: str) -> None:
-        return None
-
-    def precall_result(self, result: dict[str, Any]) -> None:
-        return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from sfu.config import ClinicConfig, Config, valid_id
@@ -180,9 +179,3 @@ class ClinicRegistry:
             clinic._rooms[room.id] = MeetingRoom(
                 id=room.id, clinic=clinic.id, name=room.name, capacity=self.config.limits.max_participants
             )
-
-
-def iter_spaces(registry: ClinicRegistry) -> Iterable[Space]:
-    """Every space of every clinic (for metrics)."""
-    for clinic in registry.clinics:
-        yield from clinic.waiting_area.spaces

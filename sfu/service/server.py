@@ -134,10 +134,9 @@ class Server:
         site = web.TCPSite(self._runner, host or self.config.server.host,
                            self.config.server.port if port is None else port)
         await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        addresses = self._runner.addresses  # (host, port, ...) of each bound socket
+        if addresses:
+            self.port = int(addresses[0][1])
         self._spawn(self._housekeeping())
         self._spawn(self._measure_loop_lag())
         if self.config.metrics.port:
