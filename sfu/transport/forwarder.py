@@ -61,20 +61,17 @@ class Arrival(NamedTuple):
 
 
 class Producer:
-    """One published track of one participant: an SSRC, its RTX SSRC, cache and statistics."""
+    """One published track of one participant: an SSRC, cache and statistics."""
 
     def __init__(self, *, producer_id: str, owner: str, kind: str, clock_rate: int, ssrc: int | None,
-                 rtx_ssrc: int | None, payload_type: int, rtx_payload_type: int | None,
-                 feedback: PacketSink, rtcp_ssrc: int, counters: Counters, defer: Defer,
-                 ext_ids: dict[str, int], cache_size: int = 512, pli_interval: float = 1.0) -> None:
+                 payload_type: int, feedback: PacketSink, rtcp_ssrc: int, counters: Counters,
+                 defer: Defer, ext_ids: dict[str, int], cache_size: int = 512,
+                 pli_interval: float = 1.0) -> None:
         self.id = producer_id
         self.owner = owner
         self.kind = kind
-        self.clock_rate = clock_rate
         self.ssrc = ssrc
-        self.rtx_ssrc = rtx_ssrc
         self.payload_type = payload_type
-        self.rtx_payload_type = rtx_payload_type
         self.consumers: list[Consumer] = []
         self.stats = ReceiveStats(clock_rate)
         self.cache = PacketCache(cache_size) if kind == "video" else None
@@ -94,8 +91,6 @@ class Producer:
         self.sr: tuple[int, int, float] | None = None
         self.packets = 0
         self.octets = 0
-        self.last_packet_at = 0.0
-        self.keyframes = 0
         self.closed = False
         # Arrivals recorded once someone watches them (raw: converted when taken, off the
         # packet path); audio-level sums for the active-speaker choice, taken once per tick.
@@ -117,14 +112,11 @@ class Producer:
         stats.add(packet.seq, packet.ts, now)
         self.packets += 1
         self.octets += len(packet.data)
-        self.last_packet_at = now
         ext = packet.ext
         if self._is_video:
             packet.frame_start, packet.keyframe = vp8_frame_info(packet.data, packet.payload_offset)
-            if packet.keyframe:
-                self.keyframes += 1
-                if packet.frame_start:
-                    self.keyframe_seq, self.keyframe_at = packet.seq, now
+            if packet.keyframe and packet.frame_start:
+                self.keyframe_seq, self.keyframe_at = packet.seq, now
             self.cache.add(packet)  # type: ignore[union-attr]
             arrivals = self._arrivals
             if arrivals is not None:
@@ -299,7 +291,7 @@ class Consumer:
     """A producer's forwarded copy towards one subscriber, through one ``OutStream``."""
 
     __slots__ = ("producer", "out", "paused", "need_keyframe", "_anchor", "anchors", "_pt",
-                 "_counters", "_kind", "closed", "_video", "keyframe_asked")
+                 "_counters", "closed", "_video", "keyframe_asked")
 
     def __init__(self, producer: Producer, out: OutStream, counters: Counters) -> None:
         self.producer = producer
@@ -314,7 +306,6 @@ class Consumer:
         self.anchors: list[PastAnchor] = []
         self._pt = out.pt_map.get(producer.payload_type, producer.payload_type)
         self._counters = counters
-        self._kind = producer.kind
         self.keyframe_asked = -1e9
         self.closed = False
         out.consumer = self

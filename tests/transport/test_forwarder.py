@@ -33,9 +33,8 @@ class Timers:
 
 def producer(kind="video", ssrc=111, feedback=None, timers=None, counters=None):
     return Producer(producer_id="p", owner="alice", kind=kind, clock_rate=90000 if kind == "video" else 48000,
-                    ssrc=ssrc, rtx_ssrc=222, payload_type=97 if kind == "video" else 96,
-                    rtx_payload_type=98, feedback=feedback or Sink(), rtcp_ssrc=9,
-                    counters=counters or Counters(), defer=(timers or Timers()).defer,
+                    ssrc=ssrc, payload_type=97 if kind == "video" else 96, feedback=feedback or Sink(),
+                    rtcp_ssrc=9, counters=counters or Counters(), defer=(timers or Timers()).defer,
                     ext_ids={"mid": 1, "abs_send_time": 3, "audio_level": 2})
 
 
