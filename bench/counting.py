@@ -86,9 +86,8 @@ def make_packets(n: int) -> list[bytes]:
 def run(cls: type[Consumer], datagrams: list[bytes], consumers: int) -> float:
     counters = Counters()
     producer = Producer(producer_id="p", owner="a", kind="video", clock_rate=90000, ssrc=1111,
-                        rtx_ssrc=None, payload_type=97, rtx_payload_type=None, feedback=NullSink(),
-                        rtcp_ssrc=1, counters=counters, defer=lambda d, f: None,
-                        ext_ids={"mid": 1, "abs_send_time": 3})
+                        payload_type=97, feedback=NullSink(), rtcp_ssrc=1, counters=counters,
+                        defer=lambda d, f: None, ext_ids={"mid": 1, "abs_send_time": 3})
     for i in range(consumers):
         cls(producer, OutStream(ssrc=5000 + i, mid=str(i + 2), kind="video", sink=NullSink(),
                                 clock_rate=90000, pt_map={97: 97}), counters)

@@ -219,8 +219,7 @@ class Endpoint:
             if pub.active and kind not in self.producers:
                 producer = Producer(
                     producer_id=f"{self.id}:{kind}", owner=self.id, kind=kind,
-                    clock_rate=CLOCK_RATES[kind], ssrc=pub.ssrc, rtx_ssrc=pub.rtx_ssrc,
-                    payload_type=pub.payload_type, rtx_payload_type=pub.rtx_payload_type,
+                    clock_rate=CLOCK_RATES[kind], ssrc=pub.ssrc, payload_type=pub.payload_type,
                     feedback=self.peer.wire, rtcp_ssrc=self.peer.rtcp_ssrc, counters=self.counters,
                     defer=self.defer, ext_ids=pub.ext_ids,
                     cache_size=self.settings.packet_cache_size, pli_interval=self.settings.pli_interval)

@@ -61,20 +61,17 @@ class Arrival(NamedTuple):
 
 
 class Producer:
-    """One published track of one participant: an SSRC, its RTX SSRC, cache and statistics."""
+    """One published track of one participant: an SSRC, cache and statistics."""
 
     def __init__(self, *, producer_id: str, owner: str, kind: str, clock_rate: int, ssrc: int | None,
-                 rtx_ssrc: int | None, payload_type: int, rtx_payload_type: int | None,
-                 feedback: PacketSink, rtcp_ssrc: int, counters: Counters, defer: Defer,
-                 ext_ids: dict[str, int], cache_size: int = 512, pli_interval: float = 1.0) -> None:
+                 payload_type: int, feedback: PacketSink, rtcp_ssrc: int, counters: Counters,
+                 defer: Defer, ext_ids: dict[str, int], cache_size: int = 512,
+                 pli_interval: float = 1.0) -> None:
         self.id = producer_id
         self.owner = owner
         self.kind = kind
-        self.clock_rate = clock_rate
         self.ssrc = ssrc
-        self.rtx_ssrc = rtx_ssrc
         self.payload_type = payload_type
-        self.rtx_payload_type = rtx_payload_type
         self.consumers: list[Consumer] = []
         self.stats = ReceiveStats(clock_rate)
         self.cache = PacketCache(cache_size) if kind == "video" else None
@@ -94,8 +91,6 @@ class Producer:
         self.sr: tuple[int, int, float] | None = None
         self.packets = 0
         self.octets = 0
-        self.last_packet_at = 0.0
-        self.keyframes = 0
         self.closed = False
         # Arrivals recorded once someone watches them (raw: converted when taken, off the
         # packet path); audio-level sums for the active-speaker choice, taken once per tick.
@@ -117,14 +112,11 @@ class Producer:
         stats.add(packet.seq, packet.ts, now)
         self.packets += 1
         self.octets += len(packet.data)
-        self.last_packet_at = now
         ext = packet.ext
         if self._is_video:
             packet.frame_start, packet.keyframe = vp8_frame_info(packet.data, packet.payload_offset)
-            if packet.keyframe:
-                self.keyframes += 1
-                if packet.frame_start:
-                    self.keyframe_seq, self.keyframe_at = packet.seq, now
+            if packet.keyframe and packet.frame_start:
+                self.keyframe_seq, self.keyframe_at = packet.seq, now
             self.cache.add(packet)  # type: ignore[union-attr]
             arrivals = self._arrivals
             if arrivals is not None:
@@ -229,6 +221,24 @@ class Producer:
         self.consumers.clear()
 
 
+class Anchor(NamedTuple):
+    """Where a source joined an outgoing stream: its packets from ``first_seq`` on are sent with
+    these offsets added to their sequence numbers and timestamps."""
+
+    first_seq: int
+    seq_offset: int
+    ts_offset: int
+
+
+class PastAnchor(NamedTuple):
+    """An anchor as NACKs need it: from which outgoing sequence number it applied."""
+
+    out_start: int
+    in_start: int
+    seq_offset: int
+    ts_offset: int
+
+
 class OutStream:
     """One sending m-line of a subscriber: its SSRC, and continuity across sources."""
 
@@ -261,15 +271,16 @@ class OutStream:
     def sender_report(self, now: float) -> SenderReport | None:
         """An SR translated from the current source's own SR, or None without a mapping."""
         consumer = self.consumer
-        if consumer is None or consumer.anchor is None or self.last_sent_at is None:
+        if consumer is None or self.last_sent_at is None:
             return None
+        anchor = consumer.anchor
         sr = consumer.producer.sr
-        if sr is None:
+        if anchor is None or sr is None:
             return None
         ntp, rtp_ts, at = sr
         elapsed = now - at
         ntp_now = ntp + int(elapsed * (1 << 32))
-        rtp_now = (rtp_ts + int(elapsed * self.clock_rate) + consumer.anchor[2]) & 0xFFFFFFFF
+        rtp_now = (rtp_ts + int(elapsed * self.clock_rate) + anchor.ts_offset) & 0xFFFFFFFF
         self.sent_srs[(ntp_now >> 16) & 0xFFFFFFFF] = now
         if len(self.sent_srs) > 8:
             self.sent_srs.pop(next(iter(self.sent_srs)))
@@ -279,8 +290,8 @@ class OutStream:
 class Consumer:
     """A producer's forwarded copy towards one subscriber, through one ``OutStream``."""
 
-    __slots__ = ("producer", "out", "paused", "need_keyframe", "anchor", "anchors", "_pt",
-                 "_counters", "_kind", "closed", "_video", "keyframe_asked")
+    __slots__ = ("producer", "out", "paused", "need_keyframe", "_anchor", "anchors", "_pt",
+                 "_counters", "closed", "_video", "keyframe_asked")
 
     def __init__(self, producer: Producer, out: OutStream, counters: Counters) -> None:
         self.producer = producer
@@ -288,12 +299,13 @@ class Consumer:
         self.paused = False
         self._video = producer.kind == "video"
         self.need_keyframe = self._video
-        # (first incoming seq, seq offset, ts offset) of the current anchor; older ones for NACKs
-        self.anchor: tuple[int, int, int] | None = None
-        self.anchors: list[tuple[int, int, int, int]] = []  # (out start seq, in start, seq off, ts off)
+        # The current anchor as a plain tuple, read by index on the packet path: a NamedTuple
+        # costs there (its index and attribute reads are not specialized like a tuple's); named
+        # as ``anchor`` for everyone else. Older anchors are kept for NACKs.
+        self._anchor: tuple[int, int, int] | None = None
+        self.anchors: list[PastAnchor] = []
         self._pt = out.pt_map.get(producer.payload_type, producer.payload_type)
         self._counters = counters
-        self._kind = producer.kind
         self.keyframe_asked = -1e9
         self.closed = False
         out.consumer = self
@@ -302,7 +314,7 @@ class Consumer:
     def forward(self, packet: RtpPacket, now: float) -> None:
         if self.paused:
             return
-        anchor = self.anchor
+        anchor = self._anchor
         if anchor is None or self.need_keyframe:
             if not self.out.sink.ready():
                 return  # the subscriber's transport is not up: start later, on a keyframe
@@ -314,7 +326,7 @@ class Consumer:
                     self.keyframe_asked = now
                     self.producer.request_keyframe(now)
                 return
-            anchor = self._anchor(packet, now)
+            anchor = self._start_anchor(packet, now)
         elif (packet.seq - anchor[0]) & 0xFFFF >= 0x8000:
             self._counters.drop("before_anchor")
             return  # older than the point where this stream joined the outgoing one
@@ -332,7 +344,7 @@ class Consumer:
         first = cache.get(start)
         if first is None or not first.keyframe:
             return False
-        anchor = self._anchor(first, now)
+        anchor = self._start_anchor(first, now)
         for offset in range(span):
             cached = cache.get((start + offset) & 0xFFFF)
             if cached is not None:
@@ -356,7 +368,12 @@ class Consumer:
         out.packets += 1
         out.octets += len(wire)
 
-    def _anchor(self, packet: RtpPacket, now: float) -> tuple[int, int, int]:
+    @property
+    def anchor(self) -> Anchor | None:
+        """Where this consumer joined its outgoing stream, or None before its first packet."""
+        return None if self._anchor is None else Anchor(*self._anchor)
+
+    def _start_anchor(self, packet: RtpPacket, now: float) -> tuple[int, int, int]:
         out = self.out
         seq_off = (out.last_seq + 1 - packet.seq) & 0xFFFF
         if out.last_sent_at is None:
@@ -364,29 +381,29 @@ class Consumer:
         else:
             advance = max(1, int((now - out.last_sent_at) * out.clock_rate))
         ts_off = (out.last_ts + advance - packet.ts) & 0xFFFFFFFF
-        self.anchor = (packet.seq, seq_off, ts_off)
-        self.anchors.append(((packet.seq + seq_off) & 0xFFFF, packet.seq, seq_off, ts_off))
+        anchor = self._anchor = (packet.seq, seq_off, ts_off)
+        self.anchors.append(PastAnchor((packet.seq + seq_off) & 0xFFFF, packet.seq, seq_off, ts_off))
         if len(self.anchors) > 4:
             del self.anchors[0]
         self.need_keyframe = False
-        return self.anchor
+        return anchor
 
     def retransmit(self, out_seq: int) -> bool:
         """Answer a NACK for an outgoing sequence number from the producer's cache."""
         cache = self.producer.cache
         if cache is None or self.closed:
             return False
-        for out_start, in_start, seq_off, ts_off in reversed(self.anchors):
-            if (out_seq - out_start) & 0xFFFF < 0x8000:
-                in_seq = (out_seq - seq_off) & 0xFFFF
+        for past in reversed(self.anchors):
+            if (out_seq - past.out_start) & 0xFFFF < 0x8000:
+                in_seq = (out_seq - past.seq_offset) & 0xFFFF
                 packet = cache.get(in_seq)
-                if packet is None or (in_seq - in_start) & 0xFFFF >= 0x8000:
+                if packet is None or (in_seq - past.in_start) & 0xFFFF >= 0x8000:
                     return False
                 out = self.out
                 body = memoryview(packet.data)[packet.payload_offset:]
                 ext = ext_block(out.mid_element + packet.shared_ext)
                 out.sink.send_rtp(build_rtp(packet.data[0], packet.marker, self._pt, out_seq,
-                                            packet.ts + ts_off, out.ssrc, ext, body))
+                                            packet.ts + past.ts_offset, out.ssrc, ext, body))
                 self._counters.retransmitted += 1
                 return True
         return False

@@ -51,11 +51,6 @@ class RtpPacket:
         return self.data[self.payload_offset:]
 
 
-def is_rtcp(data: bytes) -> bool:
-    """RFC 5761: RTCP packet types 192-223 share the second byte's range with RTP PTs."""
-    return len(data) >= 2 and 192 <= data[1] <= 223
-
-
 def parse_rtp(data: bytes) -> RtpPacket:
     if len(data) < 12:
         raise ValueError("RTP packet shorter than its fixed header")

@@ -40,7 +40,6 @@ class SendSlot:
     kind: str
     transceiver: RTCRtpTransceiver
     ssrc: int
-    rtx_ssrc: int
     in_use: bool = True
 
     @property
@@ -59,7 +58,6 @@ class PublishInfo:
     ssrc: int | None
     rtx_ssrc: int | None
     payload_type: int
-    rtx_payload_type: int | None
     ext_ids: dict[str, int] = field(default_factory=dict)
 
 
@@ -112,18 +110,12 @@ class WebRtcPeer:
             self.wire.reset()
         self._on_state(state)
 
-    @property
-    def connection_state(self) -> str:
-        state: str = self._pc.connectionState
-        return state
-
     # -- sending m-lines ---------------------------------------------------------------------
     def acquire_slot(self, kind: str, stream_id: str, track_id: str) -> SendSlot:
         slot = next((s for s in self.slots if s.kind == kind and not s.in_use), None)
         if slot is None:
             transceiver = self._transceiver(kind, "sendonly")
-            ssrc, rtx = glue.sender_ssrcs(transceiver)
-            slot = SendSlot(kind, transceiver, ssrc, rtx)
+            slot = SendSlot(kind, transceiver, glue.sender_ssrcs(transceiver)[0])
             self.slots.append(slot)
         else:
             slot.in_use = True
@@ -195,7 +187,7 @@ class WebRtcPeer:
             ext_ids = {_EXT_NAMES[e.uri]: e.id for e in media.rtp.headerExtensions
                        if e.uri in _EXT_NAMES}
             publish[kind] = PublishInfo(kind, media.rtp.muxId, active, ssrc, rtx_ssrc,
-                                        main or 0, names.get("rtx"), ext_ids)
+                                        main or 0, ext_ids)
         return AnswerInfo(publish, pts)
 
     async def add_ice_candidate(self, candidate: str, sdp_mid: str | None) -> None:

@@ -33,9 +33,8 @@ class Timers:
 
 def producer(kind="video", ssrc=111, feedback=None, timers=None, counters=None):
     return Producer(producer_id="p", owner="alice", kind=kind, clock_rate=90000 if kind == "video" else 48000,
-                    ssrc=ssrc, rtx_ssrc=222, payload_type=97 if kind == "video" else 96,
-                    rtx_payload_type=98, feedback=feedback or Sink(), rtcp_ssrc=9,
-                    counters=counters or Counters(), defer=(timers or Timers()).defer,
+                    ssrc=ssrc, payload_type=97 if kind == "video" else 96, feedback=feedback or Sink(),
+                    rtcp_ssrc=9, counters=counters or Counters(), defer=(timers or Timers()).defer,
                     ext_ids={"mid": 1, "abs_send_time": 3, "audio_level": 2})
 
 
@@ -246,3 +245,18 @@ def test_audio_level_is_the_mean_loudness_since_the_last_take():
     assert prod.take_audio_level() is None  # reset by the take
     prod.on_rtp(opus(4, 7), 0.06)
     assert prod.take_audio_level() == 120.0
+
+
+def test_anchors_name_where_a_source_joined_the_outgoing_stream():
+    sink = Sink()
+    prod = producer()
+    consumer = Consumer(prod, out_stream(sink), Counters())
+    assert consumer.anchor is None
+    prod.on_rtp(vp8(700, 5000, key=True), 0.0)
+    sent = P.parse_rtp(sink.rtp[0])
+    anchor = consumer.anchor
+    assert anchor is not None and anchor.first_seq == 700
+    assert (700 + anchor.seq_offset) & 0xFFFF == sent.seq
+    assert (5000 + anchor.ts_offset) & 0xFFFFFFFF == sent.ts
+    past = consumer.anchors[-1]
+    assert (past.out_start, past.in_start) == (sent.seq, 700)
