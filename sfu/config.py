@@ -1,7 +1,13 @@
-"""Configuration: one frozen dataclass per component, composed from TOML by one loader.
+"""Configuration: the sections owned by the components that read them, composed by one loader.
 
-Every key is documented in ``config/sfu.example.toml``. An unknown key is an error, and every
-problem found is reported at once (``sfu check-config`` lists them all).
+Each section is a frozen dataclass next to its component (``sfu/transport/settings.py`` for
+``[media]``, ``sfu/rooms/settings.py`` for ``[limits]``, ``[waiting_area]`` and ``[[clinics]]``, ...);
+``Config`` only composes them. ``cattrs`` turns the TOML into those types, with strict scalar hooks
+(a bool is not an int, a string is not a number); it collects every problem instead of stopping
+at the first, so ``sfu check-config`` lists them all, each under its dotted key
+(``server.colour: unknown key``, ``clinics[0].rooms[1].id: required``). The semantic checks
+(ranges, addresses, ids) are ``_validate``'s. Every key is documented in
+``config/sfu.example.toml``.
 """
 
 from __future__ import annotations
@@ -12,136 +18,61 @@ import os
 import re
 import secrets
 import tomllib
-import types
-import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cattrs import Converter
+from cattrs.cols import list_structure_factory
+from cattrs.errors import (
+    AttributeValidationNote,
+    BaseValidationError,
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+    IterableValidationNote,
+)
+from cattrs.gen import make_dict_structure_fn
+
+from sfu.auth import AuthSettings
+from sfu.bandwidth.settings import BandwidthSettings
 from sfu.errors import ConfigError
+from sfu.rooms.settings import ClinicSettings, LimitsSettings, RoomSettings, WaitingAreaSettings
+from sfu.rooms.text import valid_id
+from sfu.service.settings import LoggingSettings, MetricsSettings, ServerSettings, WebhooksSettings
+from sfu.transport.settings import MediaSettings
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    public_url: str = ""  # base URL used in invite links; default http://host:port
-    max_message_bytes: int = 65536
-    drain_timeout: float = 10.0
-
-
-@dataclass(frozen=True)
-class AuthConfig:
-    secret: str = ""
-    patient_token_ttl: int = 4 * 3600
-    guest_token_ttl: int = 24 * 3600
-
-
-@dataclass(frozen=True)
-class LimitsConfig:
-    max_participants: int = 6
-    max_spaces_per_clinic: int = 500
-
-
-@dataclass(frozen=True)
-class IceServer:
-    urls: list[str]
-    username: str = ""
-    credential: str = ""
-
-
-@dataclass(frozen=True)
-class MediaConfig:
-    # Local addresses that gather ICE host candidates. Empty: every non-loopback address.
-    ice_addresses: list[str] = field(default_factory=lambda: ["127.0.0.1"])
-    # Address written into candidates instead of the local one (1:1 NAT); empty: none.
-    announced_address: str = ""
-    # "40000-40999" (a range), "40000" (one port per peer is still needed: see docs), "" (any).
-    udp_ports: str = ""
-    # STUN/TURN servers for the server's own gathering and handed to clients in `joined`.
-    ice_servers: list[IceServer] = field(default_factory=list)
-    # Without media or RTCP from a connected peer for this long, it is removed.
-    inactivity_timeout: float = 30.0
-    # How long ICE + DTLS may take after an answer before the peer is given up.
-    connect_timeout: float = 20.0
-    packet_cache_size: int = 512
-    pli_interval: float = 1.0
-
-
-@dataclass(frozen=True)
-class BandwidthConfig:
-    min_video_kbps: int = 150
-    min_audio_kbps: int = 40
-    audio_only_acceptable: bool = True
-    warn_kbps: int = 330
-    block_kbps: int = 180
-    probe_seconds: float = 3.0
-
-
-@dataclass(frozen=True)
-class WaitingAreaConfig:
-    reconnect_grace: float = 120.0
-    unconnected_expiry: float = 900.0
-    entry_rate_limit: int = 10  # entries per client address ...
-    entry_rate_window: float = 60.0  # ... per this many seconds
-
-
-@dataclass(frozen=True)
-class LoggingConfig:
-    level: str = "INFO"
-    format: str = "text"  # "text" or "json"
-
-
-@dataclass(frozen=True)
-class MetricsConfig:
-    port: int = 0  # 0: /metrics on the main port
-
-
-@dataclass(frozen=True)
-class WebhooksConfig:
-    urls: list[str] = field(default_factory=list)
-    secret: str = ""
-    timeout: float = 5.0
-    max_attempts: int = 5
-    queue_size: int = 1000
-
-
-@dataclass(frozen=True)
-class RoomConfig:
-    id: str
-    name: str
-
-
-@dataclass(frozen=True)
-class ClinicConfig:
-    id: str
-    name: str
-    waiting_area_closed_message: str = ""  # non-empty: the waiting area is closed with it
-    rooms: list[RoomConfig] = field(default_factory=list)
+__all__ = [
+    "Config",
+    "config_from_dict",
+    "default_config",
+    "load_config",
+    "parse_port_range",
+    "valid_id",
+]
 
 
 @dataclass(frozen=True)
 class Config:
-    server: ServerConfig = field(default_factory=ServerConfig)
-    auth: AuthConfig = field(default_factory=AuthConfig)
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
-    media: MediaConfig = field(default_factory=MediaConfig)
-    bandwidth: BandwidthConfig = field(default_factory=BandwidthConfig)
-    waiting_area: WaitingAreaConfig = field(default_factory=WaitingAreaConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
-    clinics: list[ClinicConfig] = field(default_factory=list)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
+    media: MediaSettings = field(default_factory=MediaSettings)
+    bandwidth: BandwidthSettings = field(default_factory=BandwidthSettings)
+    waiting_area: WaitingAreaSettings = field(default_factory=WaitingAreaSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    webhooks: WebhooksSettings = field(default_factory=WebhooksSettings)
+    clinics: list[ClinicSettings] = field(default_factory=list)
 
 
 def default_config() -> Config:
     """The embedded default: loopback, port 8080, clinic ``demo`` with room ``team``."""
     return Config(
-        auth=AuthConfig(secret=secrets.token_urlsafe(32)),
+        auth=AuthSettings(secret=secrets.token_urlsafe(32)),
         clinics=[
-            ClinicConfig(id="demo", name="Demo clinic", rooms=[RoomConfig("team", "Team room")])
+            ClinicSettings(id="demo", name="Demo clinic", rooms=[RoomSettings("team", "Team room")])
         ],
     )
 
@@ -158,84 +89,162 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Conf
 
 
 def config_from_dict(raw: dict[str, Any], environ: dict[str, str] | None = None) -> Config:
-    problems: list[str] = []
-    cfg = _build(Config, raw, "", problems)
+    """Build and validate a ``Config`` from parsed TOML; raise ConfigError listing every problem.
+
+    When some values have the wrong type or are unknown, the semantic checks still run on the
+    rest (those values left out, so their defaults apply): one run reports everything.
+    """
     env = os.environ if environ is None else environ
-    if cfg is not None and env.get("SFU_AUTH_SECRET"):
+    converter = _converter()
+    try:
+        return _checked(converter.structure(raw, Config), env, [])
+    except (BaseValidationError, _Invalid) as exc:
+        found = _problems(exc, ())
+    problems = [f"{_key(path) or 'top level'}: {message}" for path, message in found]
+    rest: Any = raw
+    for _ in range(8):  # each round leaves out more; a few rounds are plenty
+        rest = _without(rest, found)
+        try:
+            _checked(converter.structure(rest, Config), env, problems)
+        except (BaseValidationError, _Invalid) as exc:
+            found = _problems(exc, ())
+            continue
+        except ConfigError:
+            pass
+        break
+    raise ConfigError(problems)
+
+
+def _checked(cfg: Config, env: Mapping[str, str], problems: list[str]) -> Config:
+    """``cfg`` with ``SFU_AUTH_SECRET`` applied, if it and ``problems`` pass ``_validate``."""
+    if env.get("SFU_AUTH_SECRET"):
         cfg = dataclasses.replace(
             cfg, auth=dataclasses.replace(cfg.auth, secret=env["SFU_AUTH_SECRET"])
         )
-    if cfg is not None:
-        _validate(cfg, problems)
-    if problems or cfg is None:
-        raise ConfigError(problems or ["invalid configuration"])
-    assert isinstance(cfg, Config)
+    _validate(cfg, problems)
+    if problems:
+        raise ConfigError(problems)
     return cfg
 
 
-def _build(cls: Any, raw: Any, where: str, problems: list[str]) -> Any:
-    if not isinstance(raw, dict):
-        problems.append(f"{where or 'top level'}: expected a table")
-        return None
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in names:
-            problems.append(f"{where}{key}: unknown key")
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        key = f"{where}{f.name}"
-        if f.name not in raw:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                problems.append(f"{key}: required")
-            continue
-        value = _coerce(hints[f.name], raw[f.name], key, problems)
-        if value is not _BAD:
-            kwargs[f.name] = value
-    try:
-        return cls(**kwargs)
-    except TypeError:
-        return None
+# -- structuring ------------------------------------------------------------------------------
 
 
-_BAD = object()
+class _Invalid(ValueError):
+    """A value of the wrong type; the message says what was expected."""
 
 
-def _coerce(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
-    origin = typing.get_origin(tp)
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            problems.append(f"{key}: expected a list")
-            return _BAD
-        out = [_coerce(item, v, f"{key}[{i}]", problems) for i, v in enumerate(value)]
-        return _BAD if any(v is _BAD for v in out) else out
-    if origin in (typing.Union, types.UnionType):
+def _scalar(check: Callable[[Any], bool], expected: str, cast: Callable[[Any], Any]) -> Any:
+    def structure(value: Any, _type: Any) -> Any:
+        if not check(value):
+            raise _Invalid(f"expected {expected}, got {value!r}")
+        return cast(value)
+
+    return structure
+
+
+def _converter() -> Converter:
+    """A converter that takes the TOML types as they are: no str -> int, no bool -> int, no
+    string as a list of characters; int is accepted where a float is expected."""
+    conv = Converter(forbid_extra_keys=True, detailed_validation=True)
+    conv.register_structure_hook(
+        bool, _scalar(lambda v: isinstance(v, bool), "true or false", bool))
+    conv.register_structure_hook(
+        int, _scalar(lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer", int))
+    conv.register_structure_hook(
+        float,
+        _scalar(lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number", float),
+    )
+    conv.register_structure_hook(str, _scalar(lambda v: isinstance(v, str), "a string", str))
+
+    def tables(cls: Any) -> Callable[[Any, Any], Any]:
+        build = make_dict_structure_fn(cls, conv)
+
+        def structure(value: Any, _type: Any) -> Any:
+            if not isinstance(value, dict):
+                raise _Invalid("expected a table")
+            return build(value, cls)
+
+        return structure
+
+    def lists(cls: Any) -> Callable[[Any, Any], Any]:
+        build = list_structure_factory(cls, conv)
+
+        def structure(value: Any, _type: Any) -> Any:
+            if not isinstance(value, list):
+                raise _Invalid("expected a list")
+            return build(value, cls)
+
+        return structure
+
+    conv.register_structure_hook_factory(dataclasses.is_dataclass, tables)
+    conv.register_structure_hook_factory(lambda t: getattr(t, "__origin__", None) is list, lists)
+    return conv
+
+
+KeyPath = tuple[str | int, ...]
+"""Where a value is: table keys and list indexes, e.g. ``("clinics", 0, "rooms", 1, "id")``."""
+
+
+def _problems(exc: BaseException, path: KeyPath) -> list[tuple[KeyPath, str]]:
+    """Each leaf of cattrs' exception tree: where the offending value is, and what is wrong.
+
+    A missing required key is reported at its own path but leaves out the table holding it.
+    """
+    if isinstance(exc, ForbiddenExtraKeysError):
+        return [((*path, name), "unknown key") for name in sorted(exc.extra_fields)]
+    if isinstance(exc, ClassValidationError | IterableValidationError):
+        found: list[tuple[KeyPath, str]] = []
+        for sub in exc.exceptions:
+            where = path
+            for note in getattr(sub, "__notes__", []):
+                if isinstance(note, AttributeValidationNote):
+                    where = (*path, note.name)
+                    break
+                if isinstance(note, IterableValidationNote):
+                    where = (*path, note.index)
+                    break
+            found.extend(_problems(sub, where))
+        return found
+    if isinstance(exc, KeyError):
+        return [(path, "required")]
+    return [(path, str(exc))]
+
+
+def _key(path: KeyPath) -> str:
+    """``("clinics", 0, "rooms", 1, "id")`` -> ``clinics[0].rooms[1].id``."""
+    key = ""
+    for part in path:
+        key += f"[{part}]" if isinstance(part, int) else f".{part}" if key else part
+    return key
+
+
+_DROP = object()
+
+
+def _without(raw: Any, found: list[tuple[KeyPath, str]]) -> Any:
+    """A copy of ``raw`` without the values ``found`` wrong: a missing key leaves out the table
+    that lacks it, a bad list item the whole list (so no later item changes its index)."""
+    drop: set[KeyPath] = set()
+    for path, message in found:
+        if message == "required":
+            path = path[:-1]
+        while path and isinstance(path[-1], int):
+            path = path[:-1]
+        drop.add(path)
+
+    def walk(value: Any, here: KeyPath) -> Any:
+        if here in drop:
+            return _DROP
+        if isinstance(value, dict):
+            items = ((k, walk(v, (*here, k))) for k, v in value.items())
+            return {k: v for k, v in items if v is not _DROP}
         return value
-    if dataclasses.is_dataclass(tp):
-        built = _build(tp, value, key + ".", problems)
-        return _BAD if built is None else built
-    if tp is bool:
-        if not isinstance(value, bool):
-            problems.append(f"{key}: expected true or false, got {value!r}")
-            return _BAD
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            problems.append(f"{key}: expected an integer, got {value!r}")
-            return _BAD
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            problems.append(f"{key}: expected a number, got {value!r}")
-            return _BAD
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            problems.append(f"{key}: expected a string, got {value!r}")
-            return _BAD
-        return value
-    return value
+
+    return walk(raw, ())
+
+
+# -- semantic checks --------------------------------------------------------------------------
 
 
 def parse_port_range(spec: str) -> tuple[int, int] | None:
@@ -249,6 +258,7 @@ def parse_port_range(spec: str) -> tuple[int, int] | None:
     if not (1 <= lo <= hi <= 65535):
         raise ValueError(f"bad port range {spec!r}")
     return lo, hi
+
 
 
 def _validate(cfg: Config, problems: list[str]) -> None:
@@ -305,19 +315,16 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append("webhooks.secret: required when webhooks.urls is set")
     seen: set[str] = set()
     for i, clinic in enumerate(cfg.clinics):
-        if not _ID.match(clinic.id):
+        if not valid_id(clinic.id):
             problems.append(f"clinics[{i}].id: letters, digits, '-' and '_' only: {clinic.id!r}")
         if clinic.id in seen:
             problems.append(f"clinics[{i}].id: duplicate clinic id {clinic.id!r}")
         seen.add(clinic.id)
         rooms: set[str] = set()
         for j, room in enumerate(clinic.rooms):
-            if not _ID.match(room.id):
+            if not valid_id(room.id):
                 problems.append(f"clinics[{i}].rooms[{j}].id: letters, digits, '-' and '_' only: {room.id!r}")
             if room.id in rooms:
                 problems.append(f"clinics[{i}].rooms[{j}].id: duplicate room id {room.id!r}")
             rooms.add(room.id)
 
-
-def valid_id(value: str) -> bool:
-    return bool(_ID.match(value))

@@ -12,17 +12,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from sfu.auth import mint_token, verify_token
-from sfu.config import (
-    AuthConfig,
-    ClinicConfig,
-    Config,
-    RoomConfig,
-    ServerConfig,
-    WaitingAreaConfig,
-)
+from sfu.auth import AuthSettings, mint_token, verify_token
+from sfu.config import Config
 from sfu.rooms import ClinicRegistry, DomainEvent, RoomDeleted, SpaceEnded
+from sfu.rooms.settings import ClinicSettings, RoomSettings, WaitingAreaSettings
 from sfu.service.api import MAX_BODY, setup_api_routes
+from sfu.service.settings import ServerSettings
 
 SECRET = "test-secret-0123456789abcdef-0123456789"
 T0 = 1_700_000_000.0
@@ -46,20 +41,22 @@ class Env:
 
 def make_config(public_url: str = "") -> Config:
     return Config(
-        server=ServerConfig(public_url=public_url),
-        auth=AuthConfig(secret=SECRET, patient_token_ttl=4 * 3600, guest_token_ttl=24 * 3600),
-        waiting_area=WaitingAreaConfig(entry_rate_limit=5, entry_rate_window=60.0),
+        server=ServerSettings(public_url=public_url),
+        auth=AuthSettings(secret=SECRET, patient_token_ttl=4 * 3600, guest_token_ttl=24 * 3600),
+        waiting_area=WaitingAreaSettings(entry_rate_limit=5, entry_rate_window=60.0),
         clinics=[
-            ClinicConfig("c1", "Clinic one", rooms=[RoomConfig("team", "Team room")]),
-            ClinicConfig("c2", "Clinic two"),
-            ClinicConfig("shut", "Closed clinic", waiting_area_closed_message="Back on Monday."),
+            ClinicSettings("c1", "Clinic one", rooms=[RoomSettings("team", "Team room")]),
+            ClinicSettings("c2", "Clinic two"),
+            ClinicSettings("shut", "Closed clinic", waiting_area_closed_message="Back on Monday."),
         ],
     )
 
 
 async def start(config: Config) -> AsyncIterator[Env]:
     events: list[DomainEvent] = []
-    registry = ClinicRegistry(config, on_event=events.append)
+    registry = ClinicRegistry(
+        config.clinics, limits=config.limits, waiting_area=config.waiting_area, on_event=events.append
+    )
     clock = Clock()
     app = web.Application()
     setup_api_routes(app, registry, config, clock=clock)

@@ -42,7 +42,7 @@ class Server:
         self.config = config
         self.clock = clock
         self.counters = Counters()
-        self.registry = ClinicRegistry(config, on_event=self._on_domain_event)
+        self.registry = ClinicRegistry(config.clinics, limits=config.limits, waiting_area=config.waiting_area, on_event=self._on_domain_event)
         self.call_manager = CallManager(self)
         self.sessions: set[SignalingSession] = set()
         self.draining = False

@@ -159,7 +159,7 @@ async def test_every_ice_candidate_port_lies_in_the_configured_range(make_server
 async def test_ice_servers_are_handed_to_clients_in_joined(make_server, token, clip) -> None:
     turn = {"urls": ["turn:turn.example.org:3478?transport=udp"], "username": "u",
             "credential": "p"}
-    from sfu.config import IceServer
+    from sfu.transport.settings import IceServer
 
     srv = await make_server(media={"ice_servers": [IceServer(**turn)],  # type: ignore[arg-type]
                                    "inactivity_timeout": 5.0})
