@@ -449,3 +449,47 @@ async def test_no_patient_name_in_logs(env: Env, caplog: pytest.LogCaptureFixtur
     await env.client.post(f"/v1/clinics/c1/waiting-area/{entry['space']}/end", headers=STAFF)
     assert entry["space"] in caplog.text  # ids are logged...
     assert "Zebedee" not in caplog.text and "Yolanda" not in caplog.text  # ...names never
+
+
+async def conforms(env: Env, resp: Any, status: int, schema: str) -> dict[str, Any]:
+    """``resp`` has ``status`` and a body valid against ``components.schemas[schema]`` of the
+    served document (response schemas forbid fields they do not list)."""
+    jsonschema = pytest.importorskip("jsonschema")
+    assert resp.status == status, await resp.text()
+    body: dict[str, Any] = await resp.json()
+    doc = await (await env.client.get("/v1/openapi.json")).json()
+    root = {"$ref": f"#/components/schemas/{schema}", "components": doc["components"]}
+    jsonschema.Draft202012Validator(root).validate(body)
+    return body
+
+
+async def test_responses_match_the_schemas_the_document_serves(env: Env) -> None:
+    entry = await conforms(env, await env.client.post(
+        "/v1/clinics/c1/waiting-area", json={"name": "Ada Patient"}), 201, "Entry")
+    space = env.registry.get("c1").waiting_area.get(entry["space"])
+    space.participant_joined("pt-1", "Ada Patient", "patient", T0)
+    space.participant_joined("staff-1", "Dr Lee", "staff", T0)
+    env.registry.get("c1").room("team").participant_joined("guest-1", "Bo Guest", "guest", T0)
+    area = await conforms(env, await env.client.get("/v1/clinics/c1/waiting-area", headers=STAFF),
+                          200, "WaitingArea")
+    assert [p["role"] for p in area["spaces"][0]["participants"]] == ["patient", "staff"]
+    clinic = await conforms(env, await env.client.get("/v1/clinics/c1", headers=STAFF), 200, "Clinic")
+    assert clinic["rooms"][0]["participants"][0]["name"] == "Bo Guest"
+    await conforms(env, await env.client.put("/v1/clinics/c1/rooms/board", headers=ADMIN,
+                                             json={"name": "Board room"}), 201, "MeetingRoom")
+    await conforms(env, await env.client.post(f"/v1/clinics/c1/waiting-area/{entry['space']}/invites",
+                                              headers=STAFF, json={"ttl": 600}), 201, "Invite")
+    await conforms(env, await env.client.put("/v1/clinics/c1/waiting-area", headers=ADMIN,
+                                             json={"closed": True, "message": "Lunch."}),
+                   200, "WaitingAreaState")
+    await conforms(env, await env.client.get("/v1/clinics/nope", headers=ROOT), 404, "Error")
+
+
+async def test_a_field_the_types_do_not_list_fails_the_served_schema(env: Env) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    doc = await (await env.client.get("/v1/openapi.json")).json()
+    root = {"$ref": "#/components/schemas/Entry", "components": doc["components"]}
+    body = {"space": "sp_x", "token": "t", "expires_at": "2024-05-01T09:30:00Z"}
+    jsonschema.Draft202012Validator(root).validate(body)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(root).validate({**body, "patient_name": "Ada"})
