@@ -12,6 +12,7 @@ at the first, so ``sfu check-config`` lists them all, each under its dotted key
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import os
@@ -102,15 +103,15 @@ def config_from_dict(raw: dict[str, Any], environ: dict[str, str] | None = None)
         found = _problems(exc, ())
     problems = [f"{_key(path) or 'top level'}: {message}" for path, message in found]
     rest: Any = raw
-    for _ in range(8):  # each round leaves out more; a few rounds are plenty
+    for _ in range(8):  # each round leaves out more, so this ends; a few rounds are plenty
         rest = _without(rest, found)
         try:
-            _checked(converter.structure(rest, Config), env, problems)
+            cfg = converter.structure(rest, Config)
         except (BaseValidationError, _Invalid) as exc:
-            found = _problems(exc, ())
+            found = _problems(exc, ())  # a required value was left out: leave out its table too
             continue
-        except ConfigError:
-            pass
+        with contextlib.suppress(ConfigError):
+            _checked(cfg, env, problems)  # adds the semantic problems of the rest
         break
     raise ConfigError(problems)
 
@@ -224,14 +225,13 @@ _DROP = object()
 
 def _without(raw: Any, found: list[tuple[KeyPath, str]]) -> Any:
     """A copy of ``raw`` without the values ``found`` wrong: a missing key leaves out the table
-    that lacks it, a bad list item the whole list (so no later item changes its index)."""
+    that lacks it, anything wrong inside a list the whole list (so no item changes its index)."""
     drop: set[KeyPath] = set()
     for path, message in found:
         if message == "required":
             path = path[:-1]
-        while path and isinstance(path[-1], int):
-            path = path[:-1]
-        drop.add(path)
+        index = next((i for i, part in enumerate(path) if isinstance(part, int)), len(path))
+        drop.add(path[:index])
 
     def walk(value: Any, here: KeyPath) -> Any:
         if here in drop:

@@ -108,3 +108,14 @@ def test_the_embedded_default_is_valid() -> None:
     assert config_from_dict({"auth": {"secret": cfg.auth.secret}, "clinics": [
         {"id": c.id, "name": c.name, "rooms": [{"id": r.id, "name": r.name} for r in c.rooms]}
         for c in cfg.clinics]}, environ={}) == cfg
+
+
+def test_a_bad_list_item_does_not_hide_the_semantic_problems() -> None:
+    found = problems({
+        "clinics": [{"id": "c1", "name": "One", "rooms": [{"id": 7, "name": "Seven"}]}],
+        "limits": {"max_participants": 1},
+    })
+    assert found == [
+        "clinics[0].rooms[0].id: expected a string, got 7",
+        "limits.max_participants: must be 2-16, got 1",
+    ]
