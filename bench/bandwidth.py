@@ -57,12 +57,15 @@ def _token(sub: str) -> str:
 def _config(address: str) -> Any:
     import dataclasses
 
-    from sfu.config import AuthConfig, LoggingConfig, MediaConfig, default_config
+    from sfu.auth import AuthSettings
+    from sfu.service.config import default_config
+    from sfu.service.settings import LoggingSettings
+    from sfu.transport.settings import MediaSettings
 
     cfg = default_config()
     return dataclasses.replace(
-        cfg, auth=AuthConfig(secret=SECRET), logging=LoggingConfig(level="WARNING"),
-        media=MediaConfig(ice_addresses=[address], inactivity_timeout=15.0))
+        cfg, auth=AuthSettings(secret=SECRET), logging=LoggingSettings(level="WARNING"),
+        media=MediaSettings(ice_addresses=[address], inactivity_timeout=15.0))
 
 
 def _sent_octets(participant: Any) -> int:

@@ -36,6 +36,15 @@ _REQUIRED: Final = ("sub", "role", "clinic", "exp")
 
 
 @dataclass(frozen=True)
+class AuthSettings:
+    """The ``[auth]`` section of the configuration."""
+
+    secret: str = ""
+    patient_token_ttl: int = 4 * 3600
+    guest_token_ttl: int = 24 * 3600
+
+
+@dataclass(frozen=True)
 class Claims:
     """The verified claims of a token."""
 

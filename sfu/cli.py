@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from sfu.auth import ROLES, mint_token
-from sfu.config import Config, default_config, load_config
 from sfu.errors import ConfigError
+from sfu.service.config import Config, default_config, load_config
 
 
 class JsonFormatter(logging.Formatter):

@@ -13,7 +13,8 @@ import pytest
 
 from sfu.auth import mint_token
 from sfu.client.media import Clip, ClipParams, load_clip
-from sfu.config import Config, MediaConfig, default_config
+from sfu.service.config import Config, default_config
+from sfu.transport.settings import MediaSettings
 
 SECRET = "test-secret-0123456789abcdef-0123"
 
@@ -23,7 +24,7 @@ def make_config(**overrides: object) -> Config:
     cfg = dataclasses.replace(cfg, auth=dataclasses.replace(cfg.auth, secret=SECRET))
     media = overrides.pop("media", None)
     if isinstance(media, dict):
-        cfg = dataclasses.replace(cfg, media=dataclasses.replace(MediaConfig(), **media))
+        cfg = dataclasses.replace(cfg, media=dataclasses.replace(MediaSettings(), **media))
     for section, values in overrides.items():
         assert isinstance(values, dict)
         cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **values)})

@@ -12,17 +12,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from sfu.auth import mint_token, verify_token
-from sfu.config import (
-    AuthConfig,
-    ClinicConfig,
-    Config,
-    RoomConfig,
-    ServerConfig,
-    WaitingAreaConfig,
-)
+from sfu.auth import AuthSettings, mint_token, verify_token
 from sfu.rooms import ClinicRegistry, DomainEvent, RoomDeleted, SpaceEnded
+from sfu.rooms.settings import ClinicSettings, RoomSettings, WaitingAreaSettings
 from sfu.service.api import MAX_BODY, setup_api_routes
+from sfu.service.config import Config
+from sfu.service.settings import ServerSettings
 
 SECRET = "test-secret-0123456789abcdef-0123456789"
 T0 = 1_700_000_000.0
@@ -46,20 +41,22 @@ class Env:
 
 def make_config(public_url: str = "") -> Config:
     return Config(
-        server=ServerConfig(public_url=public_url),
-        auth=AuthConfig(secret=SECRET, patient_token_ttl=4 * 3600, guest_token_ttl=24 * 3600),
-        waiting_area=WaitingAreaConfig(entry_rate_limit=5, entry_rate_window=60.0),
+        server=ServerSettings(public_url=public_url),
+        auth=AuthSettings(secret=SECRET, patient_token_ttl=4 * 3600, guest_token_ttl=24 * 3600),
+        waiting_area=WaitingAreaSettings(entry_rate_limit=5, entry_rate_window=60.0),
         clinics=[
-            ClinicConfig("c1", "Clinic one", rooms=[RoomConfig("team", "Team room")]),
-            ClinicConfig("c2", "Clinic two"),
-            ClinicConfig("shut", "Closed clinic", waiting_area_closed_message="Back on Monday."),
+            ClinicSettings("c1", "Clinic one", rooms=[RoomSettings("team", "Team room")]),
+            ClinicSettings("c2", "Clinic two"),
+            ClinicSettings("shut", "Closed clinic", waiting_area_closed_message="Back on Monday."),
         ],
     )
 
 
 async def start(config: Config) -> AsyncIterator[Env]:
     events: list[DomainEvent] = []
-    registry = ClinicRegistry(config, on_event=events.append)
+    registry = ClinicRegistry(
+        config.clinics, limits=config.limits, waiting_area=config.waiting_area, on_event=events.append
+    )
     clock = Clock()
     app = web.Application()
     setup_api_routes(app, registry, config, clock=clock)
@@ -452,3 +449,47 @@ async def test_no_patient_name_in_logs(env: Env, caplog: pytest.LogCaptureFixtur
     await env.client.post(f"/v1/clinics/c1/waiting-area/{entry['space']}/end", headers=STAFF)
     assert entry["space"] in caplog.text  # ids are logged...
     assert "Zebedee" not in caplog.text and "Yolanda" not in caplog.text  # ...names never
+
+
+async def conforms(env: Env, resp: Any, status: int, schema: str) -> dict[str, Any]:
+    """``resp`` has ``status`` and a body valid against ``components.schemas[schema]`` of the
+    served document (response schemas forbid fields they do not list)."""
+    jsonschema = pytest.importorskip("jsonschema")
+    assert resp.status == status, await resp.text()
+    body: dict[str, Any] = await resp.json()
+    doc = await (await env.client.get("/v1/openapi.json")).json()
+    root = {"$ref": f"#/components/schemas/{schema}", "components": doc["components"]}
+    jsonschema.Draft202012Validator(root).validate(body)
+    return body
+
+
+async def test_responses_match_the_schemas_the_document_serves(env: Env) -> None:
+    entry = await conforms(env, await env.client.post(
+        "/v1/clinics/c1/waiting-area", json={"name": "Ada Patient"}), 201, "Entry")
+    space = env.registry.get("c1").waiting_area.get(entry["space"])
+    space.participant_joined("pt-1", "Ada Patient", "patient", T0)
+    space.participant_joined("staff-1", "Dr Lee", "staff", T0)
+    env.registry.get("c1").room("team").participant_joined("guest-1", "Bo Guest", "guest", T0)
+    area = await conforms(env, await env.client.get("/v1/clinics/c1/waiting-area", headers=STAFF),
+                          200, "WaitingArea")
+    assert [p["role"] for p in area["spaces"][0]["participants"]] == ["patient", "staff"]
+    clinic = await conforms(env, await env.client.get("/v1/clinics/c1", headers=STAFF), 200, "Clinic")
+    assert clinic["rooms"][0]["participants"][0]["name"] == "Bo Guest"
+    await conforms(env, await env.client.put("/v1/clinics/c1/rooms/board", headers=ADMIN,
+                                             json={"name": "Board room"}), 201, "MeetingRoom")
+    await conforms(env, await env.client.post(f"/v1/clinics/c1/waiting-area/{entry['space']}/invites",
+                                              headers=STAFF, json={"ttl": 600}), 201, "Invite")
+    await conforms(env, await env.client.put("/v1/clinics/c1/waiting-area", headers=ADMIN,
+                                             json={"closed": True, "message": "Lunch."}),
+                   200, "WaitingAreaState")
+    await conforms(env, await env.client.get("/v1/clinics/nope", headers=ROOT), 404, "Error")
+
+
+async def test_a_field_the_types_do_not_list_fails_the_served_schema(env: Env) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    doc = await (await env.client.get("/v1/openapi.json")).json()
+    root = {"$ref": "#/components/schemas/Entry", "components": doc["components"]}
+    body = {"space": "sp_x", "token": "t", "expires_at": "2024-05-01T09:30:00Z"}
+    jsonschema.Draft202012Validator(root).validate(body)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(root).validate({**body, "patient_name": "Ada"})

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jwt
 
-from sfu.config import default_config, load_config
+from sfu.service.config import default_config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,6 @@ kbit/s floats. See the module docstrings for the algorithms.
 """
 
 from sfu.bandwidth.admission import (
-    AdmissionSettings,
     Decision,
     ParticipantEstimate,
     decide,
@@ -27,10 +26,11 @@ from sfu.bandwidth.allocator import (
 )
 from sfu.bandwidth.delay import DelayDetector
 from sfu.bandwidth.downlink import DownlinkEstimator, DownlinkSettings
+from sfu.bandwidth.settings import BandwidthSettings
 from sfu.bandwidth.uplink import SequenceLoss, UplinkEstimator, UplinkSettings
 
 __all__ = [
-    "AdmissionSettings",
+    "BandwidthSettings",
     "Allocation",
     "AllocationSmoother",
     "Decision",

@@ -1,13 +1,13 @@
 """Admission by bandwidth: admit a newcomer, saying who is degraded, or refuse with the numbers.
 
-Policy (every threshold is a field of :class:`AdmissionSettings`):
+Policy (every threshold is a field of the ``[bandwidth]`` section, :class:`BandwidthSettings`):
 
-1. With ``max_participants`` already in the call the answer is ``room_full``.
+1. With ``max_participants`` (``limits``) already in the call the answer is ``room_full``.
 2. A newcomer whose measured link (the lower of its known uplink and downlink) is below
    ``block_kbps`` is refused with ``insufficient_bandwidth``, whatever else holds.
 3. Otherwise the allocation *with* the newcomer is predicted with :func:`allocate`: everyone
    publishes one audio stream (``min_audio_kbps``) and one video stream (up to
-   ``full_video_kbps``, at least ``min_video_kbps``, limited by the publisher's uplink) and
+   ``FULL_VIDEO_KBPS``, at least ``min_video_kbps``, limited by the publisher's uplink) and
    receives everyone else's. The newcomer is admitted if everyone keeps the minimum:
 
    * every participant's uplink carries its audio, and every downlink all the audio it receives;
@@ -22,7 +22,7 @@ An unknown estimate (None) counts as unconstrained, like an unknown downlink in 
 only evidence refuses anyone.
 
 :func:`precall_verdict` grades a pre-call test the same way: under ``block_kbps`` ``blocked``;
-under ``warn_kbps`` (video likely paused) or an RTT above ``warn_rtt_s`` ``warn``; else ``ok``.
+under ``warn_kbps`` (video likely paused) or an RTT above ``WARN_RTT_S`` ``warn``; else ``ok``.
 """
 
 from __future__ import annotations
@@ -40,21 +40,14 @@ from sfu.bandwidth.allocator import (
     allocate,
     receiver_rank,
 )
+from sfu.bandwidth.settings import BandwidthSettings
 
 Code = Literal["ok", "room_full", "insufficient_bandwidth"]
 Verdict = Literal["ok", "warn", "blocked"]
 
 
-@dataclass(frozen=True)
-class AdmissionSettings:
-    max_participants: int = 6
-    min_video_kbps: float = 150
-    min_audio_kbps: float = 40
-    audio_only_acceptable: bool = True
-    warn_kbps: float = 330
-    block_kbps: float = 180
-    full_video_kbps: float = 1000  # predicted video rate on an unconstrained link
-    warn_rtt_s: float = 0.4
+FULL_VIDEO_KBPS = 1000.0  # predicted video rate on an unconstrained link
+WARN_RTT_S = 0.4  # a pre-call round trip over this warns
 
 
 @dataclass(frozen=True)
@@ -79,14 +72,14 @@ def _k(value: float) -> str:
 
 
 def _streams(
-    people: Sequence[ParticipantEstimate], s: AdmissionSettings
+    people: Sequence[ParticipantEstimate], s: BandwidthSettings
 ) -> tuple[list[Stream], dict[str, list[str]]]:
     streams: list[Stream] = []
     for p in people:
         streams.append(
             Stream(f"{p.id}/audio", p.id, "audio", s.min_audio_kbps, s.min_audio_kbps, p.priority)
         )
-        video = s.full_video_kbps
+        video = FULL_VIDEO_KBPS
         if p.uplink_kbps is not None:
             video = min(video, p.uplink_kbps - s.min_audio_kbps)
         if video >= s.min_video_kbps:
@@ -97,7 +90,7 @@ def _streams(
     return streams, subs
 
 
-def predict(people: Sequence[ParticipantEstimate], settings: AdmissionSettings) -> Allocation:
+def predict(people: Sequence[ParticipantEstimate], settings: BandwidthSettings) -> Allocation:
     """The allocation if exactly ``people`` were in the call."""
     streams, subs = _streams(people, settings)
     receivers = [Receiver(p.id, p.downlink_kbps) for p in people]
@@ -105,7 +98,7 @@ def predict(people: Sequence[ParticipantEstimate], settings: AdmissionSettings) 
 
 
 def _problems(
-    people: Sequence[ParticipantEstimate], alloc: Allocation, s: AdmissionSettings
+    people: Sequence[ParticipantEstimate], alloc: Allocation, s: BandwidthSettings
 ) -> list[str]:
     problems: list[str] = []
     others = len(people) - 1
@@ -148,15 +141,17 @@ def _problems(
 def decide(
     incumbents: Sequence[ParticipantEstimate],
     newcomer: ParticipantEstimate,
-    settings: AdmissionSettings,
+    settings: BandwidthSettings,
+    max_participants: int = 6,
 ) -> Decision:
-    """Admit ``newcomer`` or refuse it, by the policy in the module docstring."""
+    """Admit ``newcomer`` or refuse it, by the policy in the module docstring; the call holds at
+    most ``max_participants`` (``limits.max_participants``)."""
     s = settings
-    if len(incumbents) >= s.max_participants:
+    if len(incumbents) >= max_participants:
         return Decision(
             False,
             "room_full",
-            f"The call already has {len(incumbents)} participants; the maximum is {s.max_participants}.",
+            f"The call already has {len(incumbents)} participants; the maximum is {max_participants}.",
         )
     known = [v for v in (newcomer.uplink_kbps, newcomer.downlink_kbps) if v is not None]
     if known and min(known) < s.block_kbps:
@@ -188,7 +183,7 @@ def decide(
     ]
     if after.receiver_levels[newcomer.id] is not ReceiverLevel.GOOD:
         degraded.append(newcomer.id)
-    message = f"{newcomer.id} admitted as participant {len(people)} of {s.max_participants}"
+    message = f"{newcomer.id} admitted as participant {len(people)} of {max_participants}"
     if degraded:
         detail = ", ".join(f"{pid} ({after.receiver_levels[pid].value})" for pid in degraded)
         message += f"; degraded: {detail}"
@@ -200,7 +195,7 @@ def _fmt(value: float | None) -> str:
 
 
 def precall_verdict(
-    up_kbps: float, down_kbps: float, rtt_s: float | None, settings: AdmissionSettings
+    up_kbps: float, down_kbps: float, rtt_s: float | None, settings: BandwidthSettings
 ) -> tuple[Verdict, str]:
     """Grade a pre-call link test by the clinic's thresholds, with the numbers in the message."""
     s = settings
@@ -213,8 +208,8 @@ def precall_verdict(
     reasons: list[str] = []
     if link < s.warn_kbps:
         reasons.append(f"below {_k(s.warn_kbps)} video may be paused (audio only)")
-    if rtt_s is not None and rtt_s > s.warn_rtt_s:
-        reasons.append(f"a round trip over {s.warn_rtt_s * 1000:.0f} ms delays conversation")
+    if rtt_s is not None and rtt_s > WARN_RTT_S:
+        reasons.append(f"a round trip over {WARN_RTT_S * 1000:.0f} ms delays conversation")
     if reasons:
         return "warn", f"{measured}: " + "; ".join(reasons) + "."
     return "ok", f"{measured}: good for a video consultation."

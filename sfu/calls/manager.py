@@ -22,42 +22,35 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from sfu.auth import PATIENT, Claims
-from sfu.bandwidth import AdmissionSettings
+from sfu.bandwidth import BandwidthSettings
 from sfu.calls.call import Call, Participant
 from sfu.calls.events import CallEvents, CallKey, Client
 from sfu.calls.media import EndpointFactory
 from sfu.calls.precall import PrecallTest
 from sfu.calls.probe import Probe, run_probe
-from sfu.calls.quality import QualityController, QualitySettings
+from sfu.calls.quality import QualityController
 from sfu.errors import ApiError, bad_request, not_found, room_full
 from sfu.rooms import ClinicRegistry, Space, authorize_join
+from sfu.rooms.settings import LimitsSettings
 
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 5.0  # on shutdown, how long closes already under way may take
 
 
-@dataclass(frozen=True)
-class CallsSettings:
-    max_participants: int = 6
-    probe_seconds: float = 3.0
-    admission: AdmissionSettings = AdmissionSettings()
-    quality: QualitySettings = QualitySettings()
-
-
 class Calls:
     def __init__(self, *, registry: ClinicRegistry, new_endpoint: EndpointFactory,
-                 events: CallEvents, settings: CallsSettings,
+                 events: CallEvents, limits: LimitsSettings, bandwidth: BandwidthSettings,
                  clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry
         self.new_endpoint = new_endpoint
         self.events = events
-        self.settings = settings
+        self.limits = limits
+        self.bandwidth = bandwidth
         self.clock = clock
         self.monotonic = monotonic
         self.by_key: dict[CallKey, Call] = {}  # the live calls
@@ -111,8 +104,8 @@ class Calls:
         self.by_key[key] = call
         if self._needs_probe(call):
             call.start_probe(participant)
-            probe = Probe(participant, seconds=self.settings.probe_seconds, now=self.monotonic())
-            participant.own(run_probe(probe, call, self.settings.admission, self.monotonic,
+            probe = Probe(participant, seconds=self.bandwidth.probe_seconds, now=self.monotonic())
+            participant.own(run_probe(probe, call, self.bandwidth, self.monotonic,
                                       self._refused_after_probe), "probe")
             return participant
         try:
@@ -124,13 +117,13 @@ class Calls:
         return participant
 
     def _new_call(self, key: CallKey) -> Call:
-        call = Call(key, self.settings.max_participants, self.events, self.clock,
+        call = Call(key, self.limits.max_participants, self.events, self.clock,
                     on_empty=self._drop_if_empty)
-        call.quality = QualityController(call, self.settings.quality, self.events)
+        call.quality = QualityController(call, self.bandwidth, self.events)
         return call
 
     def _needs_probe(self, call: Call) -> bool:
-        return (self.settings.probe_seconds > 0 and len(call.participants) >= 1
+        return (self.bandwidth.probe_seconds > 0 and len(call.participants) >= 1
                 and len(call) + 1 >= call.max_participants)
 
     def _refused_after_probe(self, participant: Participant, code: str) -> None:
@@ -144,7 +137,7 @@ class Calls:
                 or not 2 <= seconds <= 15:
             raise bad_request("'seconds' must be a number from 2 to 15")
         test = PrecallTest("pc_" + secrets.token_hex(6), client=client,
-                           new_endpoint=self.new_endpoint, settings=self.settings.admission,
+                           new_endpoint=self.new_endpoint, settings=self.bandwidth,
                            seconds=float(seconds), monotonic=self.monotonic)
         self.precalls.add(test)
         test.start()

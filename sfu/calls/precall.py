@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sfu.bandwidth import AdmissionSettings, precall_verdict
+from sfu.bandwidth import BandwidthSettings, precall_verdict
 from sfu.calls.events import Client
 from sfu.calls.link import Link
 from sfu.calls.media import EndpointFactory
@@ -26,7 +26,7 @@ from sfu.transport.endpoint import EndpointListener, TrackInfo
 
 class PrecallTest(EndpointListener):
     def __init__(self, test_id: str, *, client: Client, new_endpoint: EndpointFactory,
-                 settings: AdmissionSettings, seconds: float,
+                 settings: BandwidthSettings, seconds: float,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.id = test_id
         self.client = client

@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from sfu.bandwidth import AdmissionSettings, Decision, ParticipantEstimate, decide
+from sfu.bandwidth import BandwidthSettings, Decision, ParticipantEstimate, decide
 from sfu.calls.call import Call, Participant
 from sfu.calls.events import QualityNotice
 from sfu.errors import ApiError
@@ -50,7 +50,7 @@ class Probe:
                 and link.ticks_reported - self._reported_at_media >= 2
                 and not link.silent and link.loss < 0.02)
 
-    def decide(self, call: Call, settings: AdmissionSettings, now: float) -> Decision:
+    def decide(self, call: Call, settings: BandwidthSettings, now: float) -> Decision:
         def estimate(p: Participant) -> ParticipantEstimate:
             return ParticipantEstimate(p.id, p.link.limited_up_kbps(now),
                                        p.link.limited_down_kbps(now),
@@ -58,13 +58,13 @@ class Probe:
 
         newcomer = self.participant
         decision = decide([estimate(p) for p in call.participants.values()], estimate(newcomer),
-                          settings)
+                          settings, call.max_participants)
         log.info("probe of %s: loss %.3f -> %s", newcomer.id, newcomer.link.loss, decision.code,
                  extra=newcomer.log_context())
         return decision
 
 
-async def run_probe(probe: Probe, call: Call, settings: AdmissionSettings,
+async def run_probe(probe: Probe, call: Call, settings: BandwidthSettings,
                     monotonic: Callable[[], float],
                     refused: Callable[[Participant, str], None]) -> None:
     """Poll the probe, then admit the newcomer or put it out (``refused`` reports the code)."""

@@ -11,10 +11,17 @@ Pure policy lives in sfu/bandwidth; this module only moves numbers between it an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
-from sfu.bandwidth import AllocationSmoother, Level, Receiver, SmoothedUpdate, Stream, allocate
+from sfu.bandwidth import (
+    AllocationSmoother,
+    BandwidthSettings,
+    Level,
+    Receiver,
+    SmoothedUpdate,
+    Stream,
+    allocate,
+)
 from sfu.calls.call import Call, Participant
 from sfu.calls.events import CallEvents, QualityNotice
 
@@ -23,19 +30,15 @@ VIDEO_KBPS = 500.0  # nominal video rate before it is measured
 MAX_VIDEO_KBPS = 2500.0  # the REMB a publisher gets when nobody needs it to send less
 
 
-@dataclass(frozen=True)
-class QualitySettings:
-    min_video_kbps: float = 150
-    min_audio_kbps: float = 40
-    upgrade_hold_s: float = 5.0
+UPGRADE_HOLD_S = 5.0  # a better level is applied only after it held this long
 
 
 class QualityController:
-    def __init__(self, call: Call, settings: QualitySettings, events: CallEvents) -> None:
+    def __init__(self, call: Call, settings: BandwidthSettings, events: CallEvents) -> None:
         self.call = call
         self.settings = settings
         self.events = events
-        self.smoother = AllocationSmoother(upgrade_hold_s=settings.upgrade_hold_s)
+        self.smoother = AllocationSmoother(upgrade_hold_s=UPGRADE_HOLD_S)
         self.speaker: str | None = None
         self._last_tick: float | None = None
         self._caps: dict[str, float] = {}  # producer id -> the REMB cap sent to its publisher
@@ -69,8 +72,8 @@ class QualityController:
             for producer in p.endpoint.producers.values():
                 priority = (2 if p.role == "patient" else 0) + (1 if p.id == self.speaker else 0)
                 rate = link.stream_kbps[producer.id]
-                minimum = (self.settings.min_audio_kbps if producer.kind == "audio"
-                           else self.settings.min_video_kbps)
+                minimum = float(self.settings.min_audio_kbps if producer.kind == "audio"
+                                else self.settings.min_video_kbps)
                 if producer.kind == "video" and self._ignores_cap(producer.id, rate):
                     minimum = rate  # it cannot be capped: forward it whole, or pause it
                 kind: Literal["audio", "video"] = "audio" if producer.kind == "audio" else "video"

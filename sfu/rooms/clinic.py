@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from sfu.config import ClinicConfig, Config, valid_id
 from sfu.errors import bad_request, not_found
 from sfu.rooms.events import (
     ClinicUpdated,
@@ -15,8 +15,9 @@ from sfu.rooms.events import (
 )
 from sfu.rooms.meeting_room import MeetingRoom
 from sfu.rooms.ratelimit import EntryRateLimiter
+from sfu.rooms.settings import ClinicSettings, LimitsSettings, WaitingAreaSettings
 from sfu.rooms.space import Space
-from sfu.rooms.text import clean_name
+from sfu.rooms.text import clean_name, valid_id
 from sfu.rooms.waiting_area import WaitingArea
 
 
@@ -26,12 +27,12 @@ class Clinic:
         self.name = name
         self._registry = registry
         self._rooms: dict[str, MeetingRoom] = {}
-        config = registry.config
+        limits = registry.limits
         self.waiting_area = WaitingArea(
             id,
-            settings=config.waiting_area,
-            capacity=config.limits.max_participants,
-            max_spaces=config.limits.max_spaces_per_clinic,
+            settings=registry.waiting_area_settings,
+            capacity=limits.max_participants,
+            max_spaces=limits.max_spaces_per_clinic,
             closed_message=closed_message,
             emit=registry.emit,
         )
@@ -60,7 +61,7 @@ class Clinic:
             self._registry.emit(RoomUpdated(self.id, room_id, created=False))
             return room, False
         room = MeetingRoom(
-            id=room_id, clinic=self.id, name=clean, capacity=self._registry.config.limits.max_participants
+            id=room_id, clinic=self.id, name=clean, capacity=self._registry.limits.max_participants
         )
         self._rooms[room_id] = room
         self._registry.emit(RoomUpdated(self.id, room_id, created=True))
@@ -85,20 +86,26 @@ class Clinic:
 
 
 class ClinicRegistry:
-    """Every clinic of the server, built from ``Config.clinics`` and changed by the admin API.
+    """Every clinic of the server, built from the configured ``clinics`` and changed by the admin API.
 
     ``on_event`` (and listeners added later) hear every ``DomainEvent``.
     """
 
-    def __init__(self, config: Config, on_event: Listener | None = None) -> None:
-        self.config = config
+    def __init__(
+        self,
+        clinics: Iterable[ClinicSettings],
+        *,
+        limits: LimitsSettings,
+        waiting_area: WaitingAreaSettings,
+        on_event: Listener | None = None,
+    ) -> None:
+        self.limits = limits
+        self.waiting_area_settings = waiting_area
         self._listeners: list[Listener] = [on_event] if on_event is not None else []
         self._clinics: dict[str, Clinic] = {}
-        self._limiter = EntryRateLimiter(
-            config.waiting_area.entry_rate_limit, config.waiting_area.entry_rate_window
-        )
-        for clinic_config in config.clinics:
-            self._add_from_config(clinic_config)
+        self._limiter = EntryRateLimiter(waiting_area.entry_rate_limit, waiting_area.entry_rate_window)
+        for clinic_settings in clinics:
+            self._add_from_settings(clinic_settings)
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -172,10 +179,10 @@ class ClinicRegistry:
             ended.extend(clinic.waiting_area.end_all(reason))
         return ended
 
-    def _add_from_config(self, clinic_config: ClinicConfig) -> None:
-        clinic = Clinic(self, clinic_config.id, clinic_config.name, clinic_config.waiting_area_closed_message)
+    def _add_from_settings(self, settings: ClinicSettings) -> None:
+        clinic = Clinic(self, settings.id, settings.name, settings.waiting_area_closed_message)
         self._clinics[clinic.id] = clinic
-        for room in clinic_config.rooms:
+        for room in settings.rooms:
             clinic._rooms[room.id] = MeetingRoom(
-                id=room.id, clinic=clinic.id, name=room.name, capacity=self.config.limits.max_participants
+                id=room.id, clinic=clinic.id, name=room.name, capacity=self.limits.max_participants
             )

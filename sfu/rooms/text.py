@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import unicodedata
 from datetime import UTC, datetime
@@ -10,6 +11,10 @@ from sfu.errors import bad_request
 
 NAME_MAX = 80
 MESSAGE_MAX = 500
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+"""A clinic or meeting-room id: opaque, 1-64 letters, digits, '-' and '_'."""
+
+_ID = re.compile(ID_PATTERN)
 
 # Bidirectional overrides and isolates: invisible characters that reorder what staff read.
 _BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
@@ -45,6 +50,11 @@ def clean_message(value: object, field: str = "message", max_len: int = MESSAGE_
     if any(_refused(ch, allow_newline=True) for ch in text):
         raise bad_request(f"'{field}' must not contain control characters")
     return text
+
+
+def valid_id(value: str) -> bool:
+    """Whether ``value`` is a valid clinic or meeting-room id (``ID_PATTERN``)."""
+    return bool(_ID.match(value))
 
 
 def new_id(prefix: str) -> str:

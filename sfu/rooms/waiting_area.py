@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sfu.config import WaitingAreaConfig
 from sfu.errors import conflict, not_found
 from sfu.rooms.events import (
     DomainEvent,
@@ -14,6 +13,7 @@ from sfu.rooms.events import (
     SpaceStatusChanged,
     WaitingAreaChanged,
 )
+from sfu.rooms.settings import WaitingAreaSettings
 from sfu.rooms.space import ENDED_BY_STAFF, Space
 from sfu.rooms.text import clean_message, clean_name, new_id
 
@@ -25,7 +25,7 @@ class WaitingArea:
         self,
         clinic: str,
         *,
-        settings: WaitingAreaConfig,
+        settings: WaitingAreaSettings,
         capacity: int,
         max_spaces: int,
         closed_message: str = "",

@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
+import msgspec
 from aiohttp import web
 
 from sfu.auth import GUEST, PATIENT, Claims, bearer_claims, mint_token
-from sfu.config import Config
 from sfu.errors import ApiError, bad_request, too_large
 from sfu.rooms import (
     ClinicRegistry,
@@ -28,6 +28,8 @@ from sfu.rooms import (
     require_member,
 )
 from sfu.rooms.text import new_id
+from sfu.service.bodies import Entry, Error, ErrorDetail, Invite, WaitingAreaState
+from sfu.service.config import Config
 from sfu.service.openapi import build_openapi
 
 logger = logging.getLogger("sfu.service.api")
@@ -39,9 +41,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def error_response(exc: ApiError) -> web.Response:
     """The contract's error body; 401 also carries ``WWW-Authenticate: Bearer``."""
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return web.json_response(
-        {"error": {"code": exc.code, "message": exc.message}}, status=exc.status, headers=headers
-    )
+    body = Error(ErrorDetail(code=exc.code, message=exc.message))  # type: ignore[arg-type]
+    return _json(body, status=exc.status, headers=headers)
+
+
+def _json(body: msgspec.Struct, *, status: int = 200, headers: dict[str, str] | None = None
+          ) -> web.Response:
+    """A response whose body is one of the API's typed bodies (``sfu/service/bodies.py``)."""
+    return web.json_response(msgspec.to_builtins(body), status=status, headers=headers)
 
 
 def _guard(handler: Handler) -> Handler:
@@ -166,9 +173,7 @@ class _Api:
             now=now,
         )
         logger.info("space %s created in clinic %s", space.id, clinic_id)
-        return web.json_response(
-            {"space": space.id, "token": token, "expires_at": iso_time(int(now) + ttl)}, status=201
-        )
+        return _json(Entry(space=space.id, token=token, expires_at=iso_time(int(now) + ttl)), status=201)
 
     async def get_waiting_area(self, request: web.Request) -> web.Response:
         clinic_id = request.match_info["clinic"]
@@ -189,7 +194,7 @@ class _Api:
         else:
             area.open()
         logger.info("waiting area of clinic %s %s", clinic_id, "closed" if closed else "opened")
-        return web.json_response({"closed": area.closed, "message": area.closed_message})
+        return _json(WaitingAreaState(closed=area.closed, message=area.closed_message))
 
     async def end_space(self, request: web.Request) -> web.Response:
         clinic_id, space_id = request.match_info["clinic"], request.match_info["space"]
@@ -242,14 +247,8 @@ class _Api:
             now=now,
         )
         logger.info("guest invite for %s/%s", clinic_id, space or room)
-        return web.json_response(
-            {
-                "token": token,
-                "url": f"{self.base_url(request)}{link}#token={token}",
-                "expires_at": iso_time(int(now) + ttl),
-            },
-            status=201,
-        )
+        url = f"{self.base_url(request)}{link}#token={token}"
+        return _json(Invite(token=token, url=url, expires_at=iso_time(int(now) + ttl)), status=201)
 
     # -- the document ----------------------------------------------------------------------------
 

@@ -1,11 +1,17 @@
-"""The OpenAPI 3.1 document served at ``GET /v1/openapi.json`` (docs/API.md is its prose twin)."""
+"""The OpenAPI 3.1 document served at ``GET /v1/openapi.json`` (docs/API.md is its prose twin).
+
+The schemas of the bodies are generated from their types in ``sfu/service/bodies.py``; the paths,
+parameters and error responses are written here."""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
 
+import msgspec
+
 from sfu import __version__
+from sfu.service import bodies
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -43,153 +49,21 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return {str(status): _error(names[status]) for status in statuses}
 
 
-_SCHEMAS: dict[str, Any] = {
-    "Id": {
-        "type": "string",
-        "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
-        "description": "A clinic or meeting-room id.",
-    },
-    "DisplayName": {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": 80,
-        "description": "Trimmed; 1-80 characters; control characters are refused.",
-    },
-    "Timestamp": {"type": "string", "format": "date-time", "example": "2024-05-01T09:30:00Z"},
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {
-                    "code": {
-                        "type": "string",
-                        "enum": [
-                            "bad_request",
-                            "unauthorized",
-                            "forbidden",
-                            "not_found",
-                            "conflict",
-                            "too_large",
-                            "rate_limited",
-                            "method_not_allowed",
-                        ],
-                    },
-                    "message": {"type": "string"},
-                },
-            }
-        },
-    },
-    "NameBody": {
-        "type": "object",
-        "required": ["name"],
-        "properties": {"name": _ref("DisplayName")},
-    },
-    "Participant": {
-        "type": "object",
-        "required": ["id", "name", "role"],
-        "properties": {
-            "id": {"type": "string"},
-            "name": {"type": "string"},
-            "role": {"type": "string", "enum": ["patient", "guest", "staff", "admin"]},
-        },
-    },
-    "MeetingRoom": {
-        "type": "object",
-        "required": ["id", "clinic", "name", "participants"],
-        "properties": {
-            "id": _ref("Id"),
-            "clinic": _ref("Id"),
-            "name": {"type": "string"},
-            "participants": {"type": "array", "items": _ref("Participant")},
-        },
-    },
-    "Clinic": {
-        "type": "object",
-        "required": ["id", "name", "rooms", "waiting_area"],
-        "properties": {
-            "id": _ref("Id"),
-            "name": {"type": "string"},
-            "rooms": {"type": "array", "items": _ref("MeetingRoom")},
-            "waiting_area": {
-                "type": "object",
-                "required": ["closed", "message", "spaces"],
-                "properties": {
-                    "closed": {"type": "boolean"},
-                    "message": {"type": "string"},
-                    "spaces": {"type": "integer", "description": "How many spaces it holds."},
-                },
-            },
-        },
-    },
-    "Space": {
-        "type": "object",
-        "required": ["space", "status", "waiting_since", "patient", "participants"],
-        "properties": {
-            "space": {"type": "string", "example": "sp_3q2ZyX9kLm0aBcDe"},
-            "status": {"type": "string", "enum": ["waiting", "in_consultation", "on_hold"]},
-            "waiting_since": _ref("Timestamp"),
-            "patient": {
-                "type": "object",
-                "required": ["name"],
-                "properties": {"name": {"type": "string"}},
-            },
-            "participants": {"type": "array", "items": _ref("Participant")},
-        },
-    },
-    "WaitingArea": {
-        "type": "object",
-        "required": ["spaces", "closed", "message"],
-        "properties": {
-            "spaces": {
-                "type": "array",
-                "items": _ref("Space"),
-                "description": "Longest waiting first.",
-            },
-            "closed": {"type": "boolean"},
-            "message": {"type": "string", "description": "The closed message; empty when open."},
-        },
-    },
-    "WaitingAreaState": {
-        "type": "object",
-        "required": ["closed"],
-        "properties": {
-            "closed": {"type": "boolean"},
-            "message": {"type": "string", "maxLength": 500},
-        },
-    },
-    "Entry": {
-        "type": "object",
-        "required": ["space", "token", "expires_at"],
-        "properties": {
-            "space": {"type": "string"},
-            "token": {"type": "string", "description": "A patient token for this space."},
-            "expires_at": _ref("Timestamp"),
-        },
-    },
-    "InviteBody": {
-        "type": "object",
-        "properties": {
-            "name": _ref("DisplayName"),
-            "ttl": {
-                "type": "integer",
-                "minimum": 60,
-                "description": "Token lifetime in seconds; at most auth.guest_token_ttl (default).",
-            },
-        },
-    },
-    "Invite": {
-        "type": "object",
-        "required": ["token", "url", "expires_at"],
-        "properties": {
-            "token": {"type": "string", "description": "A guest token scoped to the space or room."},
-            "url": {"type": "string", "format": "uri"},
-            "expires_at": _ref("Timestamp"),
-        },
-    },
-}
+def _schemas() -> dict[str, Any]:
+    """``components.schemas``: generated from the body types, so they cannot drift from the code."""
+    _, components = msgspec.json.schema_components(
+        bodies.BODIES, ref_template="#/components/schemas/{name}"
+    )
+    named = {
+        name: msgspec.json.schema(tp)
+        for name, tp in [
+            ("Id", bodies.Id),
+            ("DisplayName", bodies.DisplayName),
+            ("Timestamp", bodies.Timestamp),
+        ]
+    }
+    return {**named, **components}
+
 
 _RESPONSES: dict[str, Any] = {
     name: _json(_ref("Error"), text)
@@ -369,7 +243,7 @@ def build_openapi() -> dict[str, Any]:
         },
         "paths": _paths(),
         "components": {
-            "schemas": copy.deepcopy(_SCHEMAS),
+            "schemas": _schemas(),
             "responses": copy.deepcopy(_RESPONSES),
             "securitySchemes": {
                 "bearer": {

@@ -16,26 +16,22 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from aiortc import RTCIceServer
 
-from sfu.bandwidth import AdmissionSettings
 from sfu.calls.events import CallKey
-from sfu.calls.manager import Calls, CallsSettings
+from sfu.calls.manager import Calls
 from sfu.calls.media import MediaEndpoint
-from sfu.calls.quality import QualitySettings
-from sfu.config import Config, parse_port_range
 from sfu.rooms import IN_CONSULTATION, ON_HOLD, WAITING
 from sfu.rooms import events as ev
 from sfu.rooms.clinic import ClinicRegistry
 from sfu.service.api import setup_api_routes
+from sfu.service.config import Config
 from sfu.service.events import ServerEvents
 from sfu.service.feed import WaitingAreaFeed
 from sfu.service.metrics import Metrics
 from sfu.service.signaling import SessionContext, SignalingSession
 from sfu.service.webhooks import WebhookDispatcher
-from sfu.transport.aiortc_glue import IceSettings
 from sfu.transport.counters import Counters
-from sfu.transport.endpoint import Endpoint, EndpointListener, EndpointSettings
+from sfu.transport.endpoint import Endpoint, EndpointListener
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +45,14 @@ class Server:
         self.counters = Counters()
         self.metrics = Metrics(self.counters, self.snapshot)
         self.events = ServerEvents(self.metrics)
-        self.registry = ClinicRegistry(config, on_event=self._on_domain_event)
+        self.registry = ClinicRegistry(config.clinics, limits=config.limits,
+                                       waiting_area=config.waiting_area,
+                                       on_event=self._on_domain_event)
         self.sessions: set[SignalingSession] = set()
         self.draining = False
-        self.endpoint_settings = self._endpoint_settings(config)
         self.calls = Calls(registry=self.registry, new_endpoint=self._new_endpoint,
-                           events=self.events, settings=self._calls_settings(config), clock=clock)
+                           events=self.events, limits=config.limits,
+                           bandwidth=config.bandwidth, clock=clock)
         self.feed = WaitingAreaFeed(self.registry)
         self._session_context = SessionContext(
             calls=self.calls, feed=self.feed, events=self.events, secret=config.auth.secret,
@@ -80,35 +78,7 @@ class Server:
 
     def _new_endpoint(self, endpoint_id: str, listener: EndpointListener) -> MediaEndpoint:
         """The one place the server makes a media endpoint."""
-        return Endpoint(endpoint_id, self.endpoint_settings, listener, self.counters)
-
-    @staticmethod
-    def _calls_settings(config: Config) -> CallsSettings:
-        bw = config.bandwidth
-        return CallsSettings(
-            max_participants=config.limits.max_participants, probe_seconds=bw.probe_seconds,
-            admission=AdmissionSettings(
-                max_participants=config.limits.max_participants,
-                min_video_kbps=bw.min_video_kbps, min_audio_kbps=bw.min_audio_kbps,
-                audio_only_acceptable=bw.audio_only_acceptable, warn_kbps=bw.warn_kbps,
-                block_kbps=bw.block_kbps),
-            quality=QualitySettings(min_video_kbps=bw.min_video_kbps,
-                                    min_audio_kbps=bw.min_audio_kbps))
-
-    @staticmethod
-    def _endpoint_settings(config: Config) -> EndpointSettings:
-        media = config.media
-        return EndpointSettings(
-            ice=IceSettings(tuple(media.ice_addresses), media.announced_address,
-                            parse_port_range(media.udp_ports)),
-            ice_servers=tuple(RTCIceServer(urls=s.urls, username=s.username or None,
-                                           credential=s.credential or None)
-                              for s in media.ice_servers),
-            inactivity_timeout=media.inactivity_timeout,
-            connect_timeout=media.connect_timeout,
-            packet_cache_size=media.packet_cache_size,
-            pli_interval=media.pli_interval,
-        )
+        return Endpoint(endpoint_id, self.config.media, listener, self.counters)
 
     def _make_app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.server.max_message_bytes)

@@ -39,7 +39,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from sfu.config import WebhooksConfig
+from sfu.service.settings import WebhooksSettings
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class _Target:
 
 
 class WebhookDispatcher:
-    def __init__(self, config: WebhooksConfig, *, clock: Callable[[], float] = time.time,
+    def __init__(self, config: WebhooksSettings, *, clock: Callable[[], float] = time.time,
                  registry: CollectorRegistry | None = None, backoff: float = 0.5,
                  max_backoff: float = 30.0) -> None:
         self.config = config

@@ -22,19 +22,12 @@ from sfu.transport.aiortc_glue import IceSettings
 from sfu.transport.counters import Counters
 from sfu.transport.forwarder import Consumer, OutStream, Producer
 from sfu.transport.peer import CLOCK_RATES, AnswerInfo, SendSlot, WebRtcPeer
+from sfu.transport.settings import MediaSettings, parse_port_range
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class EndpointSettings:
-    ice: IceSettings = IceSettings()
-    ice_servers: tuple[RTCIceServer, ...] = ()
-    inactivity_timeout: float = 30.0
-    connect_timeout: float = 20.0
-    packet_cache_size: int = 512
-    pli_interval: float = 1.0
-    rtcp_interval: float = 1.0
+RTCP_INTERVAL = 1.0  # seconds between the endpoint's RTCP compounds (SR, RR, SDES)
 
 
 @dataclass(frozen=True)
@@ -67,14 +60,19 @@ RembListener = Callable[[int, float], None]
 
 
 class Endpoint:
-    def __init__(self, endpoint_id: str, settings: EndpointSettings, listener: EndpointListener,
+    def __init__(self, endpoint_id: str, settings: MediaSettings, listener: EndpointListener,
                  counters: Counters, clock: Callable[[], float] = time.monotonic) -> None:
         self.id = endpoint_id
         self.settings = settings
         self.listener = listener
         self.counters = counters
         self.clock = clock
-        self.peer = WebRtcPeer(ice=settings.ice, ice_servers=list(settings.ice_servers),
+        ice = IceSettings(tuple(settings.ice_addresses), settings.announced_address,
+                          parse_port_range(settings.udp_ports))
+        ice_servers = [RTCIceServer(urls=s.urls, username=s.username or None,
+                                    credential=s.credential or None)
+                       for s in settings.ice_servers]
+        self.peer = WebRtcPeer(ice=ice, ice_servers=ice_servers,
                                on_rtp=self._on_rtp, on_rtcp=self._on_rtcp,
                                on_state=self._on_state, clock=clock)
         self.producers: dict[str, Producer] = {}  # kind -> producer
@@ -397,6 +395,6 @@ class Endpoint:
 
     async def _run_rtcp(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.rtcp_interval)
+            await asyncio.sleep(RTCP_INTERVAL)
             if self.connected:
                 self.peer.wire.send_rtcp(self.rtcp_compound(self.clock()))

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from sfu.bandwidth.admission import (
-    AdmissionSettings,
+    BandwidthSettings,
     ParticipantEstimate,
     decide,
     precall_verdict,
 )
 from sfu.bandwidth.allocator import ReceiverLevel
 
-SETTINGS = AdmissionSettings()
+SETTINGS = BandwidthSettings()
 
 
 def people(
@@ -61,7 +61,7 @@ def test_newcomer_on_a_weak_link_gets_audio_only_when_acceptable() -> None:
 
 
 def test_audio_only_is_refused_when_not_acceptable() -> None:
-    strict = AdmissionSettings(audio_only_acceptable=False)
+    strict = BandwidthSettings(audio_only_acceptable=False)
     decision = decide(people(5), ParticipantEstimate("new", 2000.0, 250.0), strict)
     assert not decision.admit and decision.code == "insufficient_bandwidth"
     assert "new's downlink of 250 kbit/s" in decision.message

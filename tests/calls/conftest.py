@@ -7,23 +7,18 @@ from typing import Any
 import pytest
 
 from sfu.auth import Claims
-from sfu.bandwidth import AdmissionSettings
+from sfu.bandwidth import BandwidthSettings
 from sfu.calls.call import Participant
-from sfu.calls.manager import Calls, CallsSettings
-from sfu.config import config_from_dict
+from sfu.calls.manager import Calls
 from sfu.rooms import ClinicRegistry
+from sfu.rooms.settings import ClinicSettings, LimitsSettings, RoomSettings, WaitingAreaSettings
 from tests.calls.fakes import Endpoints, FakeClock, FakeEndpoint, RecordingClient, RecordingEvents
-
-SECRET = "test-secret-0123456789abcdef-0123456789"
 
 
 def make_registry(max_participants: int = 6) -> ClinicRegistry:
-    config = config_from_dict({
-        "auth": {"secret": SECRET},
-        "limits": {"max_participants": max_participants},
-        "clinics": [{"id": "c1", "name": "Clinic one", "rooms": [{"id": "team", "name": "Team"}]}],
-    }, environ={})
-    return ClinicRegistry(config)
+    return ClinicRegistry([ClinicSettings("c1", "Clinic one", rooms=[RoomSettings("team", "Team")])],
+                          limits=LimitsSettings(max_participants=max_participants),
+                          waiting_area=WaitingAreaSettings())
 
 
 def claims(role: str, sub: str, **kw: Any) -> Claims:
@@ -57,15 +52,14 @@ class World:
 
 
 def make_world(*, max_participants: int = 6, probe_seconds: float = 0.0,
-               block_kbps: float = 180) -> World:
+               block_kbps: int = 180) -> World:
     registry = make_registry(max_participants)
     endpoints = Endpoints()
     events = RecordingEvents()
     wall, mono = FakeClock(1_700_000_000.0), FakeClock(100.0)
-    settings = CallsSettings(
-        max_participants=max_participants, probe_seconds=probe_seconds,
-        admission=AdmissionSettings(max_participants=max_participants, block_kbps=block_kbps))
-    calls = Calls(registry=registry, new_endpoint=endpoints, events=events, settings=settings,
+    calls = Calls(registry=registry, new_endpoint=endpoints, events=events,
+                  limits=LimitsSettings(max_participants=max_participants),
+                  bandwidth=BandwidthSettings(probe_seconds=probe_seconds, block_kbps=block_kbps),
                   clock=wall, monotonic=mono)
     return World(calls, registry, endpoints, events, wall, mono)
 

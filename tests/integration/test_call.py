@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import threading
 
@@ -80,8 +81,8 @@ async def test_leave_and_abrupt_disconnect_clean_up_everything(server, token, cl
 
 
 async def test_vanished_media_is_noticed_and_the_others_are_told(server, token, clip):
-    server.endpoint_settings = type(server.endpoint_settings)(
-        **{**server.endpoint_settings.__dict__, "inactivity_timeout": 2.0})
+    server.config = dataclasses.replace(server.config, media=dataclasses.replace(
+        server.config.media, inactivity_timeout=2.0))  # read by every endpoint made from now
     a, b = await join_all(server.url, [token(sub="a"), token(sub="b")], clip, {"room": "team"})
     try:
         await wait_for(receives_everyone([a, b]), timeout=15)

@@ -4,6 +4,7 @@ network settings, webhooks end to end."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -159,11 +160,13 @@ async def test_every_ice_candidate_port_lies_in_the_configured_range(make_server
 async def test_ice_servers_are_handed_to_clients_in_joined(make_server, token, clip) -> None:
     turn = {"urls": ["turn:turn.example.org:3478?transport=udp"], "username": "u",
             "credential": "p"}
-    from sfu.config import IceServer
+    from sfu.transport.settings import IceServer
 
     srv = await make_server(media={"ice_servers": [IceServer(**turn)],  # type: ignore[arg-type]
                                    "inactivity_timeout": 5.0})
-    srv.endpoint_settings = Server._endpoint_settings(make_config())  # don't gather via TURN
+    # the server itself does not gather via TURN; clients are still handed the configured servers
+    srv.config = dataclasses.replace(srv.config, media=dataclasses.replace(srv.config.media,
+                                                                            ice_servers=[]))
     c = Client(srv.url, token(sub="dr-a"), clip=clip)
     try:
         joined = await c.join({"room": "team"})

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sfu.cli import main
-from sfu.config import Config, load_config
+from sfu.service.config import Config, load_config
 from sfu.service.server import Server
 
 from ..conftest import make_config

@@ -7,7 +7,7 @@ import time
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from sfu.config import WebhooksConfig
+from sfu.service.settings import WebhooksSettings
 from sfu.service.webhooks import EVENT_ID_HEADER, WebhookDispatcher, sign, verify_signature
 
 from .conftest import eventually, free_port
@@ -17,7 +17,7 @@ SECRET = "hook-secret-0123456789"
 
 def dispatcher(*urls: str, **kw: object) -> WebhookDispatcher:
     registry = kw.pop("registry", None)
-    cfg = WebhooksConfig(urls=list(urls), secret=SECRET, **kw)  # type: ignore[arg-type]
+    cfg = WebhooksSettings(urls=list(urls), secret=SECRET, **kw)  # type: ignore[arg-type]
     return WebhookDispatcher(cfg, registry=registry, backoff=0.05)  # type: ignore[arg-type]
 
 
@@ -195,7 +195,7 @@ async def test_close_is_idempotent_and_leaves_no_tasks(receivers) -> None:
 
 
 async def test_without_urls_it_does_nothing() -> None:
-    d = WebhookDispatcher(WebhooksConfig())
+    d = WebhookDispatcher(WebhooksSettings())
     await d.start()
     d("participant.joined", {"participant": "p_1"})
     assert not d.enabled and d.queued == 0

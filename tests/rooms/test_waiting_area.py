@@ -7,7 +7,7 @@ import pytest
 from sfu.errors import ApiError
 from sfu.rooms import ClinicRegistry, DomainEvent, SpaceEnded, WaitingAreaChanged
 
-from .conftest import T0, make_config
+from .conftest import T0, make_registry
 
 
 def status(fn: object, *args: object) -> int:
@@ -108,7 +108,7 @@ def test_good_display_names_are_kept(registry: ClinicRegistry, name: str) -> Non
 
 
 def test_a_space_whose_patient_never_connects_expires(events: list[DomainEvent]) -> None:
-    registry = ClinicRegistry(make_config(unconnected_expiry=900), on_event=events.append)
+    registry = make_registry(events.append, unconnected_expiry=900)
     space = registry.enter_waiting_area("c1", "Ada", "10.0.0.1", T0)
     assert registry.expire(T0 + 899) == []
     assert registry.expire(T0 + 900) == [space]
@@ -143,7 +143,7 @@ def test_a_dropped_patient_may_come_back_within_the_grace(registry: ClinicRegist
 
 
 def test_after_the_grace_the_space_is_removed(events: list[DomainEvent]) -> None:
-    registry = ClinicRegistry(make_config(reconnect_grace=120), on_event=events.append)
+    registry = make_registry(events.append, reconnect_grace=120)
     space = registry.enter_waiting_area("c1", "Ada", "10.0.0.1", T0)
     space.participant_joined("p1", "Ada", "patient", T0)
     space.participant_joined("s1", "Dr Lee", "staff", T0)

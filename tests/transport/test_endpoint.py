@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from sfu.transport import packets as P
 from sfu.transport.counters import Counters
-from sfu.transport.endpoint import Endpoint, EndpointListener, EndpointSettings
+from sfu.transport.endpoint import Endpoint, EndpointListener
 from sfu.transport.forwarder import Consumer, OutStream
+from sfu.transport.settings import MediaSettings
 from tests.transport.test_forwarder import Sink, producer, vp8
 
 
 def endpoint_sending_on(ssrc: int, sink: Sink) -> tuple[Endpoint, OutStream]:
-    endpoint = Endpoint("e1", EndpointSettings(), EndpointListener(), Counters())
+    endpoint = Endpoint("e1", MediaSettings(), EndpointListener(), Counters())
     out = OutStream(ssrc=ssrc, mid="2", kind="video", sink=sink, clock_rate=90000, pt_map={})
     endpoint.out_by_ssrc[ssrc] = out  # as subscribe() would, without negotiating
     return endpoint, out

@@ -1,0 +1,15 @@
+"""The ``[bandwidth]`` section of the configuration: admission thresholds and the pre-call probe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BandwidthSettings:
+    min_video_kbps: int = 150
+    min_audio_kbps: int = 40
+    audio_only_acceptable: bool = True
+    warn_kbps: int = 330
+    block_kbps: int = 180
+    probe_seconds: float = 3.0

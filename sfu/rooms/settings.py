@@ -1,0 +1,34 @@
+"""The configuration sections the clinic domain reads: ``[limits]``, ``[waiting_area]`` and the
+clinics defined at start-up (``[[clinics]]`` with their ``[[clinics.rooms]]``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class LimitsSettings:
+    max_participants: int = 6
+    max_spaces_per_clinic: int = 500
+
+
+@dataclass(frozen=True)
+class WaitingAreaSettings:
+    reconnect_grace: float = 120.0
+    unconnected_expiry: float = 900.0
+    entry_rate_limit: int = 10  # entries per client address ...
+    entry_rate_window: float = 60.0  # ... per this many seconds
+
+
+@dataclass(frozen=True)
+class RoomSettings:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ClinicSettings:
+    id: str
+    name: str
+    waiting_area_closed_message: str = ""  # non-empty: the waiting area is closed with it
+    rooms: list[RoomSettings] = field(default_factory=list)

@@ -1,0 +1,35 @@
+"""The configuration sections the edge reads: ``[server]``, ``[metrics]``, ``[webhooks]``,
+``[logging]``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = ""  # base URL used in invite links; default http://host:port
+    max_message_bytes: int = 65536
+    drain_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    port: int = 0  # 0: /metrics on the main port
+
+
+@dataclass(frozen=True)
+class WebhooksSettings:
+    urls: list[str] = field(default_factory=list)
+    secret: str = ""
+    timeout: float = 5.0
+    max_attempts: int = 5
+    queue_size: int = 1000
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: str = "INFO"
+    format: str = "text"  # "text" or "json"

@@ -1,0 +1,45 @@
+"""The ``[media]`` section of the configuration: what the transport layer reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class IceServer:
+    """A STUN or TURN server (``[[media.ice_servers]]``)."""
+
+    urls: list[str]
+    username: str = ""
+    credential: str = ""
+
+
+@dataclass(frozen=True)
+class MediaSettings:
+    # Local addresses that gather ICE host candidates. Empty: every non-loopback address.
+    ice_addresses: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+    # Address written into candidates instead of the local one (1:1 NAT); empty: none.
+    announced_address: str = ""
+    # "40000-40999" (a range), "40000" (one port per peer is still needed: see docs), "" (any).
+    udp_ports: str = ""
+    # STUN/TURN servers for the server's own gathering and handed to clients in `joined`.
+    ice_servers: list[IceServer] = field(default_factory=list)
+    # Without media or RTCP from a connected peer for this long, it is removed.
+    inactivity_timeout: float = 30.0
+    # How long ICE + DTLS may take after an answer before the peer is given up.
+    connect_timeout: float = 20.0
+    packet_cache_size: int = 512
+    pli_interval: float = 1.0
+
+
+def parse_port_range(spec: str) -> tuple[int, int] | None:
+    """``"40000-40999"`` -> (40000, 40999); ``"40000"`` -> (40000, 40000); ``""`` -> None."""
+    spec = spec.strip()
+    if not spec:
+        return None
+    lo_s, _, hi_s = spec.partition("-")
+    lo = int(lo_s)
+    hi = int(hi_s) if hi_s else lo
+    if not (1 <= lo <= hi <= 65535):
+        raise ValueError(f"bad port range {spec!r}")
+    return lo, hi

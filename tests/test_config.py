@@ -1,0 +1,121 @@
+"""The loader: TOML tables become the components' settings types, and every problem is named."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sfu.errors import ConfigError
+from sfu.rooms.settings import ClinicSettings, RoomSettings
+from sfu.service.config import Config, config_from_dict, default_config, load_config
+from sfu.transport.settings import IceServer, MediaSettings
+
+SECRET = {"auth": {"secret": "a-secret-of-at-least-16"}}
+
+
+def problems(raw: dict[str, Any]) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({**SECRET, **raw}, environ={})
+    return info.value.problems
+
+
+def test_sections_become_the_components_settings_types() -> None:
+    cfg = config_from_dict({
+        **SECRET,
+        "media": {"udp_ports": "40000-40099", "ice_servers": [{"urls": ["stun:stun.example"]}]},
+        "clinics": [{"id": "c1", "name": "Clinic one", "rooms": [{"id": "team", "name": "Team"}]}],
+    }, environ={})
+    assert isinstance(cfg.media, MediaSettings) and cfg.media.udp_ports == "40000-40099"
+    assert cfg.media.ice_servers == [IceServer(urls=["stun:stun.example"])]
+    assert cfg.clinics == [ClinicSettings("c1", "Clinic one", rooms=[RoomSettings("team", "Team")])]
+    assert cfg.server == Config().server  # absent sections take their defaults
+
+
+def test_an_int_is_a_number_but_a_bool_is_not_an_int() -> None:
+    cfg = config_from_dict({**SECRET, "bandwidth": {"probe_seconds": 3}}, environ={})
+    assert cfg.bandwidth.probe_seconds == 3.0 and isinstance(cfg.bandwidth.probe_seconds, float)
+    assert problems({"server": {"port": True}}) == ["server.port: expected an integer, got True"]
+    assert problems({"server": {"drain_timeout": False}}) == [
+        "server.drain_timeout: expected a number, got False"]
+    assert problems({"bandwidth": {"audio_only_acceptable": 1}}) == [
+        "bandwidth.audio_only_acceptable: expected true or false, got 1"]
+
+
+def test_an_unknown_key_is_named_at_any_depth() -> None:
+    assert problems({"colour": "blue"}) == ["colour: unknown key"]
+    assert problems({"server": {"colour": "blue"}}) == ["server.colour: unknown key"]
+    assert problems({"media": {"ice_servers": [{"urls": ["stun:x"], "user": "u"}]}}) == [
+        "media.ice_servers[0].user: unknown key"]
+
+
+def test_a_wrong_type_is_named_with_its_dotted_key() -> None:
+    assert problems({"server": {"port": "eighty"}}) == [
+        "server.port: expected an integer, got 'eighty'"]
+    assert problems({"media": {"ice_addresses": "127.0.0.1"}}) == [
+        "media.ice_addresses: expected a list"]
+    assert problems({"server": 5}) == ["server: expected a table"]
+
+
+def test_list_items_are_named_by_index() -> None:
+    found = problems({"clinics": [
+        {"id": "c1", "name": "One", "rooms": [{"name": "no id"}, {"id": 5, "name": "Five"}]},
+        {"name": "no id either"},
+    ]})
+    assert found == [
+        "clinics[0].rooms[0].id: required",
+        "clinics[0].rooms[1].id: expected a string, got 5",
+        "clinics[1].id: required",
+    ]
+
+
+def test_semantic_checks_name_list_items_too() -> None:
+    found = problems({"clinics": [{"id": "c1", "name": "One", "rooms": [
+        {"id": "team", "name": "Team"}, {"id": "bad id", "name": "Bad"}]}]})
+    assert found == ["clinics[0].rooms[1].id: letters, digits, '-' and '_' only: 'bad id'"]
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({
+            "server": {"port": "eighty", "colour": "blue"},
+            "limits": {"max_participants": 99},
+            "auth": {"secret": "short"},
+            "media": {"udp_ports": "9-1", "packet_cache_size": 1.5},
+        }, environ={})
+    assert info.value.problems == [
+        "server.port: expected an integer, got 'eighty'",
+        "server.colour: unknown key",
+        "media.packet_cache_size: expected an integer, got 1.5",
+        # the semantic checks still run on what was well typed
+        "auth.secret: too short, use at least 16 characters",
+        "limits.max_participants: must be 2-16, got 99",
+        "media.udp_ports: expected 'LOW-HIGH' or 'PORT', got '9-1'",
+    ]
+
+
+def test_the_environment_secret_overrides_the_file(tmp_path: Any) -> None:
+    path = tmp_path / "sfu.toml"
+    path.write_text('[auth]\nsecret = "short"\n')
+    env_secret = "from-the-environment-0123456789"
+    assert load_config(path, environ={"SFU_AUTH_SECRET": env_secret}).auth.secret == env_secret
+    with pytest.raises(ConfigError, match="auth.secret: too short"):
+        load_config(path, environ={})
+
+
+def test_the_embedded_default_is_valid() -> None:
+    cfg = default_config()
+    assert config_from_dict({"auth": {"secret": cfg.auth.secret}, "clinics": [
+        {"id": c.id, "name": c.name, "rooms": [{"id": r.id, "name": r.name} for r in c.rooms]}
+        for c in cfg.clinics]}, environ={}) == cfg
+
+
+def test_a_bad_list_item_does_not_hide_the_semantic_problems() -> None:
+    found = problems({
+        "clinics": [{"id": "c1", "name": "One", "rooms": [{"id": 7, "name": "Seven"}]}],
+        "limits": {"max_participants": 1},
+    })
+    assert found == [
+        "clinics[0].rooms[0].id: expected a string, got 7",
+        "limits.max_participants: must be 2-16, got 1",
+    ]
