@@ -34,6 +34,7 @@ import os
 import struct
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from sfu.auth import mint_token
@@ -190,7 +191,7 @@ def apply_variant(variant: str) -> None:
     raise SystemExit(f"unknown variant {variant}")
 
 
-async def main() -> None:
+async def main() -> list[dict[str, Any]]:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--variant", default="none")
@@ -330,7 +331,7 @@ async def main() -> None:
         for eid, log in RTCP_LOG.items():
             for kind, times in log.get("times", {}).items():
                 ts = [t_ for t_, _ in times]
-                gaps = [round(b - a, 2) for a, b in zip(ts, ts[1:])]
+                gaps = [round(b - a, 2) for a, b in zip(ts, ts[1:], strict=False)]
                 print(f"RR blocks from {eid} on {kind}: n={len(ts)} intervals(s) "
                       f"min={min(gaps, default=0)} max={max(gaps, default=0)} "
                       f"mean={sum(gaps) / max(1, len(gaps)):.2f} max fraction_lost={max(f_ for _, f_ in times)}/256")
@@ -343,10 +344,8 @@ async def main() -> None:
                           f"expected={s.expected} lost={s.lost} keyframes={prod.keyframes}")
         await browser.close()
     await server.close()
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, default=str)
     summarize(rows)
+    return rows
 
 
 def summarize(rows: list[dict[str, Any]]) -> None:
@@ -366,6 +365,8 @@ def summarize(rows: list[dict[str, Any]]) -> None:
 
 if __name__ == "__main__":
     try:
-        asyncio.run(main())
+        rows = asyncio.run(main())
+        if "--json" in sys.argv:
+            Path(sys.argv[sys.argv.index("--json") + 1]).write_text(json.dumps(rows, default=str))
     except KeyboardInterrupt:
         sys.exit(1)

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from sfu.bandwidth import DownlinkEstimator, UplinkEstimator
 from sfu.calls.media import MediaEndpoint, ReportBlock
 
-
 # Ticks (seconds) a stream may be sent to without any receiver report on it before it counts as
 # lost: longer than the slowest report interval a browser uses (Chromium: audio 5 s, x0.5-1.5).
 SILENT_LOSS_TICKS = 10
