@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from sfu.bandwidth import DownlinkEstimator, UplinkEstimator
 from sfu.calls.media import MediaEndpoint, ReportBlock
 
+# Ticks (seconds) a stream may be sent to without any receiver report on it before it counts as
+# lost: longer than the slowest report interval a browser uses (Chromium: audio 5 s, x0.5-1.5).
+SILENT_LOSS_TICKS = 10
+
 
 @dataclass
 class Link:
@@ -67,10 +71,17 @@ class Link:
     def feed_downlink(self, now: float, elapsed: float, margin_kbps: float | None = None) -> None:
         """Feed what was sent since the last tick and what the receiver reported on it. Loss is
         weighted by the bytes sent on each stream: a shaped link drops big video packets far
-        more than small audio ones."""
+        more than small audio ones.
+
+        Receivers report on their streams at their own pace, not once per tick: Chromium sends a
+        receiver report on a video stream about every second but on an audio stream only about
+        every 5 s (3.4-7.1 s measured). A stream with no report this tick is no evidence either
+        way and is left out of the weighting; only a stream sent to for ``SILENT_LOSS_TICKS``
+        ticks without a single report counts as lost (nothing of it arrives)."""
         if self.endpoint is None:
             return
         sent = 0
+        weighed = 0
         delivered = 0.0
         reported = False
         for ssrc, octets in self.endpoint.sent_octets().items():
@@ -82,24 +93,26 @@ class Link:
                 reported = True
                 self.silent.pop(ssrc, None)
             elif delta > 0:
-                # sent for two ticks and never reported on: nothing of it arrived
                 self.silent[ssrc] = self.silent.get(ssrc, 0) + 1
-                if self.silent[ssrc] >= 2:
+                if self.silent[ssrc] >= SILENT_LOSS_TICKS:
                     loss = 1.0
-            delivered += delta * (1.0 - (loss or 0.0))
+            if loss is None:
+                continue  # not reported on this tick: its report will come
+            weighed += delta
+            delivered += delta * (1.0 - loss)
         if sent > 0:
             self.downlink.on_sent(now, sent)
         if margin_kbps is not None:
             self.downlink.margin_kbps = max(self.downlink.settings.margin_kbps, margin_kbps)
         if reported:
             self.ticks_reported += 1
-            loss = 1.0 - delivered / sent if sent > 0 else max(self.rr_loss.values())
+            loss = 1.0 - delivered / weighed if weighed > 0 else max(self.rr_loss.values())
             jitter = max(self.rr_jitter) if self.rr_jitter else 0.0
             self.rr_loss.clear()
             self.rr_jitter.clear()
             self.loss = max(0.0, loss)
             self.downlink.on_receiver_report(now, self.loss, jitter, self.rtt)
-            self.goodput_kbps = delivered * 8 / 1000 / elapsed if sent > 0 else None
+            self.goodput_kbps = sent * (1.0 - self.loss) * 8 / 1000 / elapsed if sent > 0 else None
 
     # -- what it concludes ---------------------------------------------------------------------
     def down_kbps(self, now: float) -> float | None:

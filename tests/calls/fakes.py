@@ -139,10 +139,11 @@ class FakeEndpoint:
             if producer in self._consumers and not self._consumers[producer].paused:
                 self._sent[ssrc] += int(kbps_by_producer.get(producer.id, 0) * 1000 / 8 * seconds)
 
-    def report(self, fraction_lost: float, now: float, rtt: float | None = 0.05) -> None:
-        """A receiver report on every stream sent to it."""
+    def report(self, fraction_lost: float, now: float, rtt: float | None = 0.05,
+               kinds: tuple[str, ...] = ("audio", "video")) -> None:
+        """A receiver report on every stream of ``kinds`` sent to it."""
         for producer, ssrc in self._ssrc_of.items():
-            if producer in self._consumers:
+            if producer in self._consumers and producer.kind in kinds:
                 block = ReportBlock(ssrc=ssrc, fraction_lost=int(fraction_lost * 256),
                                     packets_lost=0, highest_seq=0, jitter=0, lsr=0, dlsr=0)
                 for listener in list(self._reports):

@@ -133,6 +133,28 @@ async def test_a_lossy_downlink_loses_video_never_audio_and_gets_it_back_on_reco
     await world.calls.close()
 
 
+async def test_audio_reported_only_every_few_seconds_is_not_loss() -> None:
+    """Chromium reports on a video stream about every second but on an audio stream only about
+    every 5 s. A lossless link reported on at that pace keeps its video."""
+    world = make_world()
+    _, patient, staff = consultation(world)
+    for second in range(30):
+        now = world.mono()
+        for endpoint in world.endpoints.made.values():
+            for producer in endpoint.producers.values():
+                producer.octets += int((500 if producer.kind == "video" else 40) * 1000 / 8)
+            endpoint.send_media({p.id: (500 if p.kind == "video" else 40)
+                                 for p in endpoint.subscribed()})
+            endpoint.report(0.0, now, kinds=("audio", "video") if second % 5 == 0 else ("video",))
+        world.mono.advance(1.0)
+        world.calls.tick()
+    for p, other in ((patient, staff), (staff, patient)):
+        assert world.endpoint(p).receives() == {other.id + ":audio", other.id + ":video"}
+        assert p.link.loss == 0.0
+        assert [m for k, m in world.clients[p.identity].messages if k == "quality"] == []
+    await world.calls.close()
+
+
 async def test_the_loudest_participant_becomes_the_speaker(world: World) -> None:
     _, patient, staff = consultation(world)
     world.endpoint(staff).producers["audio"].levels.extend([90, 100])
