@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from sfu.auth import mint_token
-from sfu.config import default_config
+from sfu.service.config import default_config
 from sfu.transport import aiortc_glue
 from sfu.transport.packets import parse_rtcp
 
@@ -341,7 +341,7 @@ async def main() -> list[dict[str, Any]]:
                 for prod in p_.endpoint.producers.values():
                     s = prod.stats
                     print(f"producer {p_.role} {prod.kind}: packets={prod.packets} "
-                          f"expected={s.expected} lost={s.lost} keyframes={prod.keyframes}")
+                          f"expected={s.expected} lost={s.lost}")
         await browser.close()
     await server.close()
     summarize(rows)
