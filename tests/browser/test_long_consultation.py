@@ -1,0 +1,92 @@
+"""A consultation lasts minutes: two Chromium pages (patient and dashboard) on loopback for 60 s.
+
+In the last 20 s each page decodes the other's video at 90 % or more of the frame rate the other
+encodes; no degraded-quality banner is ever shown; audio flows throughout (every 5 s window).
+This is the call that dropped to audio only within seconds when receiver reports that Chromium
+sends only every ~5 s on audio were taken for loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.browser.test_patient_consultation import PATIENT_NAME, new_page, rtp_stats
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
+
+CALL_SECONDS = 60.0
+LAST_WINDOW = 20.0
+
+SAMPLE_JS = """async () => {
+  const call = window.sfuCall;
+  if (!call || !call.pc) return null;
+  const out = {decoded: 0, encoded: 0, audioIn: 0, audioOut: 0,
+               banner: (document.querySelector("#banner") || {}).textContent || ""};
+  (await call.pc.getStats()).forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "video") out.decoded += r.framesDecoded || 0;
+    if (r.type === "inbound-rtp" && r.kind === "audio") out.audioIn += r.packetsReceived || 0;
+    if (r.type === "outbound-rtp" && r.kind === "video") out.encoded += r.framesEncoded || 0;
+    if (r.type === "outbound-rtp" && r.kind === "audio") out.audioOut += r.packetsSent || 0;
+  });
+  return out;
+}"""
+
+
+def at(samples: list[tuple[float, dict[str, Any]]], t: float) -> dict[str, Any]:
+    """The last sample taken at or before ``t`` seconds into the call."""
+    return [s for when, s in samples if when <= t][-1]
+
+
+async def test_two_browsers_stay_a_video_consultation_for_a_minute(
+    server: Any, browser: Any, token: Callable[..., str]
+) -> None:
+    from playwright.async_api import expect
+
+    patient_ctx, patient, patient_log = await new_page(browser)
+    staff_ctx, staff, staff_log = await new_page(browser)
+    await patient.goto(f"{server.url}/c/demo")
+    await patient.fill("#name", PATIENT_NAME)
+    await patient.click("#enter")
+    await expect(patient.locator("#waiting-title")).to_have_text("You are in the waiting area")
+    await staff.goto(f"{server.url}/c/demo/dashboard#token={token(role='staff', sub='dr-lee')}")
+    row = staff.locator("#spaces tr", has_text=PATIENT_NAME)
+    await row.get_by_role("button", name="Join").click()
+    await expect(staff.locator("#grid .tile")).to_have_count(1)
+    await expect(patient.locator("#grid .tile")).to_have_count(1)
+
+    pages = {"patient": patient, "staff": staff}
+    samples: dict[str, list[tuple[float, dict[str, Any]]]] = {name: [] for name in pages}
+    start = time.monotonic()
+    while (elapsed := time.monotonic() - start) < CALL_SECONDS:
+        for name, page in pages.items():
+            sample = await page.evaluate(SAMPLE_JS)
+            if sample is not None:
+                samples[name].append((elapsed, sample))
+                assert sample["banner"] == "", (
+                    f"{name} page shows a banner at {elapsed:.0f} s: {sample['banner']!r}; "
+                    f"stats {await rtp_stats(page)}")
+        await asyncio.sleep(1.0)
+
+    report = []
+    for receiver, sender in (("patient", "staff"), ("staff", "patient")):
+        t0, t1 = CALL_SECONDS - LAST_WINDOW, CALL_SECONDS
+        decoded = at(samples[receiver], t1)["decoded"] - at(samples[receiver], t0)["decoded"]
+        encoded = at(samples[sender], t1)["encoded"] - at(samples[sender], t0)["encoded"]
+        report.append(f"{receiver} decoded {decoded} of the {encoded} frames {sender} encoded")
+        assert encoded > 10 * LAST_WINDOW, f"{sender} hardly encoded: {report}"
+        assert decoded >= 0.9 * encoded, f"{report}; stats {await rtp_stats(pages[receiver])}"
+        # audio flows throughout: more packets in every 5 s window of the call
+        audio = [(when, s["audioIn"]) for when, s in samples[receiver]]
+        for w in range(5, int(CALL_SECONDS) - 4, 5):
+            assert at(samples[receiver], w + 5)["audioIn"] > at(samples[receiver], w)["audioIn"], (
+                f"{receiver}: no audio between {w} and {w + 5} s: {audio}")
+    print("\n" + "; ".join(report))
+    for log in (patient_log, staff_log):
+        assert not log.errors, log.errors
+    for context in (patient_ctx, staff_ctx):
+        await context.close()
