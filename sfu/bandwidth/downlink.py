@@ -3,9 +3,10 @@
 A loss-based controller in the style of libwebrtc's send-side loss estimator and Galène, driven by
 the participant's RTCP receiver reports, capped by its REMB when it sends one:
 
-* loss under 2 %  -> grow by 8 % per second of report interval (at most one second's worth per
-  report), but not above ``1.5 * sent + 200`` kbit/s: capacity that was not exercised is not
-  claimed, yet a receiver that currently gets audio only can still grow enough to try one video;
+* loss under 2 %  -> grow by 8 % per second of report interval (at most five seconds' worth per
+  report: a browser that receives only audio reports about every 5 s), but not above
+  ``1.5 * sent + 200`` kbit/s: capacity that was not exercised is not claimed, yet a receiver
+  that currently gets audio only can still grow enough to try one video;
 * loss over 10 % -> cut to ``min(estimate, sent) * (1 - loss / 2)``, at most once per
   ``rtt + 0.3 s`` so that one congestion episode, reported by several RRs, is cut once;
 * in between -> hold.
@@ -13,6 +14,13 @@ the participant's RTCP receiver reports, capped by its REMB when it sends one:
 ``sent`` is what the server actually sent to the participant over the last 2 s. The estimate is
 unknown (None) until the first receiver report or REMB, never below 20 kbit/s, and reported
 through a 5 % hysteresis band. RTT is smoothed as TCP's SRTT (gain 1/8).
+
+A receiver's REMB is evidence of a limit only while it is below what is being sent: a browser's
+receive-side estimate grows only with what it receives (Chromium keeps it near 1.5 x the received
+rate), so a low REMB towards a receiver that gets little (audio only) says nothing about its link.
+A binding REMB is a strict cap; a REMB at or above the sent rate is ignored. (The allocator's
+smoother holds an upgrade for 5 s, so a receiver whose REMB bound and then stopped binding once
+less was sent is not flooded at once: if its link is still limited, its REMB binds again.)
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ class DownlinkSettings:
     start_kbps: float = 300.0  # first estimate when nothing has been sent yet
     min_kbps: float = 20.0
     increase_per_s: float = 1.08
+    max_growth_interval_s: float = 5.0  # one report grows the estimate for at most this long
     headroom: float = 1.5  # growth cap: headroom * sent + margin_kbps
     margin_kbps: float = 200.0
     low_loss: float = 0.02
@@ -93,7 +102,8 @@ class DownlinkEstimator:
                 estimate = min(estimate, basis * (1.0 - 0.5 * loss))
                 self._last_decrease = now
         elif loss < s.low_loss:
-            grown = estimate * s.increase_per_s ** min(max(now - last, 0.0), 1.0)
+            grown = estimate * s.increase_per_s ** min(max(now - last, 0.0),
+                                                       s.max_growth_interval_s)
             cap = s.headroom * sent + self.margin_kbps
             if grown > cap:
                 grown = max(estimate, cap)
@@ -101,15 +111,20 @@ class DownlinkEstimator:
         self._loss_based = max(estimate, s.min_kbps)
 
     def on_remb(self, now: float, kbps: float) -> None:
-        """Record the participant's REMB: the estimate never exceeds it while it is fresh."""
+        """Record the participant's REMB: while fresh and below what is sent, a strict cap."""
         self._remb = (now, max(kbps, 0.0))
+
+    def _binds(self, now: float, remb_kbps: float) -> bool:
+        """Whether a REMB limits what is sent (a REMB over the sent rate says nothing)."""
+        return remb_kbps < self._sent.kbps(now)
 
     def estimate_kbps(self, now: float) -> float | None:
         """Smoothed estimate in kbit/s; None before any receiver report or REMB."""
         raw = self._loss_based
         remb = self._remb
         cap = None
-        if remb is not None and now - remb[0] <= self.settings.remb_timeout_s:
+        if remb is not None and now - remb[0] <= self.settings.remb_timeout_s \
+                and (raw is None or self._binds(now, remb[1])):
             cap = remb[1]
             raw = cap if raw is None else min(raw, cap)
         if raw is None:

@@ -98,9 +98,49 @@ def test_a_stale_remb_no_longer_caps() -> None:
     send(est, 800, 0.0, 2.0)
     est.on_receiver_report(2.0, 0.0, 5.0, None)
     est.on_remb(2.0, 100.0)
+    send(est, 800, 2.0, 13.0)
     assert est.estimate_kbps(5.0) == 100.0
     value = est.estimate_kbps(13.0)
     assert value is not None and value > 700
+
+
+def test_a_remb_over_what_is_sent_is_no_limit() -> None:
+    """A browser's REMB grows only with what it receives: towards a receiver that gets audio
+    only it stays low, and holding it against the link would keep video paused for good."""
+    est = DownlinkEstimator()
+    send(est, 40, 0.0, 2.0)  # audio only
+    est.on_receiver_report(2.0, 0.0, 5.0, 0.05)
+    for second in range(3, 23):
+        send(est, 40, second - 1.0, float(second))
+        est.on_remb(float(second), 70.0)  # about 1.5 x what it receives
+        if second % 5 == 2:
+            est.on_receiver_report(float(second), 0.0, 5.0, 0.05)
+    after = est.estimate_kbps(22.0)
+    assert after is not None and after > 150  # grew past the REMB, towards a video's worth
+
+
+def test_a_remb_binds_while_it_is_below_what_is_sent() -> None:
+    est = DownlinkEstimator()
+    send(est, 800, 0.0, 2.0)
+    est.on_receiver_report(2.0, 0.0, 5.0, 0.05)
+    est.on_remb(2.0, 300.0)  # the receiver cannot take 800
+    assert est.estimate_kbps(2.0) == 300.0
+    send(est, 250, 2.0, 6.0)  # the sender backs off under it: no longer a limit
+    value = est.estimate_kbps(6.0)
+    assert value is not None and value > 300.0
+
+
+def test_reports_a_few_seconds_apart_grow_by_their_real_interval() -> None:
+    """Chromium reports on an audio-only downlink about every 5 s: growth must keep 8 %/s."""
+    est = DownlinkEstimator()
+    send(est, 200, 0.0, 2.0)
+    est.on_receiver_report(2.0, 0.0, 5.0, 0.05)
+    start = est.estimate_kbps(2.0)
+    assert start is not None
+    send(est, 200, 2.0, 7.0)
+    est.on_receiver_report(7.0, 0.0, 5.0, 0.05)
+    value = est.estimate_kbps(7.0)
+    assert value == pytest.approx(start * 1.08 ** 5, rel=0.06)
 
 
 def test_rtt_is_smoothed() -> None:
