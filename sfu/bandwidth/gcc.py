@@ -30,7 +30,7 @@ until the arrivals span that window.
 Feedback bookkeeping: 16-bit sequence numbers are unwrapped around the highest seen; the status
 of the last 4096 is remembered, so a packet reported twice counts once and a packet reported lost
 and then received counts as received (libwebrtc keeps lost packets in its history for that
-reason). Packets older than that, or with non-finite times, are ignored. Without feedback for 2 s
+reason; here the loss is taken back only if its loss interval has not closed yet). Packets older than that, or with non-finite times, are ignored. Without feedback for 2 s
 (``kStreamTimeOut``) the delay detector starts over.
 
 The estimate is clamped to ``min_kbps .. max_kbps`` and is None until the first feedback. The
@@ -282,5 +282,9 @@ class SendSideEstimator:
     # -- output ---------------------------------------------------------------------------
 
     def estimate_kbps(self, now: float) -> float | None:
-        """The target rate in kbit/s, None before the first feedback."""
+        """The target rate in kbit/s, None before the first feedback.
+
+        ``min(delay-based, loss-based)``, as of the last feedback: ``now`` is taken for symmetry
+        with the other estimators (no decay without feedback yet).
+        """
         return self._target
