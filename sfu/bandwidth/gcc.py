@@ -30,7 +30,8 @@ until the arrivals span that window.
 Feedback bookkeeping: 16-bit sequence numbers are unwrapped around the highest seen; the status
 of the last 4096 is remembered, so a packet reported twice counts once and a packet reported lost
 and then received counts as received (libwebrtc keeps lost packets in its history for that
-reason; here the loss is taken back only if its loss interval has not closed yet). Packets older than that, or with non-finite times, are ignored. Without feedback for 2 s
+reason; here the loss is taken back only if its loss interval has not closed yet). Packets older than that, or with non-finite times, are ignored. Every window is also bounded by
+that count, whatever clocks the receiver reports. Without feedback for 2 s
 (``kStreamTimeOut``) the delay detector starts over.
 
 The estimate is clamped to ``min_kbps .. max_kbps`` and is None until the first feedback. The
@@ -229,8 +230,9 @@ class SendSideEstimator:
         self._acked_bytes += size
         latest = arrival if latest is None else max(latest, arrival)
         self._latest_arrival = latest
-        while self._acked and self._acked[0][0] <= latest - window:
-            self._acked_bytes -= self._acked.popleft()[1]
+        acked = self._acked
+        while acked and (acked[0][0] <= latest - window or len(acked) > self.settings.history):
+            self._acked_bytes -= acked.popleft()[1]  # the count bound holds against odd clocks
 
     # -- the two controllers --------------------------------------------------------------
 
@@ -266,6 +268,8 @@ class SendSideEstimator:
             history.popleft()
         while history and target <= history[-1][1]:
             history.pop()
+        if len(history) >= self.settings.history:
+            history.popleft()
         history.append((now, target))
         report = self._loss_report
         if report is not None and now - report < s.loss_timeout_s:

@@ -252,3 +252,14 @@ def test_any_feedback_gives_a_finite_estimate_within_bounds() -> None:
             assert value is not None and math.isfinite(value)
             assert est.settings.min_kbps <= value <= est.settings.max_kbps
             assert math.isfinite(est.delay_gradient) and 0.0 <= est.loss <= 1.0
+
+
+def test_memory_stays_bounded_when_every_packet_claims_the_same_arrival() -> None:
+    est = estimator()
+    for k in range(30):
+        base = k * 1000
+        est.on_feedback(
+            k * 0.1, [((base + i) & 0xFFFF, k * 0.1, SIZE, RX_CLOCK) for i in range(1000)]
+        )
+    assert len(est._acked) <= est.settings.history  # private on purpose: the bound is the point
+    assert len(est._status) <= est.settings.history
