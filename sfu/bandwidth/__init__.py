@@ -11,6 +11,7 @@ from sfu.bandwidth.admission import (
     precall_verdict,
     predict,
 )
+from sfu.bandwidth.aimd import AimdSettings
 from sfu.bandwidth.allocator import (
     Allocation,
     AllocationSmoother,
@@ -26,29 +27,37 @@ from sfu.bandwidth.allocator import (
 )
 from sfu.bandwidth.delay import DelayDetector
 from sfu.bandwidth.downlink import DownlinkEstimator, DownlinkSettings
+from sfu.bandwidth.gcc import Feedback, GccSettings, SendSideEstimator
 from sfu.bandwidth.settings import BandwidthSettings
+from sfu.bandwidth.trendline import TrendlineSettings, Usage
 from sfu.bandwidth.uplink import SequenceLoss, UplinkEstimator, UplinkSettings
 
 __all__ = [
     "BandwidthSettings",
+    "AimdSettings",
     "Allocation",
     "AllocationSmoother",
     "Decision",
     "DelayDetector",
     "DownlinkEstimator",
     "DownlinkSettings",
+    "Feedback",
+    "GccSettings",
     "Level",
     "LevelChange",
     "ParticipantEstimate",
     "Receiver",
     "ReceiverChange",
     "ReceiverLevel",
+    "SendSideEstimator",
     "SequenceLoss",
     "SmoothedUpdate",
     "Stream",
     "StreamAllocation",
+    "TrendlineSettings",
     "UplinkEstimator",
     "UplinkSettings",
+    "Usage",
     "allocate",
     "decide",
     "precall_verdict",
