@@ -258,6 +258,12 @@ class AllocationSmoother:
         self._hold: dict[tuple[str, str], float] = {}
         self._last_upgrade: dict[tuple[str, str], float] = {}
         self._receiver_levels: dict[str, ReceiverLevel] = {}
+        self._confirmed: set[str] = set()  # receivers whose next upgrades skip the hold
+
+    def confirm(self, receiver_id: str) -> None:
+        """The receiver's link proved it carries more (a probe): the upgrades the next
+        :meth:`update` proposes for it need not wait out the hold."""
+        self._confirmed.add(receiver_id)
 
     def update(self, now: float, proposed: Allocation, streams: Sequence[Stream]) -> SmoothedUpdate:
         by_id = {s.id: s for s in streams}
@@ -284,6 +290,7 @@ class AllocationSmoother:
             if before is not level:
                 receiver_changes.append(ReceiverChange(rid, before, level))
         self._receiver_levels = dict(out.receiver_levels)
+        self._confirmed.clear()
         return SmoothedUpdate(out, changes, receiver_changes)
 
     def _choose(
@@ -306,7 +313,7 @@ class AllocationSmoother:
             self._pending_since.pop(key, None)
             return want
         since = self._pending_since.setdefault(key, now)
-        if now - since >= hold:
+        if now - since >= hold or key[0] in self._confirmed:
             self._pending_since.pop(key, None)
             self._last_upgrade[key] = now
             return want

@@ -110,6 +110,12 @@ class DownlinkEstimator:
             estimate = grown
         self._loss_based = max(estimate, s.min_kbps)
 
+    def on_probe(self, now: float, kbps: float) -> None:
+        """A probe cluster proved the link carries ``kbps``: the estimate may start from there."""
+        if self._loss_based is None or kbps > self._loss_based:
+            self._loss_based = max(kbps, self.settings.min_kbps)
+            self._last_report = now
+
     def on_remb(self, now: float, kbps: float) -> None:
         """Record the participant's REMB: while fresh and below what is sent, a strict cap."""
         self._remb = (now, max(kbps, 0.0))

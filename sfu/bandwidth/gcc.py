@@ -283,6 +283,18 @@ class SendSideEstimator:
         target = min(target, self._aimd.estimate_kbps)
         self._target = min(max(target, s.min_kbps), s.max_kbps)
 
+    def on_probe(self, now: float, kbps: float) -> None:
+        """A probe cluster proved the link carries ``kbps``: both parts may start from there
+        (libwebrtc's probe result, applied with ``SetEstimate``)."""
+        s = self.settings
+        kbps = min(max(kbps, s.min_kbps), s.max_kbps)
+        if kbps > self._aimd.estimate_kbps:
+            self._aimd.set_estimate(now, kbps)
+        if self._target is None or kbps > self._target:
+            self._target = kbps
+            self._min_history.clear()
+            self._min_history.append((now, kbps))
+
     # -- output ---------------------------------------------------------------------------
 
     def estimate_kbps(self, now: float) -> float | None:

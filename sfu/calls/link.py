@@ -8,10 +8,11 @@ that depends on time takes ``now``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sfu.bandwidth import DownlinkEstimator, UplinkEstimator
-from sfu.calls.media import MediaEndpoint, ReportBlock
+from sfu.bandwidth import DownlinkEstimator, SendSideEstimator, UplinkEstimator
+from sfu.calls.media import Feedback, MediaEndpoint, ReportBlock
 
 # Ticks (seconds) a stream may be sent to without any receiver report on it before it counts as
 # lost: longer than the slowest report interval a browser uses (Chromium: audio 5 s, x0.5-1.5).
@@ -36,6 +37,9 @@ class Link:
     watched: set[str] = field(default_factory=set)  # producer ids whose arrivals are recorded
     constrained: bool = False
     endpoint: MediaEndpoint | None = None
+    # with transport-cc (browsers): the send-side estimate from its feedback (GCC)
+    gcc: SendSideEstimator | None = None
+    sent_kbps: float = 0.0  # media sent to the participant over the last tick
 
     # -- what the media endpoints tell ------------------------------------------------------
     def attach(self, endpoint: MediaEndpoint) -> None:
@@ -44,9 +48,17 @@ class Link:
         self.endpoint = endpoint
         endpoint.listen_reports(lambda block, now, rtt: self.on_report(block, rtt))
         endpoint.listen_remb(lambda bps, now: self.downlink.on_remb(now, bps / 1000))
+        endpoint.listen_transport_feedback(self.on_transport_feedback)
+
+    def on_transport_feedback(self, results: Sequence[Feedback], now: float) -> None:
+        if self.gcc is None:
+            self.gcc = SendSideEstimator()
+        self.gcc.on_feedback(now, results)
 
     def on_report(self, block: ReportBlock, rtt: float | None) -> None:
         self.reports += 1
+        if rtt is not None and self.gcc is not None:
+            self.gcc.on_rtt(0.0, rtt)
         self.rr_loss[block.ssrc] = max(self.rr_loss.get(block.ssrc, 0.0), block.fraction_lost / 256)
         self.rr_jitter.append(block.jitter / 90.0)  # video clock: ms
         if rtt is not None:
@@ -100,6 +112,7 @@ class Link:
                 continue  # not reported on this tick: its report will come
             weighed += delta
             delivered += delta * (1.0 - loss)
+        self.sent_kbps = sent * 8 / 1000 / elapsed
         if sent > 0:
             self.downlink.on_sent(now, sent)
         if margin_kbps is not None:
@@ -114,8 +127,23 @@ class Link:
             self.downlink.on_receiver_report(now, self.loss, jitter, self.rtt)
             self.goodput_kbps = sent * (1.0 - self.loss) * 8 / 1000 / elapsed if sent > 0 else None
 
+    def on_probe(self, now: float, kbps: float) -> None:
+        """A probe cluster proved the downlink carries ``kbps``."""
+        self.downlink.on_probe(now, kbps)
+        if self.gcc is not None:
+            self.gcc.on_probe(now, kbps)
+
     # -- what it concludes ---------------------------------------------------------------------
+    @property
+    def overusing(self) -> bool:
+        """The send-side estimator sees the queue towards the participant growing."""
+        return self.gcc is not None and self.gcc.state == "overusing"
+
     def down_kbps(self, now: float) -> float | None:
+        if self.gcc is not None:  # transport-cc: the send-side estimate, as libwebrtc's
+            estimate = self.gcc.estimate_kbps(now)
+            if estimate is not None:
+                return estimate
         estimate = self.downlink.estimate_kbps(now)
         if estimate is not None and self.goodput_kbps is not None and self.loss > 0.1:
             estimate = min(estimate, self.goodput_kbps * 1.1)
@@ -131,11 +159,11 @@ class Link:
         loss-based estimate only knows what was sent: held against a link that never lost a
         packet, it would pause video for everyone who just joined."""
         estimate = self.down_kbps(now)
-        if self.loss > 0.05:
+        if self.loss > 0.05 or self.overusing:
             self.constrained = True
         if not self.constrained or estimate is None:
             return None
-        if estimate >= 1.1 * demand_kbps and self.loss < 0.02:
+        if estimate >= 1.1 * demand_kbps and self.loss < 0.02 and not self.overusing:
             self.constrained = False
             return None
         return estimate

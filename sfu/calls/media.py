@@ -15,6 +15,10 @@ from sfu.transport.endpoint import EndpointListener
 from sfu.transport.forwarder import Arrival
 from sfu.transport.packets import ReportBlock
 
+# what transport-cc feedback says of one packet sent: (transport-wide seq, send time on our
+# clock, bytes, arrival time on the receiver's clock or None when lost)
+Feedback = tuple[int, float, int, float | None]
+
 
 class MediaProducer(Protocol):
     """One published track."""
@@ -78,11 +82,17 @@ class MediaEndpoint(Protocol):
     def sent_octets(self) -> Mapping[int, int]: ...  # per outgoing SSRC, so far
     def listen_reports(self, listener: Callable[[ReportBlock, float, float | None], None]) -> None: ...
     def listen_remb(self, listener: Callable[[int, float], None]) -> None: ...
+    def listen_transport_feedback(
+        self, listener: Callable[[Sequence[Feedback], float], None]) -> None: ...
+
+    def send_padding(self, kbps: float, seconds: float) -> None:
+        """Send padding at ``kbps`` for ``seconds`` on top of the media (a bandwidth probe);
+        nothing when the peer offers no way to (no RTX stream to carry it)."""
 
 
 # Makes the endpoint of a participant (or of a pre-call test): ``(id, listener)``. The edge
 # passes one in, bound to the media settings; tests pass one that makes fakes.
 EndpointFactory = Callable[[str, EndpointListener], MediaEndpoint]
 
-__all__ = ["Arrival", "EndpointFactory", "EndpointListener", "MediaConsumer", "MediaEndpoint",
+__all__ = ["Arrival", "EndpointFactory", "Feedback", "EndpointListener", "MediaConsumer", "MediaEndpoint",
            "MediaProducer", "ReportBlock"]

@@ -11,9 +11,11 @@ Pure policy lives in sfu/bandwidth; this module only moves numbers between it an
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 from sfu.bandwidth import (
+    Allocation,
     AllocationSmoother,
     BandwidthSettings,
     Level,
@@ -22,8 +24,11 @@ from sfu.bandwidth import (
     Stream,
     allocate,
 )
+from sfu.bandwidth.probe import ProbeController
 from sfu.calls.call import Call, Participant
 from sfu.calls.events import CallEvents, QualityNotice
+
+log = logging.getLogger(__name__)
 
 AUDIO_KBPS = 40.0  # nominal Opus rate before it is measured
 VIDEO_KBPS = 500.0  # nominal video rate before it is measured
@@ -44,6 +49,7 @@ class QualityController:
         self._caps: dict[str, float] = {}  # producer id -> the REMB cap sent to its publisher
         self._ignored_cap: dict[str, int] = {}  # producer id -> ticks spent well above its cap
         self._resume_kbps: dict[str, float] = {}  # receiver -> what its cheapest paused video needs
+        self._probes: dict[str, ProbeController] = {}  # receiver -> its downlink's probing
 
     # -- the tick ------------------------------------------------------------------------------------
     def tick(self, now: float) -> None:
@@ -86,11 +92,47 @@ class QualityController:
         subscriptions = {p.id: [producer.id for producer in p.endpoint.subscribed()]
                          for p in participants}
         full = {s.id: s.full_kbps for s in streams}
-        receivers = [Receiver(p.id, p.link.allocation_down_kbps(
-            now, sum(full.get(sid, 0.0) for sid in subscriptions[p.id]))) for p in participants]
+        demand = {p.id: sum(full.get(sid, 0.0) for sid in subscriptions[p.id])
+                  for p in participants}
+        self._judge_probes(participants, now)
+        receivers = [Receiver(p.id, p.link.allocation_down_kbps(now, demand[p.id]))
+                     for p in participants]
         proposed = allocate(receivers, streams, subscriptions)
         update = self.smoother.update(now, proposed, streams)
         self._apply(participants, update, streams, now)
+        self._plan_probes(participants, update.allocation, demand, now)
+
+    # -- probing a limited downlink (sfu/bandwidth/probe.py) ------------------------------------
+    def _judge_probes(self, participants: list[Participant], now: float) -> None:
+        """A probe that proved its rate lets the estimate jump there and the upgrades it allows
+        apply now, not after the smoother's hold."""
+        for p in participants:
+            probe = self._probes.get(p.id)
+            if probe is None:
+                continue
+            probe.observe(lossy=p.link.loss > 0.02, overusing=p.link.overusing)
+            proved = probe.judge(now)
+            if proved is not None:
+                p.link.on_probe(now, proved)
+                self.smoother.confirm(p.id)
+
+    def _plan_probes(self, participants: list[Participant], allocation: Allocation,
+                     demand: dict[str, float], now: float) -> None:
+        limited = {rid for (rid, _), chosen in allocation.streams.items()
+                   if chosen.level is not Level.FULL}
+        for p in participants:
+            if p.probing:
+                continue
+            probe = self._probes.setdefault(p.id, ProbeController())
+            rate = probe.plan(now, estimate_kbps=p.link.down_kbps(now),
+                              target_kbps=1.1 * demand[p.id], limited=p.id in limited,
+                              clean=p.link.loss <= 0.02 and not p.link.overusing,
+                              sent_kbps=p.link.sent_kbps)
+            if rate is not None:
+                padding = max(0.0, rate - p.link.sent_kbps)
+                log.info("probing the downlink of %s at %.0f kbit/s (%.0f of padding)", p.id,
+                         rate, padding, extra=p.log_context())
+                p.endpoint.send_padding(padding, probe.settings.duration_s)
 
     def _ignores_cap(self, producer_id: str, rate: float) -> bool:
         """A publisher that keeps sending well above the REMB cap it was given (a pre-encoded

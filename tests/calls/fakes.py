@@ -71,6 +71,9 @@ class FakeEndpoint:
         self._sent: dict[int, int] = {}
         self._reports: list[Callable[[ReportBlock, float, float | None], None]] = []
         self._rembs: list[Callable[[int, float], None]] = []
+        self._feedback: list[Callable[[Sequence[tuple[int, float, int, float | None]], float],
+                                      None]] = []
+        self.paddings: list[tuple[float, float]] = []  # (kbps, seconds) asked for
 
     # -- the seam -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -115,6 +118,14 @@ class FakeEndpoint:
 
     def listen_remb(self, listener: Callable[[int, float], None]) -> None:
         self._rembs.append(listener)
+
+    def listen_transport_feedback(
+            self, listener: Callable[[Sequence[tuple[int, float, int, float | None]], float],
+                                     None]) -> None:
+        self._feedback.append(listener)
+
+    def send_padding(self, kbps: float, seconds: float) -> None:
+        self.paddings.append((kbps, seconds))
 
     # -- playing the media side ----------------------------------------------------------------
     def publish(self, *kinds: str) -> None:

@@ -163,3 +163,28 @@ async def test_the_loudest_participant_becomes_the_speaker(world: World) -> None
     (call,) = world.calls.by_key.values()
     assert call.quality.speaker == staff.id  # type: ignore[union-attr]
     await world.calls.close()
+
+
+async def test_a_paused_downlink_is_probed_and_video_comes_back_within_seconds() -> None:
+    """Once the loss is over, the server probes the paused downlink with padding; a clean probe
+    proves the rate and the video resumes without waiting for 8 %/s growth or the hold."""
+    world = make_world()
+    _, patient, staff = consultation(world)
+    receiver = world.endpoint(staff)
+    for _ in range(3):
+        tick(world, loss={})
+    for _ in range(6):
+        tick(world, loss={staff.id: 0.8})
+    assert receiver.receives() == {patient.id + ":audio"}
+    assert not receiver.paddings, "a lossy link is not probed"
+    back_after = None
+    for second in range(1, 30):
+        tick(world, loss={})
+        if patient.id + ":video" in receiver.receives():
+            back_after = second
+            break
+    assert receiver.paddings, "the paused downlink is probed once its loss is over"
+    kbps, seconds = receiver.paddings[0]
+    assert kbps > 0 and seconds == 0.5
+    assert back_after is not None and back_after <= 6, back_after
+    await world.calls.close()

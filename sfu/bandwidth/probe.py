@@ -1,0 +1,104 @@
+"""When to probe a limited downlink, how hard, and what a probe proved.
+
+A downlink whose video is paused or capped carries less than the call needs, so its estimate
+can only grow with what it carries (8 %/s at best, and a browser's REMB grows only with what it
+receives): without help, a link that came back stays degraded for tens of seconds. As
+libwebrtc's probe controller and LiveKit's stream allocator do, the server then sends a short
+cluster of padding on top of the media, at the rate the allocation needs, and watches the
+receiver's feedback: no loss and no delay overuse during and just after the cluster prove the
+link carries that rate, and the estimate may jump to it at once.
+
+Budget: a probe never asks for more than ``max_factor`` times the current estimate (so a weak
+link is tested a step at a time, and its audio is not swamped), lasts ``duration_s``, and a
+failed probe doubles the wait before the next one (up to ``max_interval_s``).
+
+Pure: the caller passes ``now``; it sends the padding and reports what it saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    first_after_s: float = 1.0  # a downlink must have been limited (and clean) this long
+    interval_s: float = 0.5  # after a success: the next, higher step (exponential probing)
+    retry_s: float = 2.0  # after the first failure; each further failure doubles it
+    max_interval_s: float = 30.0  # the wait after repeated failures grows up to this
+    duration_s: float = 0.5  # one cluster of padding
+    settle_s: float = 1.0  # feedback after the cluster that still belongs to it
+    max_factor: float = 3.0  # a probe asks for at most this times what is known to pass
+    min_kbps: float = 250.0  # a probe asks for at least this (a paused video's minimum, and audio)
+
+
+class ProbeController:
+    """Probing of one downlink (see the module docstring)."""
+
+    def __init__(self, settings: ProbeSettings | None = None) -> None:
+        self.settings = settings or ProbeSettings()
+        self._limited_since: float | None = None
+        self._next_at = 0.0
+        self._wait = self.settings.retry_s
+        self._probing: tuple[float, float] | None = None  # (started, rate)
+        self._spoiled = False
+        self.probes = 0
+        self.successes = 0
+
+    @property
+    def active(self) -> bool:
+        """A cluster is being sent or judged."""
+        return self._probing is not None
+
+    def plan(self, now: float, *, estimate_kbps: float | None, target_kbps: float,
+             limited: bool, clean: bool = True, sent_kbps: float = 0.0) -> float | None:
+        """The total rate (media and padding, kbit/s) to probe at from ``now`` for
+        ``duration_s``, or None. ``limited``: the allocation leaves video paused or capped;
+        ``clean``: the latest feedback shows no loss and no overuse (a lossy link is not
+        probed: its loss has to end first); ``sent_kbps``: the media it carries now."""
+        s = self.settings
+        if not limited:  # recovered: a later limit starts afresh
+            self._limited_since = None
+            self._wait = s.retry_s
+            self._next_at = 0.0
+            return None
+        if not clean:
+            self._limited_since = None
+            return None
+        if self._limited_since is None:
+            self._limited_since = now
+        if self._probing is not None or now < self._next_at \
+                or now - self._limited_since < s.first_after_s:
+            return None
+        base = max(estimate_kbps or 0.0, sent_kbps)
+        rate = max(min(target_kbps, base * s.max_factor), min(target_kbps, s.min_kbps))
+        if estimate_kbps is not None and rate <= estimate_kbps:
+            return None  # the estimate already covers it: nothing to prove
+        self._probing = (now, rate)
+        self._spoiled = False
+        self.probes += 1
+        return rate
+
+    def observe(self, *, lossy: bool, overusing: bool) -> None:
+        """What the feedback says now: loss over 2 % or delay overuse spoil a running probe."""
+        if self._probing is not None and (lossy or overusing):
+            self._spoiled = True
+
+    def judge(self, now: float) -> float | None:
+        """Once the cluster has been sent and settled: the rate it proved, or None (a failure,
+        or nothing to judge yet)."""
+        if self._probing is None:
+            return None
+        started, rate = self._probing
+        s = self.settings
+        if now - started < s.duration_s + s.settle_s:
+            return None
+        self._probing = None
+        if self._spoiled:
+            self._next_at = now + self._wait
+            self._wait = min(self._wait * 2.0, s.max_interval_s)
+            return None
+        self.successes += 1
+        self._wait = s.retry_s
+        self._next_at = now + s.interval_s
+        return rate

@@ -1,0 +1,94 @@
+"""ProbeController: when a limited downlink is probed, how hard, and what a probe proves."""
+
+from __future__ import annotations
+
+from sfu.bandwidth.probe import ProbeController, ProbeSettings
+
+
+def run_until_probe(pc: ProbeController, start: float, estimate: float, target: float,
+                    limit: float = 60.0) -> tuple[float, float] | None:
+    t = start
+    while t < start + limit:
+        rate = pc.plan(t, estimate_kbps=estimate, target_kbps=target, limited=True)
+        if rate is not None:
+            return t, rate
+        t += 0.5
+    return None
+
+
+def test_an_unlimited_downlink_is_never_probed() -> None:
+    pc = ProbeController()
+    for i in range(100):
+        assert pc.plan(i * 0.5, estimate_kbps=300, target_kbps=2000, limited=False) is None
+    assert pc.probes == 0
+
+
+def test_a_limited_downlink_is_probed_after_a_while_within_the_budget() -> None:
+    pc = ProbeController()
+    found = run_until_probe(pc, 0.0, estimate=200, target=1200)
+    assert found is not None
+    t, rate = found
+    assert t >= ProbeSettings().first_after_s
+    assert rate == 600  # three times the estimate, not the whole target at once
+    assert pc.active
+    assert pc.plan(t + 0.5, estimate_kbps=200, target_kbps=1200, limited=True) is None
+
+
+def test_a_clean_probe_proves_its_rate_and_the_next_one_asks_more() -> None:
+    pc = ProbeController()
+    t, rate = run_until_probe(pc, 0.0, estimate=200, target=1200) or (0.0, 0.0)
+    pc.observe(lossy=False, overusing=False)
+    assert pc.judge(t + 1.0) is None  # still sending / settling
+    proved = pc.judge(t + 3.0)
+    assert proved == rate == 600
+    t2, rate2 = run_until_probe(pc, t + 3.0, estimate=proved, target=1200) or (0.0, 0.0)
+    assert t2 - (t + 3.0) <= ProbeSettings().interval_s + 0.5
+    assert rate2 == 1200  # the next step: three times as much, up to the target
+    # a link that proved it carries the whole target: the estimate covers it, no more probes
+    assert run_until_probe(pc, t2 + 3.0, estimate=1300, target=1200, limit=10) is None
+
+
+def test_a_spoiled_probe_proves_nothing_and_backs_off() -> None:
+    pc = ProbeController()
+    waits = []
+    t = 0.0
+    for _ in range(5):
+        found = run_until_probe(pc, t, estimate=200, target=1200)
+        assert found is not None
+        t, _ = found
+        pc.observe(lossy=True, overusing=False)
+        assert pc.judge(t + 3.0) is None
+        waits.append(t)
+        t += 3.0
+    gaps = [b - a for a, b in zip(waits, waits[1:], strict=False)]
+    assert gaps == sorted(gaps) and gaps[-1] > gaps[0] * 3  # doubling waits
+    assert pc.successes == 0
+
+
+def test_recovery_resets_the_backoff() -> None:
+    pc = ProbeController()
+    t, _ = run_until_probe(pc, 0.0, estimate=200, target=1200) or (0.0, 0.0)
+    pc.observe(lossy=False, overusing=True)
+    assert pc.judge(t + 3.0) is None
+    assert pc.plan(t + 3.5, estimate_kbps=2000, target_kbps=1200, limited=False) is None
+    found = run_until_probe(pc, t + 4.0, estimate=200, target=1200)
+    assert found is not None and found[0] - (t + 4.0) <= ProbeSettings().first_after_s + 0.5
+
+
+def test_a_lossy_link_is_not_probed_until_its_loss_ends() -> None:
+    pc = ProbeController()
+    for i in range(20):
+        assert pc.plan(i * 0.5, estimate_kbps=200, target_kbps=1200, limited=True,
+                       clean=False) is None
+    found = run_until_probe(pc, 10.0, estimate=200, target=1200)
+    assert found is not None and found[0] - 10.0 >= ProbeSettings().first_after_s
+
+
+def test_what_is_sent_counts_as_passing() -> None:
+    pc = ProbeController()
+    found = None
+    t = 0.0
+    while found is None and t < 10:
+        found = pc.plan(t, estimate_kbps=20, target_kbps=1200, limited=True, sent_kbps=300)
+        t += 0.5
+    assert found == 900  # three times the 300 kbit/s that flow, not three times the estimate
