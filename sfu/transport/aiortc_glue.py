@@ -20,7 +20,10 @@ import pylibsrtp
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aioice.ice import Connection, StunProtocol, get_host_addresses
 from aiortc import RTCRtpTransceiver
+from aiortc import sdp as aiortc_sdp
+from aiortc.codecs import is_rtx
 from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpHeaderExtensionParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 
@@ -246,3 +249,29 @@ def set_stream_id(transceiver: RTCRtpTransceiver, stream_id: str, track_id: str)
 def sender_ssrcs(transceiver: RTCRtpTransceiver) -> tuple[int, int]:
     sender = transceiver.sender
     return int(sender._ssrc), int(sender._rtx_ssrc)
+
+
+def offer_transport_cc(sdp: str, ext_id: int, uri: str) -> str:
+    """Add transport-wide congestion control to an offer aiortc made: the header extension
+    ``uri`` as ``ext_id`` and ``a=rtcp-fb:<pt> transport-cc`` on every codec except RTX, on
+    every audio and video m-line.
+
+    aiortc cannot be told to offer it: ``createOffer`` resets each transceiver's extensions
+    and codecs from its module-wide ``HEADER_EXTENSIONS`` and ``CODECS`` (changing those would
+    change every peer of the process). The offer is rewritten between ``createOffer`` and
+    ``setLocalDescription``; aiortc keeps the rewritten SDP as its local description and never
+    sends RTP itself here, so nothing else of it needs to know.
+    """
+    parsed = aiortc_sdp.SessionDescription.parse(sdp)
+    for media in parsed.media:
+        if media.kind not in ("audio", "video"):
+            continue
+        extensions = media.rtp.headerExtensions
+        if any(e.id == ext_id and e.uri != uri for e in extensions):
+            raise ValueError(f"extension id {ext_id} is already used in aiortc's offer")
+        if not any(e.uri == uri for e in extensions):
+            extensions.append(RTCRtpHeaderExtensionParameters(id=ext_id, uri=uri))
+        for codec in media.rtp.codecs:
+            if not is_rtx(codec) and not any(f.type == "transport-cc" for f in codec.rtcpFeedback):
+                codec.rtcpFeedback.append(RTCRtcpFeedback(type="transport-cc"))
+    return str(parsed)

@@ -23,6 +23,7 @@ from sfu.transport.counters import Counters
 from sfu.transport.forwarder import Consumer, OutStream, Producer
 from sfu.transport.peer import CLOCK_RATES, AnswerInfo, SendSlot, WebRtcPeer
 from sfu.transport.settings import MediaSettings, parse_port_range
+from sfu.transport.transportcc import PacketResult, SendHistory
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,9 @@ class EndpointListener:
 ReportListener = Callable[[P.ReportBlock, float, float | None], None]
 # a receiver's estimate in bit/s (REMB), when it arrived
 RembListener = Callable[[int, float], None]
+# what one transport feedback packet says about the packets sent (matched, in sequence order),
+# when it arrived
+TransportFeedbackListener = Callable[[list[PacketResult], float], None]
 
 
 class Endpoint:
@@ -93,6 +97,10 @@ class Endpoint:
         self.rtt: float | None = None
         self._report_listeners: list[ReportListener] = []
         self._remb_listeners: list[RembListener] = []
+        self._feedback_listeners: list[TransportFeedbackListener] = []
+        # the transport-wide sequence of every packet sent, once the peer accepted transport-cc
+        self.twcc = SendHistory()
+        self.transport_cc = False
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -122,6 +130,7 @@ class Endpoint:
         self.closed = True
         self._report_listeners.clear()
         self._remb_listeners.clear()
+        self._feedback_listeners.clear()
         for producer in self.producers.values():
             producer.close()
         for _, _, consumer in self._slots.values():
@@ -192,11 +201,21 @@ class Endpoint:
         info = await self.peer.apply_answer(sdp)
         self._offer_in_flight = False
         self._negotiated_once = True
+        self._apply_transport_cc(info.transport_cc)
         self._apply_payload_types(info)
         if self._update_producers(info):
             self.listener.producers_changed(self)
         if self._dirty:
             self.renegotiate()
+
+    def _apply_transport_cc(self, ext_id: int | None) -> None:
+        """Stamp every outgoing packet with the transport-wide sequence number while the peer
+        accepts it (the answer's id), or none."""
+        self.transport_cc = ext_id is not None
+        if ext_id is not None:
+            self.twcc.set_ext_id(ext_id)
+        for out in self.out_by_ssrc.values():
+            out.twcc = self.twcc if ext_id is not None else None
 
     def _apply_payload_types(self, info: AnswerInfo) -> None:
         for slot, out, consumer in self._slots.values():
@@ -253,7 +272,8 @@ class Endpoint:
         out = self.out_by_ssrc.get(slot.ssrc)
         if out is None:
             out = OutStream(ssrc=slot.ssrc, mid=slot.mid or "", kind=slot.kind, sink=self.peer.wire,
-                            clock_rate=CLOCK_RATES[slot.kind], pt_map={})
+                            clock_rate=CLOCK_RATES[slot.kind], pt_map={},
+                            twcc=self.twcc if self.transport_cc else None)
             self.out_by_ssrc[slot.ssrc] = out
             self.counters.track_stream(out)
         consumer = Consumer(producer, out, self.counters)
@@ -286,6 +306,15 @@ class Endpoint:
         """Call ``listener`` with each REMB estimate the receiver sends, until the endpoint closes."""
         if not self.closed:
             self._remb_listeners.append(listener)
+
+    def listen_transport_feedback(self, listener: TransportFeedbackListener) -> None:
+        """Call ``listener`` with what each transport feedback packet from the receiver says
+        about the packets sent to it (``transport_cc`` tells whether it will send any), until
+        the endpoint closes. Each result is (transport-wide sequence number, unwrapped; send
+        time on our monotonic clock; RTP bytes; arrival time in seconds on the receiver's clock,
+        or None if lost), in sequence order; packets the history no longer holds are left out."""
+        if not self.closed:
+            self._feedback_listeners.append(listener)
 
     def sent_octets(self) -> dict[int, int]:
         """Bytes sent so far on each outgoing stream, by its SSRC."""
@@ -351,7 +380,7 @@ class Endpoint:
                 if out is not None and out.consumer is not None:
                     self.counters.nacks += 1
                     for seq in msg.lost[:64]:
-                        out.consumer.retransmit(seq)
+                        out.consumer.retransmit(seq, now)
             elif isinstance(msg, P.Pli):
                 self._keyframe_for(msg.media_ssrc, now)
             elif isinstance(msg, P.Fir):
@@ -360,6 +389,12 @@ class Endpoint:
             elif isinstance(msg, P.Remb):
                 for listener in self._remb_listeners:
                     listener(msg.bitrate, now)
+            elif isinstance(msg, P.TransportFeedback):
+                if self.transport_cc:
+                    results = self.twcc.match(msg)
+                    if results:
+                        for feedback_listener in self._feedback_listeners:
+                            feedback_listener(results, now)
 
     def _keyframe_for(self, ssrc: int, now: float) -> None:
         out = self.out_by_ssrc.get(ssrc)

@@ -26,11 +26,13 @@ from sfu.transport.packets import (
     build_remb,
     build_rtp,
     ext_block,
+    ext_block_twcc,
     ext_element,
     unwrap_rtx,
     vp8_frame_info,
 )
 from sfu.transport.stats import ReceiveStats
+from sfu.transport.transportcc import HISTORY_MASK, SendHistory
 
 # Extension ids the server offers (aiortc's): the same for every peer, since the server always offers.
 EXT_MID = 1
@@ -243,10 +245,11 @@ class OutStream:
     """One sending m-line of a subscriber: its SSRC, and continuity across sources."""
 
     __slots__ = ("ssrc", "mid", "kind", "sink", "mid_element", "last_seq", "last_ts",
-                 "last_sent_at", "packets", "octets", "consumer", "clock_rate", "pt_map", "sent_srs")
+                 "last_sent_at", "packets", "octets", "consumer", "clock_rate", "pt_map", "sent_srs",
+                 "twcc")
 
     def __init__(self, *, ssrc: int, mid: str, kind: str, sink: PacketSink, clock_rate: int,
-                 pt_map: dict[int, int]) -> None:
+                 pt_map: dict[int, int], twcc: SendHistory | None = None) -> None:
         self.ssrc = ssrc
         self.mid = mid
         self.kind = kind
@@ -262,6 +265,9 @@ class OutStream:
         self.octets = 0
         self.consumer: Consumer | None = None
         self.sent_srs: dict[int, float] = {}  # middle 32 bits of NTP -> send time, for RTT
+        # the endpoint's transport-wide sequence (shared by all its streams) while its peer
+        # negotiated transport-cc; None: packets carry no transport-wide sequence number
+        self.twcc = twcc
 
     def set_mid(self, mid: str) -> None:
         """The mid is known once the offer that adds the m-line is made."""
@@ -358,15 +364,25 @@ class Consumer:
         ts = (packet.ts + anchor[2]) & 0xFFFFFFFF
         data = packet.data
         body = memoryview(data)[packet.payload_offset:]
-        ext = ext_block(out.mid_element + packet.shared_ext)
+        twcc = out.twcc
+        if twcc is None:
+            ext = ext_block(out.mid_element + packet.shared_ext)
+        else:  # the next transport-wide sequence number (SendHistory.record, inlined)
+            n = twcc.count = twcc.count + 1
+            ext = ext_block_twcc(out.mid_element, packet.shared_ext, twcc.header, n & 0xFFFF)
         wire = build_rtp(data[0], packet.marker, self._pt, seq, ts, out.ssrc, ext, body)
+        size = len(wire)
+        if twcc is not None:
+            i = n & HISTORY_MASK
+            twcc.times[i] = now
+            twcc.sizes[i] = size
         out.sink.send_rtp(wire)
         if ((seq - out.last_seq) & 0xFFFF) < 0x8000:
             out.last_seq = seq
             out.last_ts = ts
         out.last_sent_at = now
         out.packets += 1
-        out.octets += len(wire)
+        out.octets += size
 
     @property
     def anchor(self) -> Anchor | None:
@@ -388,8 +404,9 @@ class Consumer:
         self.need_keyframe = False
         return anchor
 
-    def retransmit(self, out_seq: int) -> bool:
-        """Answer a NACK for an outgoing sequence number from the producer's cache."""
+    def retransmit(self, out_seq: int, now: float) -> bool:
+        """Answer a NACK for an outgoing sequence number from the producer's cache (with a new
+        transport-wide sequence number, as any packet sent)."""
         cache = self.producer.cache
         if cache is None or self.closed:
             return False
@@ -401,9 +418,17 @@ class Consumer:
                     return False
                 out = self.out
                 body = memoryview(packet.data)[packet.payload_offset:]
-                ext = ext_block(out.mid_element + packet.shared_ext)
-                out.sink.send_rtp(build_rtp(packet.data[0], packet.marker, self._pt, out_seq,
-                                            packet.ts + past.ts_offset, out.ssrc, ext, body))
+                twcc = out.twcc
+                if twcc is None:
+                    ext = ext_block(out.mid_element + packet.shared_ext)
+                else:
+                    ext = ext_block_twcc(out.mid_element, packet.shared_ext, twcc.header,
+                                         (twcc.count + 1) & 0xFFFF)
+                wire = build_rtp(packet.data[0], packet.marker, self._pt, out_seq,
+                                 packet.ts + past.ts_offset, out.ssrc, ext, body)
+                if twcc is not None:
+                    twcc.record(len(wire), now)
+                out.sink.send_rtp(wire)
                 self._counters.retransmitted += 1
                 return True
         return False

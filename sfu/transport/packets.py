@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+URI_TRANSPORT_CC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 
 _HDR = struct.Struct("!BBHII")
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
+_I16 = struct.Struct("!h")
 
 
 class RtpPacket:
@@ -145,12 +147,31 @@ def ext_element(ext_id: int, value: bytes) -> bytes:
     return bytes((ext_id << 4 | (len(value) - 1),)) + value
 
 
+# the 0xBEDE profile and length word, and the padding, of a block of n bytes of elements
+_EXT_HEADS = tuple(b"\xbe\xde" + _U16.pack((n + (-n & 3)) >> 2) for n in range(256))
+_EXT_PADS = tuple(b"\x00" * (-n & 3) for n in range(256))
+_TWCC_ELEMENT = struct.Struct("!BH")
+
+
 def ext_block(elements: bytes) -> bytes:
     """Wrap extension elements in a 0xBEDE block padded to 32 bits; b'' for none."""
-    if not elements:
+    n = len(elements)
+    if not n:
         return b""
-    pad = -len(elements) & 3
-    return b"\xbe\xde" + _U16.pack((len(elements) + pad) >> 2) + elements + b"\x00" * pad
+    if n < 256:
+        return b"".join((_EXT_HEADS[n], elements, _EXT_PADS[n]))
+    pad = -n & 3
+    return b"\xbe\xde" + _U16.pack((n + pad) >> 2) + elements + b"\x00" * pad
+
+
+def ext_block_twcc(elements: bytes, shared: bytes, header: int, seq: int) -> bytes:
+    """``ext_block(elements + shared + transport-wide sequence number element)`` in one
+    allocation: ``header`` is the element's first byte (id << 4 | 1), ``seq`` 16 bits."""
+    n = len(elements) + len(shared) + 3
+    if n >= 256:
+        return ext_block(elements + shared + _TWCC_ELEMENT.pack(header, seq))
+    return b"".join((_EXT_HEADS[n], elements, shared, _TWCC_ELEMENT.pack(header, seq),
+                     _EXT_PADS[n]))
 
 
 def build_rtp(b0_flags: int, marker: bool, pt: int, seq: int, ts: int, ssrc: int,
@@ -248,7 +269,88 @@ class Bye:
     ssrcs: list[int]
 
 
-RtcpMessage = SenderReport | ReceiverReport | Nack | Pli | Fir | Remb | Bye
+@dataclass
+class TransportFeedback:
+    """RTPFB FMT=15 (draft-holmer-rmcat-transport-wide-cc-extensions-01, section 3.1).
+
+    ``deltas[i]`` is about transport-wide sequence number ``base_seq + i`` (mod 2^16): its
+    receive delta in 250 µs ticks from the previous received packet (the first one from the
+    reference time), or None when it was not received.
+    """
+
+    sender_ssrc: int
+    media_ssrc: int
+    base_seq: int
+    reference_time: int  # 24 bits, in 64 ms units, on the receiver's clock
+    fb_count: int  # 8 bits, one more for each feedback packet the receiver sends
+    deltas: list[int | None]
+
+    def arrivals(self, reference_offset: float = 0.0) -> list[tuple[int, float | None]]:
+        """(sequence number, arrival time in seconds on the receiver's clock or None if lost),
+        in sequence order; ``reference_offset`` is added (for an unwrapped reference time)."""
+        base = self.reference_time * TWCC_REFERENCE_TICK + reference_offset
+        ticks = 0  # summed as integers: no drift over a long feedback packet
+        out: list[tuple[int, float | None]] = []
+        seq = self.base_seq
+        for delta in self.deltas:
+            if delta is None:
+                out.append((seq, None))
+            else:
+                ticks += delta
+                out.append((seq, base + ticks * TWCC_DELTA_TICK))
+            seq = (seq + 1) & 0xFFFF
+        return out
+
+
+TWCC_REFERENCE_TICK = 0.064  # seconds per unit of the reference time
+TWCC_DELTA_TICK = 0.00025  # seconds per unit of a receive delta
+TWCC_REFERENCE_WRAP = 1 << 24
+
+RtcpMessage = SenderReport | ReceiverReport | Nack | Pli | Fir | Remb | Bye | TransportFeedback
+
+
+def _parse_transport_feedback(data: bytes, fci: int, end: int, sender: int,
+                              media: int) -> TransportFeedback:
+    if fci + 8 > end:
+        raise ValueError("transport feedback truncated")
+    base_seq, count, ref_and_fb = struct.unpack_from("!HHI", data, fci)
+    if count == 0:
+        raise ValueError("transport feedback without packet status")
+    symbols: list[int] = []  # 0 not received, 1 small delta, 2 large or negative delta
+    pos = fci + 8
+    while len(symbols) < count:
+        if pos + 2 > end:
+            raise ValueError("transport feedback chunks truncated")
+        (chunk,) = _U16.unpack_from(data, pos)
+        pos += 2
+        if not chunk & 0x8000:  # run length: T=0, S (2 bits), length (13 bits)
+            symbol, length = (chunk >> 13) & 3, chunk & 0x1FFF
+            if symbol == 3:
+                raise ValueError("transport feedback reserved status in a run")
+            symbols.extend([symbol] * min(length, count - len(symbols)))
+        elif not chunk & 0x4000:  # status vector of 14 one-bit symbols
+            symbols.extend((chunk >> (13 - i)) & 1 for i in range(min(14, count - len(symbols))))
+        else:  # status vector of 7 two-bit symbols
+            for i in range(min(7, count - len(symbols))):
+                symbol = (chunk >> (12 - 2 * i)) & 3
+                if symbol == 3:
+                    raise ValueError("transport feedback reserved status in a vector")
+                symbols.append(symbol)
+    deltas: list[int | None] = []
+    for symbol in symbols:
+        if symbol == 0:
+            deltas.append(None)
+        elif symbol == 1:
+            if pos + 1 > end:
+                raise ValueError("transport feedback deltas truncated")
+            deltas.append(data[pos])
+            pos += 1
+        else:
+            if pos + 2 > end:
+                raise ValueError("transport feedback deltas truncated")
+            deltas.append(_I16.unpack_from(data, pos)[0])
+            pos += 2
+    return TransportFeedback(sender, media, base_seq, ref_and_fb >> 8, ref_and_fb & 0xFF, deltas)
 
 
 def _report_blocks(data: bytes, pos: int, count: int, end: int) -> list[ReportBlock]:
@@ -278,11 +380,16 @@ def parse_rtcp(data: bytes) -> list[RtcpMessage]:
         b0, ptype, words = struct.unpack_from("!BBH", data, pos)
         if b0 >> 6 != 2:
             raise ValueError("RTCP version is not 2")
-        end = pos + 4 + 4 * words
+        end = next_pos = pos + 4 + 4 * words
         if end > n:
             raise ValueError("RTCP packet length exceeds datagram")
         count = b0 & 0x1F
         body = pos + 4
+        if b0 & 0x20:  # padding: its last byte says how much of the packet it takes
+            padding = data[end - 1] if end > body else 0
+            if padding == 0 or padding > end - body:
+                raise ValueError("RTCP padding longer than the packet")
+            end -= padding
         if ptype == RTCP_SR:
             if body + 24 > end:
                 raise ValueError("RTCP SR truncated")
@@ -309,6 +416,8 @@ def parse_rtcp(data: bytes) -> list[RtcpMessage]:
                     lost.append(pid)
                     lost.extend((pid + b + 1) & 0xFFFF for b in range(16) if blp >> b & 1)
                 out.append(Nack(sender, media, lost))
+            elif ptype == RTCP_RTPFB and count == 15:
+                out.append(_parse_transport_feedback(data, fci, end, sender, media))
             elif ptype == RTCP_PSFB and count == 1:
                 out.append(Pli(sender, media))
             elif ptype == RTCP_PSFB and count == 4:
@@ -320,7 +429,7 @@ def parse_rtcp(data: bytes) -> list[RtcpMessage]:
                 ssrcs = [_U32.unpack_from(data, fci + 8 + 4 * i)[0] for i in range(num)
                          if fci + 12 + 4 * i <= end]
                 out.append(Remb(sender, mantissa << exp, ssrcs))
-        pos = end
+        pos = next_pos
     return out
 
 
@@ -380,6 +489,80 @@ def build_remb(sender_ssrc: int, bitrate: int, ssrcs: list[int]) -> bytes:
     fci = b"REMB" + bytes((len(ssrcs), exp << 2 | mantissa >> 16, (mantissa >> 8) & 0xFF,
                            mantissa & 0xFF)) + b"".join(_U32.pack(s) for s in ssrcs)
     return _rtcp(15, RTCP_PSFB, struct.pack("!II", sender_ssrc, 0) + fci)
+
+
+def _encode_chunks(symbols: list[int]) -> list[int]:
+    """Packet status chunks as libwebrtc's ``TransportFeedback::LastChunk`` encodes them: a
+    run while every status is the same, else a 14-symbol one-bit vector while no delta is
+    large, else 7-symbol two-bit vectors; the last chunk may be a short vector."""
+    chunks: list[int] = []
+    pending: list[int] = []
+    all_same = True
+    has_large = False
+
+    def can_add(symbol: int) -> bool:
+        n = len(pending)
+        if n < 7:
+            return True
+        if n < 14 and not has_large and symbol != 2:
+            return True
+        return n < 0x1FFF and all_same and pending[0] == symbol
+
+    for symbol in symbols:
+        if not can_add(symbol):
+            if all_same:
+                chunks.append(pending[0] << 13 | len(pending))
+                pending = []
+            elif len(pending) == 14:
+                chunks.append(0x8000 | sum(s << (13 - i) for i, s in enumerate(pending)))
+                pending = []
+            else:
+                chunks.append(0xC000 | sum(s << (12 - 2 * i) for i, s in enumerate(pending[:7])))
+                pending = pending[7:]
+            all_same = all(s == pending[0] for s in pending) if pending else True
+            has_large = 2 in pending
+        pending.append(symbol)
+        all_same = all_same and symbol == pending[0]
+        has_large = has_large or symbol == 2
+    if pending:
+        if all_same:
+            chunks.append(pending[0] << 13 | len(pending))
+        elif len(pending) <= 7:
+            chunks.append(0xC000 | sum(s << (12 - 2 * i) for i, s in enumerate(pending)))
+        else:
+            chunks.append(0x8000 | sum(s << (13 - i) for i, s in enumerate(pending)))
+    return chunks
+
+
+def build_transport_feedback(fb: TransportFeedback) -> bytes:
+    """Serialize as Chromium does: chunks chosen as libwebrtc chooses them, deltas of 0-255
+    ticks in one byte and others in two, padded to 32 bits with the P bit set and the padding
+    length in the last byte. Raises ValueError for a delta beyond 16 bits signed."""
+    if not fb.deltas or len(fb.deltas) > 0xFFFF:
+        raise ValueError("transport feedback needs 1 to 65535 packet statuses")
+    symbols: list[int] = []
+    delta_bytes = bytearray()
+    for delta in fb.deltas:
+        if delta is None:
+            symbols.append(0)
+        elif 0 <= delta <= 0xFF:
+            symbols.append(1)
+            delta_bytes.append(delta)
+        elif -0x8000 <= delta <= 0x7FFF:
+            symbols.append(2)
+            delta_bytes += _I16.pack(delta)
+        else:
+            raise ValueError(f"receive delta {delta} does not fit 16 bits")
+    chunks = _encode_chunks(symbols)
+    body = b"".join((
+        struct.pack("!IIHHI", fb.sender_ssrc, fb.media_ssrc, fb.base_seq & 0xFFFF, len(fb.deltas),
+                    (fb.reference_time & 0xFFFFFF) << 8 | (fb.fb_count & 0xFF)),
+        struct.pack(f"!{len(chunks)}H", *chunks), delta_bytes))
+    padding = -len(body) & 3
+    if not padding:
+        return _rtcp(15, RTCP_RTPFB, body)
+    body += b"\x00" * (padding - 1) + bytes((padding,))
+    return struct.pack("!BBH", 0xA0 | 15, RTCP_RTPFB, len(body) // 4) + body
 
 
 def ntp_time(now_unix: float) -> int:

@@ -25,7 +25,8 @@ from aiortc import sdp as aiortc_sdp
 
 from sfu.errors import NegotiationError
 from sfu.transport import aiortc_glue as glue
-from sfu.transport.packets import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID
+from sfu.transport.packets import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, URI_TRANSPORT_CC
+from sfu.transport.transportcc import EXT_TRANSPORT_CC
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,22 @@ class PublishInfo:
 class AnswerInfo:
     publish: dict[str, PublishInfo]  # kind -> info
     payload_types: dict[str, dict[str, int]]  # mid -> codec name -> payload type
+    transport_cc: int | None = None  # the transport-wide sequence number's id, when accepted
+
+
+def accepted_transport_cc(parsed: aiortc_sdp.SessionDescription) -> int | None:
+    """The id of the transport-wide sequence number extension when the answer accepts it: on
+    every m-line that is not inactive, with one id throughout. Else None (an aiortc answerer
+    never accepts it; Chromium does)."""
+    ids: set[int] = set()
+    for media in parsed.media:
+        found = [e.id for e in media.rtp.headerExtensions if e.uri == URI_TRANSPORT_CC]
+        if not found:
+            if media.direction != "inactive":
+                return None
+            continue
+        ids.update(found)
+    return ids.pop() if len(ids) == 1 else None
 
 
 def _codec_preferences(kind: str) -> list[RTCRtpCodecCapability]:
@@ -81,7 +98,8 @@ def _codec_preferences(kind: str) -> list[RTCRtpCodecCapability]:
 class WebRtcPeer:
     def __init__(self, *, ice: glue.IceSettings, ice_servers: list[RTCIceServer],
                  on_rtp: glue.RtpHandler, on_rtcp: glue.RtcpHandler,
-                 on_state: Callable[[str], None], clock: Callable[[], float]) -> None:
+                 on_state: Callable[[str], None], clock: Callable[[], float],
+                 transport_cc: bool = True) -> None:
         self._pc = RTCPeerConnection(RTCConfiguration(
             iceServers=ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self._on_state = on_state
@@ -96,6 +114,7 @@ class WebRtcPeer:
         self.wire = glue.WireSender(self.dtls)
         self.rtcp_ssrc = glue.sender_ssrcs(self.publish["audio"])[0]
         self._offer_mids: list[tuple[str, str]] = []
+        self._transport_cc = transport_cc  # offer transport-wide congestion control
         self.closed = False
 
     def _transceiver(self, kind: str, direction: str) -> RTCRtpTransceiver:
@@ -130,6 +149,10 @@ class WebRtcPeer:
     # -- negotiation ----------------------------------------------------------------------
     async def create_offer(self) -> str:
         offer = await self._pc.createOffer()
+        if self._transport_cc:
+            offer = RTCSessionDescription(
+                sdp=glue.offer_transport_cc(offer.sdp, EXT_TRANSPORT_CC, URI_TRANSPORT_CC),
+                type=offer.type)
         await self._pc.setLocalDescription(offer)
         description = self._pc.localDescription
         parsed = aiortc_sdp.SessionDescription.parse(description.sdp)
@@ -188,7 +211,7 @@ class WebRtcPeer:
                        if e.uri in _EXT_NAMES}
             publish[kind] = PublishInfo(kind, media.rtp.muxId, active, ssrc, rtx_ssrc,
                                         main or 0, ext_ids)
-        return AnswerInfo(publish, pts)
+        return AnswerInfo(publish, pts, accepted_transport_cc(parsed) if self._transport_cc else None)
 
     async def add_ice_candidate(self, candidate: str, sdp_mid: str | None) -> None:
         """Trickled candidates: the peer-reflexive path makes them optional; parse and add."""

@@ -99,3 +99,69 @@ def test_a_selected_pair_is_kept_when_another_succeeds_later():
     assert conn._nominated[1] is first
     conn.check_complete(later)
     assert conn._nominated[1] is first and not later.nominated
+
+
+async def test_aiortc_offers_no_transport_cc_and_leaves_its_id_free():
+    """What ``offer_transport_cc`` rewrites: aiortc's own offer, with ids 1-3 and no transport-cc
+    (an aiortc that starts offering it, or takes id 5, must be looked at again)."""
+    from aiortc.codecs import HEADER_EXTENSIONS
+
+    from sfu.transport.packets import URI_TRANSPORT_CC
+    from sfu.transport.transportcc import EXT_TRANSPORT_CC
+
+    used = {e.id for kind in ("audio", "video") for e in HEADER_EXTENSIONS[kind]}
+    assert used == {1, 2, 3} and EXT_TRANSPORT_CC not in used
+    assert all(e.uri != URI_TRANSPORT_CC for kind in ("audio", "video") for e in HEADER_EXTENSIONS[kind])
+    assert "HEADER_EXTENSIONS[transceiver.kind]" in inspect.getsource(RTCPeerConnection.createOffer)
+
+
+async def test_a_rewritten_offer_is_kept_as_the_local_description_and_an_answer_applies():
+    from aiortc import RTCSessionDescription
+    from aiortc import sdp as aiortc_sdp
+
+    from sfu.transport.packets import URI_TRANSPORT_CC
+
+    offerer, answerer = RTCPeerConnection(), RTCPeerConnection()
+    try:
+        for kind in ("audio", "video", "video"):
+            offerer.addTransceiver(kind, direction="sendrecv")
+        offer = await offerer.createOffer()
+        assert str(aiortc_sdp.SessionDescription.parse(offer.sdp)) == offer.sdp  # parse/str round trip
+        sdp = glue.offer_transport_cc(offer.sdp, 5, URI_TRANSPORT_CC)
+        assert glue.offer_transport_cc(sdp, 5, URI_TRANSPORT_CC) == sdp  # idempotent
+        await offerer.setLocalDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        local = aiortc_sdp.SessionDescription.parse(offerer.localDescription.sdp)
+        assert len(local.media) == 3
+        for media in local.media:
+            assert [e.id for e in media.rtp.headerExtensions if e.uri == URI_TRANSPORT_CC] == [5]
+            for codec in media.rtp.codecs:
+                feedback = [(f.type, f.parameter) for f in codec.rtcpFeedback]
+                if codec.name == "rtx":
+                    assert feedback == []
+                else:
+                    assert ("transport-cc", None) in feedback
+                if codec.name == "VP8":
+                    assert {("nack", None), ("nack", "pli"), ("goog-remb", None)} <= set(feedback)
+        # an aiortc answerer drops what it does not know: transport-cc is then not used
+        await answerer.setRemoteDescription(offerer.localDescription)
+        await answerer.setLocalDescription(await answerer.createAnswer())
+        answer = answerer.localDescription
+        assert URI_TRANSPORT_CC not in answer.sdp
+        await offerer.setRemoteDescription(answer)
+        # a second offer is aiortc's again (built from the transceivers): it needs the rewrite again
+        assert URI_TRANSPORT_CC not in (await offerer.createOffer()).sdp
+    finally:
+        await offerer.close()
+        await answerer.close()
+
+
+def test_an_id_aiortc_already_uses_is_refused():
+    import pytest
+
+    from sfu.transport.packets import URI_TRANSPORT_CC
+
+    sdp = ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 97\r\n"
+           "c=IN IP4 0.0.0.0\r\na=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=mid:0\r\n"
+           "a=rtpmap:97 VP8/90000\r\n")
+    with pytest.raises(ValueError):
+        glue.offer_transport_cc(sdp, 1, URI_TRANSPORT_CC)

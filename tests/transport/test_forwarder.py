@@ -88,10 +88,10 @@ def test_nack_is_answered_from_the_cache_with_the_same_outgoing_numbers():
     for i in range(4):
         prod.on_rtp(vp8(200 + i, 100 + i, key=(i == 0)), 0.0)
     lost = P.parse_rtp(sink.rtp[2])
-    assert consumer.retransmit(lost.seq)
+    assert consumer.retransmit(lost.seq, 1.0)
     again = P.parse_rtp(sink.rtp[-1])
     assert (again.seq, again.ts, again.ssrc, again.payload) == (lost.seq, lost.ts, lost.ssrc, lost.payload)
-    assert not consumer.retransmit((lost.seq + 1000) & 0xFFFF)
+    assert not consumer.retransmit((lost.seq + 1000) & 0xFFFF, 1.0)
 
 
 def test_keyframe_requests_are_rate_limited_per_publisher_stream():
