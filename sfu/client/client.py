@@ -21,7 +21,7 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSess
 from aiortc import sdp as aiortc_sdp
 from aiortc.exceptions import InvalidStateError
 
-from sfu.client.media import Clip, ClipAudioTrack, ClipVideoTrack, load_clip
+from sfu.client.media import Clip, ClipAudioTrack, ClipVideoTrack, Renditions, load_clip
 from sfu.client.sender import PacedRtpSender, SendScheduler
 from sfu.transport import aiortc_glue as glue
 from sfu.transport import packets as P
@@ -72,12 +72,17 @@ class Client:
     joined_at: float | None = None
     offers: int = 0
     pli_received: int = 0
+    remb_received: int = 0  # REMBs the server sent us (the video track follows them)
     # Count most media from the clear-text RTP header without SRTP decryption: one packet in 64
     # per stream is still decrypted and authenticated (which also keeps libsrtp's rollover counter
     # current), and every video packet until the stream's first keyframe. For load generation.
     count_only: bool = False
     # Optional shared pacing timer for many clients in one process (see SendScheduler).
     scheduler: SendScheduler | None = None
+    # Publish video from these renditions (instead of ``clip``'s single one), following the
+    # server's REMB like an encoder (sfu/client/adapt.py), starting at most at ``start_kbps``.
+    renditions: Renditions | None = None
+    start_kbps: int = 600
 
     def __post_init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
@@ -241,12 +246,13 @@ class Client:
             glue.hook_dtls(dtls, self._on_rtp, self._on_rtcp, time.monotonic,
                            peek=self._count_protected if self.count_only else None)
             self._wire = glue.WireSender(dtls)
-            clip = self.clip or load_clip()
+            clip = self.clip or (self.renditions.clips[0] if self.renditions else load_clip())
             if self.publish_audio:
                 self.audio_track = ClipAudioTrack(clip)
                 pc.addTrack(self.audio_track)
             if self.publish_video:
-                self.video_track = ClipVideoTrack(clip)
+                self.video_track = ClipVideoTrack(self.renditions or clip,
+                                                  start_kbps=self.start_kbps)
                 pc.addTrack(self.video_track)
             self._rtcp_task = asyncio.ensure_future(self._run_rtcp())
         answer = await pc.createAnswer()
@@ -359,6 +365,12 @@ class Client:
             elif isinstance(msg, P.Pli | P.Fir) and self.video_track is not None:
                 self.pli_received += 1
                 self.video_track.request_keyframe()
+            elif isinstance(msg, P.Remb):
+                self.remb_received += 1
+                video = self.video_track
+                if video is not None and (not msg.ssrcs or any(
+                        s.ssrc in msg.ssrcs for s in self.senders if s.kind == "video")):
+                    video.on_remb(msg.bitrate, now)
 
     async def _run_rtcp(self) -> None:
         while True:
