@@ -22,6 +22,7 @@ from aiortc import sdp as aiortc_sdp
 from aiortc.exceptions import InvalidStateError
 
 from sfu.client.media import Clip, ClipAudioTrack, ClipVideoTrack, Renditions, load_clip
+from sfu.client.remb import ReceiveEstimate, RembSettings
 from sfu.client.sender import PacedRtpSender, SendScheduler
 from sfu.transport import aiortc_glue as glue
 from sfu.transport import packets as P
@@ -83,6 +84,10 @@ class Client:
     # server's REMB like an encoder (sfu/client/adapt.py), starting at most at ``start_kbps``.
     renditions: Renditions | None = None
     start_kbps: int = 600
+    # Send REMB about once a second for the streams we receive, from a receive-side estimate that
+    # grows like Chromium's (sfu/client/remb.py); False: receiver reports only (the old client).
+    send_remb: bool = True
+    remb_settings: RembSettings | None = None
 
     def __post_init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
@@ -103,6 +108,14 @@ class Client:
         self.error: ClientError | None = None
         self.ended: str | None = None
         self.rtcp_ssrc = 0x5EED0000 | (id(self) & 0xFFFF)
+        self.estimate = ReceiveEstimate(self.remb_settings)
+        self.remb_sent = 0
+        self.remb_bps: int | None = None  # the last REMB we sent
+        self._rx_bytes = 0  # RTP bytes received, all streams (for the estimate)
+        self._loss_prev: dict[int, tuple[ReceiveStats, int, int]] = {}  # SSRC -> last counters
+        self._probe_ssrc: int | None = None  # the audio stream whose transit measures delay
+        self._probe_transit = float("inf")  # least (arrival - RTP time) this second, seconds
+        self._loss_total = (0, 0)  # packets expected and received, summed over streams
 
     # -- signaling ------------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -163,6 +176,8 @@ class Client:
         self.tracks.clear()
         self._ssrc_to_mid.clear()
         self._counted.clear()
+        self._loss_prev.clear()
+        self._probe_ssrc = None
 
     async def _read(self) -> None:
         try:
@@ -287,7 +302,7 @@ class Client:
 
     def _count_protected(self, data: bytes, now: float) -> bool:
         """Count an SRTP packet from its clear header; False asks for the full path."""
-        seq, _, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
+        seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
         stats = self._counted.get(ssrc)
         if stats is None or seq & 63 == 0:
             return False  # not yet known here, or the one in 64 that is decrypted and checked
@@ -301,6 +316,11 @@ class Client:
         elif delta == 0:
             return True  # a duplicate
         st.received += 1  # (no jitter on this path: the decrypted sample keeps it current)
+        self._rx_bytes += len(data) - 16
+        if ssrc == self._probe_ssrc:
+            transit = now - ts / 48000
+            if transit < self._probe_transit:
+                self._probe_transit = transit
         stats.last_packet_at = now
         stats.packets += 1
         stats.bytes += len(data) - 16  # less the SRTP authentication tag (AEAD AES-GCM)
@@ -329,6 +349,15 @@ class Client:
         stats.last_packet_at = now
         stats.packets += 1
         stats.bytes += len(data)
+        self._rx_bytes += len(data)
+        if stats.kind == "audio":
+            if self._probe_ssrc is None:
+                self._probe_ssrc = ssrc
+                self.estimate.reset_delay()
+            if ssrc == self._probe_ssrc:
+                transit = now - ts / 48000
+                if transit < self._probe_transit:
+                    self._probe_transit = transit
         if stats.last_seq is not None:
             gap = (seq - stats.last_seq) & 0xFFFF
             if 1 < gap < 0x8000:
@@ -387,8 +416,43 @@ class Client:
                       if t.stats is not None and t.ssrc is not None]
             if blocks:
                 parts.append(P.build_rr(P.ReceiverReport(self.rtcp_ssrc, blocks[:31])))
+            if self.send_remb:
+                remb = self._remb(now)
+                if remb is not None:
+                    parts.append(remb)
             if parts:
                 self._wire.send_rtcp(b"".join(parts))
+
+    def _remb(self, now: float) -> bytes | None:
+        """Update the receive-side estimate; a REMB for the streams received, if any."""
+        expected = received = 0
+        ssrcs = []
+        probe_alive = False
+        for t in self.tracks.values():
+            st, ssrc = t.stats, t.ssrc
+            if st is None or ssrc is None or not st.started:
+                continue
+            ssrcs.append(ssrc)
+            probe_alive |= ssrc == self._probe_ssrc
+            prev = self._loss_prev.get(ssrc)
+            if prev is not None and prev[0] is st:
+                expected += st.expected - prev[1]
+                received += st.received - prev[2]
+            self._loss_prev[ssrc] = (st, st.expected, st.received)
+        if not probe_alive:
+            self._probe_ssrc = None  # the next audio packet's stream becomes the probe
+        transit = self._probe_transit
+        self._probe_transit = float("inf")
+        exp_total = self._loss_total[0] + expected
+        rec_total = self._loss_total[1] + received
+        self._loss_total = (exp_total, rec_total)
+        bps = self.estimate.update(now, self._rx_bytes, exp_total, rec_total,
+                                   transit * 1000 if transit != float("inf") else None)
+        if not ssrcs:
+            return None
+        self.remb_sent += 1
+        self.remb_bps = bps
+        return P.build_remb(self.rtcp_ssrc, bps, ssrcs[:255])
 
     # -- views ------------------------------------------------------------------------------------
     def received_from(self, participant: str, kind: str) -> TrackStats | None:
