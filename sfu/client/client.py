@@ -24,6 +24,7 @@ from aiortc.exceptions import InvalidStateError
 from sfu.client.media import Clip, ClipAudioTrack, ClipVideoTrack, Renditions, load_clip
 from sfu.client.remb import ReceiveEstimate, RembSettings
 from sfu.client.sender import PacedRtpSender, SendScheduler
+from sfu.client.twcc import URI_TRANSPORT_CC, TransportFeedback
 from sfu.transport import aiortc_glue as glue
 from sfu.transport import packets as P
 from sfu.transport.packets import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID
@@ -88,6 +89,8 @@ class Client:
     # grows like Chromium's (sfu/client/remb.py); False: receiver reports only (the old client).
     send_remb: bool = True
     remb_settings: RembSettings | None = None
+    # Accept transport-cc when the server offers it and send its feedback every 100 ms.
+    send_twcc: bool = True
 
     def __post_init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
@@ -116,6 +119,10 @@ class Client:
         self._probe_ssrc: int | None = None  # the audio stream whose transit measures delay
         self._probe_transit = float("inf")  # least (arrival - RTP time) this second, seconds
         self._loss_total = (0, 0)  # packets expected and received, summed over streams
+        # transport-cc, when the server's offer negotiates it: the extension's id, the arrivals
+        self._twcc_id: int | None = None
+        self.twcc: TransportFeedback | None = None
+        self._twcc_task: asyncio.Task[None] | None = None
 
     # -- signaling ------------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -155,13 +162,15 @@ class Client:
         if self.scheduler is not None:
             for sender in self.senders:
                 self.scheduler.discard(sender)
-        tasks = [t for t in (self._rtcp_task, *self._sender_tasks) if t is not None]
+        tasks = [t for t in (self._rtcp_task, self._twcc_task, *self._sender_tasks)
+                 if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._rtcp_task = None
+        self._twcc_task = None
         self._sender_tasks = []
 
     async def _reset_media(self) -> None:
@@ -178,6 +187,8 @@ class Client:
         self._counted.clear()
         self._loss_prev.clear()
         self._probe_ssrc = None
+        self._twcc_id = None
+        self.twcc = None
 
     async def _read(self) -> None:
         try:
@@ -271,6 +282,15 @@ class Client:
                 pc.addTrack(self.video_track)
             self._rtcp_task = asyncio.ensure_future(self._run_rtcp())
         answer = await pc.createAnswer()
+        if self.send_twcc:
+            answer = RTCSessionDescription(sdp=accept_transport_cc(parsed, answer.sdp),
+                                           type=answer.type)
+            twcc_ids = {e.id for m in parsed.media for e in m.rtp.headerExtensions
+                        if e.uri == URI_TRANSPORT_CC}
+            if twcc_ids and self.twcc is None:
+                self._twcc_id = min(twcc_ids)  # BUNDLE: one id for every m-line
+                self.twcc = TransportFeedback(self.rtcp_ssrc)
+                self._twcc_task = asyncio.ensure_future(self._run_twcc())
         await pc.setLocalDescription(answer)
         if first:
             self._start_senders(pc, parsed)
@@ -317,6 +337,8 @@ class Client:
             return True  # a duplicate
         st.received += 1  # (no jitter on this path: the decrypted sample keeps it current)
         self._rx_bytes += len(data) - 16
+        if self._twcc_id is not None:
+            self._note_twcc(data, now)
         if ssrc == self._probe_ssrc:
             transit = now - ts / 48000
             if transit < self._probe_transit:
@@ -350,6 +372,8 @@ class Client:
         stats.packets += 1
         stats.bytes += len(data)
         self._rx_bytes += len(data)
+        if self._twcc_id is not None:
+            self._note_twcc(data, now)
         if stats.kind == "audio":
             if self._probe_ssrc is None:
                 self._probe_ssrc = ssrc
@@ -423,6 +447,21 @@ class Client:
             if parts:
                 self._wire.send_rtcp(b"".join(parts))
 
+    def _note_twcc(self, data: bytes, now: float) -> None:
+        """Record the transport-wide sequence number of a packet (its clear header)."""
+        seq = transport_seq(data, self._twcc_id or 0)
+        if seq is not None and self.twcc is not None:
+            self.twcc.on_packet(seq, now)
+
+    async def _run_twcc(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            if self._wire is None or self.twcc is None:
+                continue
+            media = next((t.ssrc for t in self.tracks.values() if t.ssrc is not None), 0)
+            for packet in self.twcc.feedback(media):
+                self._wire.send_rtcp(packet)
+
     def _remb(self, now: float) -> bytes | None:
         """Update the receive-side estimate; a REMB for the streams received, if any."""
         expected = received = 0
@@ -490,3 +529,46 @@ class Client:
     async def vanish(self) -> None:
         """Drop the signaling socket without a word (no ``leave``): an abrupt disconnect."""
         await self.close()
+
+
+def transport_seq(data: bytes, ext_id: int) -> int | None:
+    """The transport-wide sequence number in an RTP packet's one-byte header extensions, if any."""
+    if not data[0] & 0x10:
+        return None
+    start = 12 + 4 * (data[0] & 0x0F)
+    if len(data) < start + 4 or data[start:start + 2] != b"\xbe\xde":
+        return None
+    i = start + 4
+    end = min(len(data), i + 4 * ((data[start + 2] << 8) | data[start + 3]))
+    while i < end:
+        byte = data[i]
+        if byte == 0:
+            i += 1
+            continue
+        if byte >> 4 == ext_id:
+            return (data[i + 1] << 8) | data[i + 2] if i + 2 < end else None
+        if byte >> 4 == 15:
+            return None
+        i += 2 + (byte & 0x0F)
+    return None
+
+
+def accept_transport_cc(offer: aiortc_sdp.SessionDescription, answer: str) -> str:
+    """The answer with the offer's transport-cc extension and feedback kept on every m-line that
+    offered them (aiortc answers only the extensions it knows)."""
+    head, *sections = answer.split("\r\nm=")
+    out = [head]
+    for media, section in zip(offer.media, sections, strict=False):
+        lines = section.split("\r\n")
+        ext = next((e for e in media.rtp.headerExtensions if e.uri == URI_TRANSPORT_CC), None)
+        if ext is not None and f"a=extmap:{ext.id} {URI_TRANSPORT_CC}" not in lines:
+            fb = {c.payloadType for c in media.rtp.codecs if c.payloadType is not None
+                  and any(f.type == "transport-cc" for f in c.rtcpFeedback)}
+            answered = {int(line.split(":", 1)[1].split()[0]) for line in lines
+                        if line.startswith("a=rtpmap:")}
+            extra = [f"a=extmap:{ext.id} {URI_TRANSPORT_CC}"]
+            extra += [f"a=rtcp-fb:{pt} transport-cc" for pt in sorted(fb & answered)]
+            at = len(lines) - 1 if lines and lines[-1] == "" else len(lines)
+            lines[at:at] = extra
+        out.append("\r\n".join(lines))
+    return "\r\nm=".join(out)
