@@ -37,7 +37,7 @@ from bench.load_plan import Plan, RampStep, plan_churn, plan_meetings, plan_ramp
 from bench.load_probe import ProcSampler, find_listener, is_loopback_url, url_port
 from bench.load_worker import Worker, WorkerSpec, quiet_warnings, worker_main
 from sfu.auth import ADMIN, ALL_CLINICS, mint_token
-from sfu.client.media import ClipParams, load_clip
+from sfu.client.media import DEFAULT_RENDITIONS_KBPS, ClipParams, load_clip, load_renditions
 
 NUMBERS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight",
            9: "nine", 10: "ten", 11: "eleven", 12: "twelve"}
@@ -47,6 +47,18 @@ RAMP_JOIN_P95 = 2.0
 
 class LoadError(Exception):
     """A run that cannot start (server unreachable, bad token, bad options)."""
+
+
+def _renditions(text: str) -> tuple[int, ...]:
+    if text.strip().lower() in ("", "off", "none"):
+        return ()
+    try:
+        kbps = tuple(sorted({int(k) for k in text.split(",")}))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"comma-separated kbit/s or 'off': {text}") from exc
+    if any(k <= 0 for k in kbps):
+        raise argparse.ArgumentTypeError(f"renditions must be positive: {text}")
+    return kbps
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("media and workers")
     g.add_argument("--video-kbps", type=int, default=500, help="bitrate of the published VP8 clip")
     g.add_argument("--clip-seconds", type=float, default=10.0, help="length of the looped clip")
+    g.add_argument("--renditions", type=_renditions,
+                   default=",".join(map(str, DEFAULT_RENDITIONS_KBPS)),
+                   help="video renditions in kbit/s a publisher switches between following the "
+                        "server's REMB, like an encoder ('off': one clip at --video-kbps)")
+    g.add_argument("--start-kbps", type=int, default=600,
+                   help="publishers start with the highest rendition at most this")
+    g.add_argument("--no-remb", dest="remb", action="store_false",
+                   help="participants send no REMB (receiver reports only)")
     g.add_argument("--clip-dir", help="clip cache directory (default $SFU_CLIP_DIR or "
                                       "~/.cache/sfu-clip)")
     g.add_argument("--workers", type=int, default=None,
@@ -424,13 +444,18 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     clip_params = ClipParams(video_kbps=args.video_kbps, seconds=args.clip_seconds)
     clip_dir = args.clip_dir or os.environ.get("SFU_CLIP_DIR")
     await asyncio.to_thread(load_clip, Path(clip_dir) if clip_dir else None, clip_params)
+    if args.renditions:
+        await asyncio.to_thread(load_renditions, Path(clip_dir) if clip_dir else None,
+                                clip_params, args.renditions)
     ice = tuple(args.ice_addresses or (["127.0.0.1"] if loopback else []))
     sources: tuple[str, ...] = ()
     if args.entry_sources == "auto" and args.url.split("//", 1)[-1].startswith("127."):
         sources = tuple(f"127.0.0.{i}" for i in range(2, 255))
     spec = WorkerSpec(url=args.url, secret=args.secret, clinic=args.clinic,
                       clip_params=clip_params, clip_dir=clip_dir, join_timeout=args.join_timeout,
-                      media_timeout=args.join_timeout, ice_addresses=ice, entry_sources=sources)
+                      media_timeout=args.join_timeout, ice_addresses=ice, entry_sources=sources,
+                      renditions_kbps=args.renditions, start_kbps=args.start_kbps,
+                      remb=args.remb)
     server_pid = args.server_pid or (find_listener(url_port(args.url)) if loopback else None)
     await prepare(args, plan.rooms)
 

@@ -31,7 +31,7 @@ import aiohttp
 from bench.load_plan import Lane, Session, WorkerPlan
 from sfu.auth import mint_token
 from sfu.client.client import Client, ClientError, TrackStats
-from sfu.client.media import Clip, ClipParams, load_clip
+from sfu.client.media import Clip, ClipParams, Renditions, load_clip, load_renditions
 from sfu.client.sender import SendScheduler
 
 Emit = Callable[[tuple[Any, ...]], None]
@@ -50,6 +50,9 @@ class WorkerSpec:
     ice_addresses: tuple[str, ...] = ("127.0.0.1",)
     entry_sources: tuple[str, ...] = ()  # local addresses to spread waiting-area entries over
     token_ttl: float = 6 * 3600
+    renditions_kbps: tuple[int, ...] = ()  # publish these renditions, following REMB; () one clip
+    start_kbps: int = 600  # the rendition a publisher starts with (the highest at most this)
+    remb: bool = True  # participants send REMB like Chromium
 
 
 @dataclass
@@ -170,6 +173,7 @@ class Worker:
         self.plan = plan
         self.emit = emit
         self.clip = clip
+        self.renditions: Renditions | None = None
         self.records: list[Record] = []
         self.active: dict[str, tuple[Record, Client]] = {}
         self.stop = asyncio.Event()
@@ -180,9 +184,12 @@ class Worker:
         self.scheduler = SendScheduler(0.02)  # one pacing timer (20 ms) for every track here
 
     def load(self) -> None:
+        directory = Path(self.spec.clip_dir) if self.spec.clip_dir else None
         if self.clip is None:
-            directory = Path(self.spec.clip_dir) if self.spec.clip_dir else None
             self.clip = load_clip(directory, self.spec.clip_params)
+        if self.renditions is None and self.spec.renditions_kbps:
+            self.renditions = load_renditions(directory, self.spec.clip_params,
+                                              self.spec.renditions_kbps)
 
     # -- the run --------------------------------------------------------------------------------
     async def run(self, t0: float) -> list[Record]:
@@ -225,7 +232,8 @@ class Worker:
         log = MessageLog()
         client = Client(self.spec.url, token, clip=self.clip, messages=log,
                         ice_addresses=self.spec.ice_addresses, count_only=True,
-                        scheduler=self.scheduler)
+                        scheduler=self.scheduler, renditions=self.renditions,
+                        start_kbps=self.spec.start_kbps, send_remb=self.spec.remb)
         log.tracks = client.tracks
         return client
 

@@ -21,8 +21,10 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSess
 from aiortc import sdp as aiortc_sdp
 from aiortc.exceptions import InvalidStateError
 
-from sfu.client.media import Clip, ClipAudioTrack, ClipVideoTrack, load_clip
+from sfu.client.media import Clip, ClipAudioTrack, ClipVideoTrack, Renditions, load_clip
+from sfu.client.remb import ReceiveEstimate, RembSettings
 from sfu.client.sender import PacedRtpSender, SendScheduler
+from sfu.client.twcc import URI_TRANSPORT_CC, TransportFeedback
 from sfu.transport import aiortc_glue as glue
 from sfu.transport import packets as P
 from sfu.transport.packets import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID
@@ -72,12 +74,23 @@ class Client:
     joined_at: float | None = None
     offers: int = 0
     pli_received: int = 0
+    remb_received: int = 0  # REMBs the server sent us (the video track follows them)
     # Count most media from the clear-text RTP header without SRTP decryption: one packet in 64
     # per stream is still decrypted and authenticated (which also keeps libsrtp's rollover counter
     # current), and every video packet until the stream's first keyframe. For load generation.
     count_only: bool = False
     # Optional shared pacing timer for many clients in one process (see SendScheduler).
     scheduler: SendScheduler | None = None
+    # Publish video from these renditions (instead of ``clip``'s single one), following the
+    # server's REMB like an encoder (sfu/client/adapt.py), starting at most at ``start_kbps``.
+    renditions: Renditions | None = None
+    start_kbps: int = 600
+    # Send REMB about once a second for the streams we receive, from a receive-side estimate that
+    # grows like Chromium's (sfu/client/remb.py); False: receiver reports only (the old client).
+    send_remb: bool = True
+    remb_settings: RembSettings | None = None
+    # Accept transport-cc when the server offers it and send its feedback every 100 ms.
+    send_twcc: bool = True
 
     def __post_init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
@@ -98,6 +111,18 @@ class Client:
         self.error: ClientError | None = None
         self.ended: str | None = None
         self.rtcp_ssrc = 0x5EED0000 | (id(self) & 0xFFFF)
+        self.estimate = ReceiveEstimate(self.remb_settings)
+        self.remb_sent = 0
+        self.remb_bps: int | None = None  # the last REMB we sent
+        self._rx_bytes = 0  # RTP bytes received, all streams (for the estimate)
+        self._loss_prev: dict[int, tuple[ReceiveStats, int, int]] = {}  # SSRC -> last counters
+        self._probe_ssrc: int | None = None  # the audio stream whose transit measures delay
+        self._probe_transit = float("inf")  # least (arrival - RTP time) this second, seconds
+        self._loss_total = (0, 0)  # packets expected and received, summed over streams
+        # transport-cc, when the server's offer negotiates it: the extension's id, the arrivals
+        self._twcc_id: int | None = None
+        self.twcc: TransportFeedback | None = None
+        self._twcc_task: asyncio.Task[None] | None = None
 
     # -- signaling ------------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -137,13 +162,15 @@ class Client:
         if self.scheduler is not None:
             for sender in self.senders:
                 self.scheduler.discard(sender)
-        tasks = [t for t in (self._rtcp_task, *self._sender_tasks) if t is not None]
+        tasks = [t for t in (self._rtcp_task, self._twcc_task, *self._sender_tasks)
+                 if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._rtcp_task = None
+        self._twcc_task = None
         self._sender_tasks = []
 
     async def _reset_media(self) -> None:
@@ -158,6 +185,10 @@ class Client:
         self.tracks.clear()
         self._ssrc_to_mid.clear()
         self._counted.clear()
+        self._loss_prev.clear()
+        self._probe_ssrc = None
+        self._twcc_id = None
+        self.twcc = None
 
     async def _read(self) -> None:
         try:
@@ -241,15 +272,25 @@ class Client:
             glue.hook_dtls(dtls, self._on_rtp, self._on_rtcp, time.monotonic,
                            peek=self._count_protected if self.count_only else None)
             self._wire = glue.WireSender(dtls)
-            clip = self.clip or load_clip()
+            clip = self.clip or (self.renditions.clips[0] if self.renditions else load_clip())
             if self.publish_audio:
                 self.audio_track = ClipAudioTrack(clip)
                 pc.addTrack(self.audio_track)
             if self.publish_video:
-                self.video_track = ClipVideoTrack(clip)
+                self.video_track = ClipVideoTrack(self.renditions or clip,
+                                                  start_kbps=self.start_kbps)
                 pc.addTrack(self.video_track)
             self._rtcp_task = asyncio.ensure_future(self._run_rtcp())
         answer = await pc.createAnswer()
+        if self.send_twcc:
+            answer = RTCSessionDescription(sdp=accept_transport_cc(parsed, answer.sdp),
+                                           type=answer.type)
+            twcc_ids = {e.id for m in parsed.media for e in m.rtp.headerExtensions
+                        if e.uri == URI_TRANSPORT_CC}
+            if twcc_ids and self.twcc is None:
+                self._twcc_id = min(twcc_ids)  # BUNDLE: one id for every m-line
+                self.twcc = TransportFeedback(self.rtcp_ssrc)
+                self._twcc_task = asyncio.ensure_future(self._run_twcc())
         await pc.setLocalDescription(answer)
         if first:
             self._start_senders(pc, parsed)
@@ -281,7 +322,7 @@ class Client:
 
     def _count_protected(self, data: bytes, now: float) -> bool:
         """Count an SRTP packet from its clear header; False asks for the full path."""
-        seq, _, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
+        seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
         stats = self._counted.get(ssrc)
         if stats is None or seq & 63 == 0:
             return False  # not yet known here, or the one in 64 that is decrypted and checked
@@ -295,6 +336,13 @@ class Client:
         elif delta == 0:
             return True  # a duplicate
         st.received += 1  # (no jitter on this path: the decrypted sample keeps it current)
+        self._rx_bytes += len(data) - 16
+        if self._twcc_id is not None:
+            self._note_twcc(data, now)
+        if ssrc == self._probe_ssrc:
+            transit = now - ts / 48000
+            if transit < self._probe_transit:
+                self._probe_transit = transit
         stats.last_packet_at = now
         stats.packets += 1
         stats.bytes += len(data) - 16  # less the SRTP authentication tag (AEAD AES-GCM)
@@ -323,6 +371,17 @@ class Client:
         stats.last_packet_at = now
         stats.packets += 1
         stats.bytes += len(data)
+        self._rx_bytes += len(data)
+        if self._twcc_id is not None:
+            self._note_twcc(data, now)
+        if stats.kind == "audio":
+            if self._probe_ssrc is None:
+                self._probe_ssrc = ssrc
+                self.estimate.reset_delay()
+            if ssrc == self._probe_ssrc:
+                transit = now - ts / 48000
+                if transit < self._probe_transit:
+                    self._probe_transit = transit
         if stats.last_seq is not None:
             gap = (seq - stats.last_seq) & 0xFFFF
             if 1 < gap < 0x8000:
@@ -359,6 +418,12 @@ class Client:
             elif isinstance(msg, P.Pli | P.Fir) and self.video_track is not None:
                 self.pli_received += 1
                 self.video_track.request_keyframe()
+            elif isinstance(msg, P.Remb):
+                self.remb_received += 1
+                video = self.video_track
+                if video is not None and (not msg.ssrcs or any(
+                        s.ssrc in msg.ssrcs for s in self.senders if s.kind == "video")):
+                    video.on_remb(msg.bitrate, now)
 
     async def _run_rtcp(self) -> None:
         while True:
@@ -375,8 +440,58 @@ class Client:
                       if t.stats is not None and t.ssrc is not None]
             if blocks:
                 parts.append(P.build_rr(P.ReceiverReport(self.rtcp_ssrc, blocks[:31])))
+            if self.send_remb:
+                remb = self._remb(now)
+                if remb is not None:
+                    parts.append(remb)
             if parts:
                 self._wire.send_rtcp(b"".join(parts))
+
+    def _note_twcc(self, data: bytes, now: float) -> None:
+        """Record the transport-wide sequence number of a packet (its clear header)."""
+        seq = transport_seq(data, self._twcc_id or 0)
+        if seq is not None and self.twcc is not None:
+            self.twcc.on_packet(seq, now)
+
+    async def _run_twcc(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            if self._wire is None or self.twcc is None:
+                continue
+            media = next((t.ssrc for t in self.tracks.values() if t.ssrc is not None), 0)
+            for packet in self.twcc.feedback(media):
+                self._wire.send_rtcp(packet)
+
+    def _remb(self, now: float) -> bytes | None:
+        """Update the receive-side estimate; a REMB for the streams received, if any."""
+        expected = received = 0
+        ssrcs = []
+        probe_alive = False
+        for t in self.tracks.values():
+            st, ssrc = t.stats, t.ssrc
+            if st is None or ssrc is None or not st.started:
+                continue
+            ssrcs.append(ssrc)
+            probe_alive |= ssrc == self._probe_ssrc
+            prev = self._loss_prev.get(ssrc)
+            if prev is not None and prev[0] is st:
+                expected += st.expected - prev[1]
+                received += st.received - prev[2]
+            self._loss_prev[ssrc] = (st, st.expected, st.received)
+        if not probe_alive:
+            self._probe_ssrc = None  # the next audio packet's stream becomes the probe
+        transit = self._probe_transit
+        self._probe_transit = float("inf")
+        exp_total = self._loss_total[0] + expected
+        rec_total = self._loss_total[1] + received
+        self._loss_total = (exp_total, rec_total)
+        bps = self.estimate.update(now, self._rx_bytes, exp_total, rec_total,
+                                   transit * 1000 if transit != float("inf") else None)
+        if not ssrcs:
+            return None
+        self.remb_sent += 1
+        self.remb_bps = bps
+        return P.build_remb(self.rtcp_ssrc, bps, ssrcs[:255])
 
     # -- views ------------------------------------------------------------------------------------
     def received_from(self, participant: str, kind: str) -> TrackStats | None:
@@ -414,3 +529,46 @@ class Client:
     async def vanish(self) -> None:
         """Drop the signaling socket without a word (no ``leave``): an abrupt disconnect."""
         await self.close()
+
+
+def transport_seq(data: bytes, ext_id: int) -> int | None:
+    """The transport-wide sequence number in an RTP packet's one-byte header extensions, if any."""
+    if not data[0] & 0x10:
+        return None
+    start = 12 + 4 * (data[0] & 0x0F)
+    if len(data) < start + 4 or data[start:start + 2] != b"\xbe\xde":
+        return None
+    i = start + 4
+    end = min(len(data), i + 4 * ((data[start + 2] << 8) | data[start + 3]))
+    while i < end:
+        byte = data[i]
+        if byte == 0:
+            i += 1
+            continue
+        if byte >> 4 == ext_id:
+            return (data[i + 1] << 8) | data[i + 2] if i + 2 < end else None
+        if byte >> 4 == 15:
+            return None
+        i += 2 + (byte & 0x0F)
+    return None
+
+
+def accept_transport_cc(offer: aiortc_sdp.SessionDescription, answer: str) -> str:
+    """The answer with the offer's transport-cc extension and feedback kept on every m-line that
+    offered them (aiortc answers only the extensions it knows)."""
+    head, *sections = answer.split("\r\nm=")
+    out = [head]
+    for media, section in zip(offer.media, sections, strict=False):
+        lines = section.split("\r\n")
+        ext = next((e for e in media.rtp.headerExtensions if e.uri == URI_TRANSPORT_CC), None)
+        if ext is not None and f"a=extmap:{ext.id} {URI_TRANSPORT_CC}" not in lines:
+            fb = {c.payloadType for c in media.rtp.codecs if c.payloadType is not None
+                  and any(f.type == "transport-cc" for f in c.rtcpFeedback)}
+            answered = {int(line.split(":", 1)[1].split()[0]) for line in lines
+                        if line.startswith("a=rtpmap:")}
+            extra = [f"a=extmap:{ext.id} {URI_TRANSPORT_CC}"]
+            extra += [f"a=rtcp-fb:{pt} transport-cc" for pt in sorted(fb & answered)]
+            at = len(lines) - 1 if lines and lines[-1] == "" else len(lines)
+            lines[at:at] = extra
+        out.append("\r\n".join(lines))
+    return "\r\nm=".join(out)

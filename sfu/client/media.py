@@ -27,7 +27,8 @@ import os
 import struct
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -37,7 +38,10 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from sfu.client.adapt import RenditionSelector
+
 FORMAT_VERSION = 1
+DEFAULT_RENDITIONS_KBPS = (150, 300, 600, 1200)
 MAGIC = b"SFUCLIP\x01"
 VIDEO_CLOCK_RATE = 90_000
 AUDIO_CLOCK_RATE = 48_000
@@ -386,6 +390,50 @@ def load_clip(directory: Path | None = None, params: ClipParams | None = None) -
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+@dataclass(frozen=True)
+class Renditions:
+    """The same clip encoded at several video bitrates (ascending): same frame count, frame rate
+    and keyframe positions, so a sender can switch from one to another at any keyframe."""
+
+    clips: tuple[Clip, ...]
+
+    def __post_init__(self) -> None:
+        if not self.clips:
+            raise ValueError("no renditions")
+        first = self.clips[0]
+        for clip in self.clips[1:]:
+            if (len(clip.video), clip.params.fps, clip.keyframe_indices) != (
+                len(first.video), first.params.fps, first.keyframe_indices
+            ):
+                raise ValueError("renditions differ in frames, frame rate or keyframes")
+        if list(self.kbps) != sorted(set(self.kbps)):
+            raise ValueError(f"rendition bitrates must be ascending and distinct: {self.kbps}")
+
+    @property
+    def kbps(self) -> tuple[int, ...]:
+        """The target video bitrate of each rendition."""
+        return tuple(c.params.video_kbps for c in self.clips)
+
+    @property
+    def encode_seconds(self) -> float:
+        return sum(c.encode_seconds for c in self.clips)
+
+
+def load_renditions(
+    directory: Path | None = None,
+    params: ClipParams | None = None,
+    kbps: Sequence[int] = DEFAULT_RENDITIONS_KBPS,
+) -> Renditions:
+    """The clip of ``params`` at each of ``kbps`` (its ``video_kbps`` is replaced), from the cache
+    (:func:`load_clip`; missing ones are encoded, in parallel threads: libvpx releases the GIL)."""
+    params = params or ClipParams()
+    wanted = sorted(set(kbps))
+    with ThreadPoolExecutor(max(1, min(len(wanted), os.cpu_count() or 1))) as pool:
+        clips = list(pool.map(
+            lambda k: load_clip(directory, dataclasses.replace(params, video_kbps=k)), wanted))
+    return Renditions(tuple(clips))
+
+
 # --- pacing and tracks -------------------------------------------------------------------
 
 
@@ -503,19 +551,52 @@ class _ClipTrack(MediaStreamTrack):
 
 
 class ClipVideoTrack(_ClipTrack):
-    """The clip's VP8 frames at ``fps``, looped, with 90 kHz timestamps that never go back."""
+    """The clip's VP8 frames at ``fps``, looped, with 90 kHz timestamps that never go back.
+
+    Given :class:`Renditions`, it starts with the highest rendition at most ``start_kbps`` and
+    follows the REMBs passed to :meth:`on_remb` like an encoder adapting (rules in
+    ``sfu/client/adapt.py``): a switch lands on the next frame, which is the next keyframe of the
+    new rendition (the clip jumps ahead as for a keyframe request; timestamps go on as usual).
+    """
 
     kind = "video"
 
     def __init__(
-        self, clip: Clip, *, max_burst: int = 3, clock: Callable[[], float] | None = None
+        self,
+        clip: Clip | Renditions,
+        *,
+        start_kbps: int = 600,
+        hold: float = 2.0,
+        max_burst: int = 3,
+        clock: Callable[[], float] | None = None,
     ) -> None:
-        rate = Fraction(clip.params.fps)
-        super().__init__(clip.video, rate, VIDEO_CLOCK_RATE, max_burst=max_burst, clock=clock)
-        self._keyframes = clip.keyframe_indices
+        self._renditions = clip if isinstance(clip, Renditions) else Renditions((clip,))
+        self._selector = RenditionSelector(self._renditions.kbps, start_kbps, hold=hold)
+        self._rendition = self._selector.current if isinstance(clip, Renditions) else 0
+        first = self._renditions.clips[self._rendition]
+        rate = Fraction(first.params.fps)
+        super().__init__(first.video, rate, VIDEO_CLOCK_RATE, max_burst=max_burst, clock=clock)
+        self._keyframes = first.keyframe_indices
         self._keyframe_requested = False
+        self._pending: int | None = None
         self.keyframe_requests = 0
         self.frames_skipped_for_keyframe = 0
+        self.switches = 0  # rendition switches that have landed
+        self.remb_bps: int | None = None  # the last REMB passed to on_remb
+
+    @property
+    def rendition_kbps(self) -> int:
+        """Target bitrate of the rendition being sent."""
+        return self._renditions.kbps[self._rendition]
+
+    def on_remb(self, bps: int, now: float) -> None:
+        """Follow a REMB the server sent for this stream (``now``: any monotonic clock)."""
+        self.remb_bps = bps
+        if len(self._renditions.clips) < 2:
+            return
+        target = self._selector.on_remb(bps, now)
+        if target is not None:
+            self._pending = None if target == self._rendition else target
 
     def request_keyframe(self) -> None:
         """Make the next packet a keyframe (the clip jumps ahead; timestamps go on as usual)."""
@@ -524,16 +605,24 @@ class ClipVideoTrack(_ClipTrack):
 
     def _choose_position(self) -> int:
         position = self._position
+        if self._pending is not None:
+            self._rendition, self._pending = self._pending, None
+            self._frames = self._renditions.clips[self._rendition].video
+            self.switches += 1
+            self._keyframe_requested = False  # the switch starts with a keyframe anyway
+            return self._jump_to_keyframe(position)
         if self._keyframe_requested:
             self._keyframe_requested = False
-            i = bisect.bisect_left(self._keyframes, position)
-            target = self._keyframes[i] if i < len(self._keyframes) else 0
-            skipped = (target - position) % len(self._frames)
-            self.frames_skipped_for_keyframe += skipped
-            if target < position:
-                self.loops += 1
-            position = target
+            return self._jump_to_keyframe(position)
         return position
+
+    def _jump_to_keyframe(self, position: int) -> int:
+        i = bisect.bisect_left(self._keyframes, position)
+        target = self._keyframes[i] if i < len(self._keyframes) else 0
+        self.frames_skipped_for_keyframe += (target - position) % len(self._frames)
+        if target < position:
+            self.loops += 1
+        return target
 
 
 class ClipAudioTrack(_ClipTrack):

@@ -14,7 +14,10 @@ per line, each with ``event``, ``t`` (seconds since the process started, monoton
   ``--interval`` seconds (``first_media_wall``: when the first RTP packet arrived, or null), one
   entry per received track with *cumulative* counters: ``mid``, ``participant``, ``kind``,
   ``ssrc``, ``packets``, ``bytes``, ``keyframes``, ``expected`` and ``lost`` (RFC 3550, from the
-  sequence numbers since the track's current SSRC started: a new SSRC restarts them);
+  sequence numbers since the track's current SSRC started: a new SSRC restarts them), and
+  ``rendition_kbps`` (the video rendition being published), ``switches`` (rendition switches so
+  far), ``remb_in`` (the last REMB the server sent for our video, bit/s) and ``remb_out`` (the
+  last REMB we sent, bit/s);
 * ``{"event": "refused", "code": ..., "message": ...}`` when the join is refused (exit status 2);
 * ``{"event": "error", ...}`` on any other failure (exit status 1);
 * ``{"event": "left"}`` last.
@@ -35,7 +38,13 @@ from pathlib import Path
 from typing import Any
 
 from sfu.client.client import Client, ClientError
-from sfu.client.media import ClipParams, default_clip_dir, load_clip
+from sfu.client.media import (
+    DEFAULT_RENDITIONS_KBPS,
+    ClipParams,
+    default_clip_dir,
+    load_clip,
+    load_renditions,
+)
 
 _T0 = time.monotonic()
 
@@ -80,14 +89,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "or ~/.cache/sfu-clip)")
     p.add_argument("--clip-seconds", type=float, default=10.0)
     p.add_argument("--clip-kbps", type=int, default=500, help="video rate of the clip")
+    p.add_argument("--renditions", default=",".join(map(str, DEFAULT_RENDITIONS_KBPS)),
+                   help="video renditions (kbit/s, comma-separated) to switch between following "
+                        "the server's REMB; 'off': one clip at --clip-kbps")
+    p.add_argument("--start-kbps", type=int, default=600,
+                   help="start with the highest rendition at most this")
+    p.add_argument("--no-remb", dest="remb", action="store_false",
+                   help="send no REMB for what is received (receiver reports only)")
     return p.parse_args(argv)
 
 
 async def run(args: argparse.Namespace) -> int:
-    clip = load_clip(Path(args.clip_dir) if args.clip_dir else default_clip_dir(),
-                     ClipParams(seconds=args.clip_seconds, video_kbps=args.clip_kbps))
+    directory = Path(args.clip_dir) if args.clip_dir else default_clip_dir()
+    params = ClipParams(seconds=args.clip_seconds, video_kbps=args.clip_kbps)
+    clip = load_clip(directory, params)
+    kbps = [int(k) for k in args.renditions.split(",")] if args.renditions not in ("off", "") else []
+    renditions = load_renditions(directory, params, kbps) if kbps else None
     client = Client(args.url, args.token, clip=clip, publish_audio=not args.no_audio,
-                    publish_video=not args.no_video,
+                    publish_video=not args.no_video, renditions=renditions,
+                    start_kbps=args.start_kbps, send_remb=args.remb,
                     ice_addresses=tuple(args.ice_address) or ("127.0.0.1",))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -118,8 +138,12 @@ async def run(args: argparse.Namespace) -> int:
                 firsts = [t.first_packet_at for t in client.tracks.values() if t.first_packet_at]
                 first_media = (round(time.time() - (time.monotonic() - min(firsts)), 3)
                                if firsts else None)
+                video = client.video_track
                 emit("stats", sent_packets=client.packets_sent(), first_media_wall=first_media,
-                     tracks=track_stats(client))
+                     tracks=track_stats(client),
+                     rendition_kbps=video.rendition_kbps if video else None,
+                     switches=video.switches if video else 0,
+                     remb_in=video.remb_bps if video else None, remb_out=client.remb_bps)
                 next_stats += args.interval
             if now - start >= args.seconds or client.ended or (
                     client._reader is not None and client._reader.done()):

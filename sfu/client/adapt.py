@@ -1,0 +1,55 @@
+"""Which pre-encoded rendition a synthetic publisher sends, following the REMB it receives.
+
+A browser's encoder follows the send-side estimate (which REMB caps): it lowers its bitrate as soon
+as the estimate falls and raises it only once a higher rate has held for a while. The synthetic
+client cannot re-encode, so it switches between renditions of the same clip encoded at fixed
+bitrates (for example 150, 300, 600, 1200 kbit/s). Pure: the caller passes the time.
+
+Rules:
+
+* the allowed rendition is the highest whose bitrate is at most the REMB (the lowest if none is);
+* a lower allowed rendition is taken at once;
+* a higher one only after every REMB for ``hold`` seconds has allowed it; then the lowest of what
+  those REMBs allowed is taken (a REMB that allows only the current one, or less, restarts the hold).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+
+
+class RenditionSelector:
+    def __init__(self, kbps: Sequence[int], start_kbps: int, *, hold: float = 2.0) -> None:
+        if not kbps or list(kbps) != sorted(kbps) or len(set(kbps)) != len(kbps):
+            raise ValueError(f"rendition bitrates must be ascending and distinct: {kbps}")
+        self.kbps = tuple(kbps)
+        self.hold = hold
+        self.current = self.allowed(start_kbps * 1000)
+        self._up_since: float | None = None
+        self._up_target = self.current
+
+    def allowed(self, bps: float) -> int:
+        """Index of the highest rendition at most ``bps`` (0 when none is)."""
+        return max(0, bisect.bisect_right(self.kbps, bps / 1000) - 1)
+
+    def on_remb(self, bps: float, now: float) -> int | None:
+        """Take a REMB; the index of the rendition to switch to, or None to stay."""
+        allowed = self.allowed(bps)
+        if allowed < self.current:
+            self._up_since = None
+            self.current = allowed
+            return allowed
+        if allowed == self.current:
+            self._up_since = None
+            return None
+        if self._up_since is None:
+            self._up_since = now
+            self._up_target = allowed
+            return None
+        self._up_target = min(self._up_target, allowed)
+        if now - self._up_since < self.hold * 0.95:  # REMBs come about once a second
+            return None
+        self._up_since = None
+        self.current = self._up_target
+        return self.current
