@@ -123,7 +123,8 @@ async def run(steps: list[tuple[float, float]], *, n_senders: int = 2,
                            "sender_encoded": sent.get("encoded", 0)}
                     if participant is not None:
                         est = participant.link.down_kbps(now)
-                        row.update(estimate=None if est is None else round(est),
+                        row.update(padding_kb=participant.endpoint.padding_octets // 1000,
+                                   estimate=None if est is None else round(est),
                                    loss=round(participant.link.loss, 3),
                                    paused=sum(1 for c in participant.endpoint.consumers()
                                               if c.paused and c.producer.kind == "video"))
@@ -151,11 +152,11 @@ def summarize(rows: list[dict[str, Any]], boundaries: list[tuple[float, float]],
         prev = row
     if verbose:
         print(f"{'t':>5} {'cap':>5} {'kbps':>5} {'fps':>5} {'audio':>5} {'level':>10} "
-              f"{'est':>5} {'loss':>6} {'paused':>6}")
+              f"{'est':>5} {'loss':>6} {'paused':>6} {'pad kB':>6}")
         for r in out_rows:
             print(f"{r['t']:5.1f} {r['capacity']:5.0f} {r['kbps']:5d} {r['fps']:5.1f} "
                   f"{r['audio']:5d} {r.get('level', '-'):>10} {str(r.get('estimate')):>5} "
-                  f"{str(r.get('loss')):>6} {str(r.get('paused')):>6}")
+                  f"{str(r.get('loss')):>6} {str(r.get('paused')):>6} {r.get('padding_kb', '-'):>6}")
     events = []
     for i, (t0, kbit) in enumerate(boundaries):
         t1 = boundaries[i + 1][0] if i + 1 < len(boundaries) else float("inf")

@@ -40,6 +40,14 @@ class Link:
     # with transport-cc (browsers): the send-side estimate from its feedback (GCC)
     gcc: SendSideEstimator | None = None
     sent_kbps: float = 0.0  # media sent to the participant over the last tick
+    feedback_lost: int = 0  # packets transport-cc feedback reported lost / on, since taken
+    feedback_seen: int = 0
+    # a probe cluster being measured: what arrived of the packets sent in its window
+    probe_window: tuple[float, float] | None = None
+    probe_bytes: int = 0
+    probe_packets: int = 0
+    probe_first: float | None = None  # first and last arrival, on the receiver's clock
+    probe_last: float | None = None
 
     # -- what the media endpoints tell ------------------------------------------------------
     def attach(self, endpoint: MediaEndpoint) -> None:
@@ -54,6 +62,39 @@ class Link:
         if self.gcc is None:
             self.gcc = SendSideEstimator()
         self.gcc.on_feedback(now, results)
+        self.feedback_seen += len(results)
+        self.feedback_lost += sum(1 for r in results if r[3] is None)
+        window = self.probe_window
+        if window is not None:
+            for _, sent_at, size, arrival in results:
+                if arrival is not None and window[0] <= sent_at <= window[1]:
+                    self.probe_bytes += size
+                    self.probe_packets += 1
+                    if self.probe_first is None or arrival < self.probe_first:
+                        self.probe_first = arrival
+                    if self.probe_last is None or arrival > self.probe_last:
+                        self.probe_last = arrival
+
+    def start_probe(self, now: float, seconds: float) -> None:
+        """Measure what arrives of everything sent from ``now`` for ``seconds`` (a cluster)."""
+        self.probe_window = (now, now + seconds)
+        self.probe_bytes = self.probe_packets = 0
+        self.probe_first = self.probe_last = None
+
+    def probe_received_kbps(self) -> float | None:
+        """The rate at which the last cluster arrived (transport-cc only): what the link
+        carried while it was offered more. None without enough feedback on it."""
+        first, last = self.probe_first, self.probe_last
+        if self.probe_packets < 10 or first is None or last is None or last - first < 0.05:
+            return None
+        return self.probe_bytes * 8 / 1000 / (last - first)
+
+    def take_feedback_loss(self) -> float:
+        """The share of packets (media and padding) transport-cc feedback reported lost since
+        the last call; 0 without feedback."""
+        seen, lost = self.feedback_seen, self.feedback_lost
+        self.feedback_seen = self.feedback_lost = 0
+        return lost / seen if seen else 0.0
 
     def on_report(self, block: ReportBlock, rtt: float | None) -> None:
         self.reports += 1
@@ -161,6 +202,10 @@ class Link:
         estimate = self.down_kbps(now)
         if self.loss > 0.05 or self.overusing:
             self.constrained = True
+        if self.gcc is not None and estimate is not None:
+            # transport-cc: the send-side estimate follows the link both ways (delay, loss and
+            # probing), so it is the budget, as in libwebrtc; never "unconstrained"
+            return estimate
         if not self.constrained or estimate is None:
             return None
         if estimate >= 1.1 * demand_kbps and self.loss < 0.02 and not self.overusing:

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 AUDIO_KBPS = 40.0  # nominal Opus rate before it is measured
 VIDEO_KBPS = 500.0  # nominal video rate before it is measured
-MAX_VIDEO_KBPS = 2500.0  # the REMB a publisher gets when nobody needs it to send less
+MAX_VIDEO_KBPS = 2500.0
+RESUME_SLACK = 1.3  # a paused video resumes capped once its publisher sends at most this x cap  # the REMB a publisher gets when nobody needs it to send less
 
 
 UPGRADE_HOLD_S = 5.0  # a better level is applied only after it held this long
@@ -50,6 +51,7 @@ class QualityController:
         self._ignored_cap: dict[str, int] = {}  # producer id -> ticks spent well above its cap
         self._resume_kbps: dict[str, float] = {}  # receiver -> what its cheapest paused video needs
         self._probes: dict[str, ProbeController] = {}  # receiver -> its downlink's probing
+        self._told: dict[str, str] = {}  # receiver -> the level it was last told
 
     # -- the tick ------------------------------------------------------------------------------------
     def tick(self, now: float) -> None:
@@ -99,7 +101,8 @@ class QualityController:
                      for p in participants]
         proposed = allocate(receivers, streams, subscriptions)
         update = self.smoother.update(now, proposed, streams)
-        self._apply(participants, update, streams, now)
+        self._apply(participants, update, streams, now,
+                    {r.id: r.downlink_kbps for r in receivers})
         self._plan_probes(participants, update.allocation, demand, now)
 
     # -- probing a limited downlink (sfu/bandwidth/probe.py) ------------------------------------
@@ -110,11 +113,20 @@ class QualityController:
             probe = self._probes.get(p.id)
             if probe is None:
                 continue
-            probe.observe(lossy=p.link.loss > 0.02, overusing=p.link.overusing)
+            # a probe's own padding counts: transport-cc feedback reports it lost or not
+            lossy = p.link.loss > 0.02 or p.link.take_feedback_loss() > 0.02
+            probe.observe(lossy=lossy, overusing=p.link.overusing)
             proved = probe.judge(now)
-            if proved is not None:
-                p.link.on_probe(now, proved)
-                self.smoother.confirm(p.id)
+            if proved is None:
+                continue
+            # with transport-cc the cluster's arrival rate says what the link carried: a link
+            # that only queued what it was offered proves no more than that (libwebrtc's probe
+            # bitrate estimator)
+            received = p.link.probe_received_kbps()
+            if received is not None:
+                proved = min(proved, 0.95 * received)
+            p.link.on_probe(now, proved)
+            self.smoother.confirm(p.id)
 
     def _plan_probes(self, participants: list[Participant], allocation: Allocation,
                      demand: dict[str, float], now: float) -> None:
@@ -132,7 +144,37 @@ class QualityController:
                 padding = max(0.0, rate - p.link.sent_kbps)
                 log.info("probing the downlink of %s at %.0f kbit/s (%.0f of padding)", p.id,
                          rate, padding, extra=p.log_context())
+                p.link.start_probe(now, probe.settings.duration_s)
                 p.endpoint.send_padding(padding, probe.settings.duration_s)
+
+    def _publisher_caps(self, allocation: Allocation, streams: list[Stream],
+                        budgets: dict[str, float | None]) -> dict[str, float]:
+        """What each video publisher may send (REMB): for every receiver of its stream, what
+        that receiver was allocated, and for a stream forwarded in full to a receiver with a
+        known budget, its share of that budget's spare. A capped publisher's measured rate is
+        its cap, so "full" alone would lift the cap at once and flood the link it was set for;
+        this way the publisher grows only as the receiver's estimate does."""
+        kinds = {s.id: s.kind for s in streams}
+        used: dict[str, float] = {}
+        videos: dict[str, int] = {}
+        for (rid, sid), chosen in allocation.streams.items():
+            used[rid] = used.get(rid, 0.0) + chosen.kbps
+            if kinds.get(sid) == "video" and chosen.level is not Level.PAUSED:
+                videos[rid] = videos.get(rid, 0) + 1
+        caps: dict[str, float] = {}
+        for (rid, sid), chosen in allocation.streams.items():
+            if kinds.get(sid) != "video" or chosen.level is Level.PAUSED:
+                continue
+            if chosen.level is Level.CAPPED:
+                cap = max(chosen.kbps, self.settings.min_video_kbps)
+            else:
+                budget = budgets.get(rid)
+                if budget is None:
+                    continue
+                spare = max(0.0, budget - used.get(rid, 0.0)) / max(1, videos.get(rid, 1))
+                cap = max(chosen.kbps + spare, self.settings.min_video_kbps)
+            caps[sid] = min(caps.get(sid, MAX_VIDEO_KBPS), cap)
+        return caps
 
     def _ignores_cap(self, producer_id: str, rate: float) -> bool:
         """A publisher that keeps sending well above the REMB cap it was given (a pre-encoded
@@ -146,19 +188,26 @@ class QualityController:
         return self._ignored_cap.get(producer_id, 0) >= 3
 
     def _apply(self, participants: list[Participant], update: SmoothedUpdate,
-               streams: list[Stream], now: float) -> None:
+               streams: list[Stream], now: float, budgets: dict[str, float | None]) -> None:
         allocation = update.allocation
         by_id = {p.id: p for p in participants}
+        caps = self._publisher_caps(allocation, streams, budgets)
+        measured = {s.id: s.full_kbps for s in streams}
         for p in participants:
             for consumer in p.endpoint.consumers():
-                chosen = allocation.streams.get((p.id, consumer.producer.id))
-                if chosen is not None and consumer.producer.kind == "video":
-                    consumer.set_paused(chosen.level is Level.PAUSED, now)
-        caps: dict[str, float] = {}
-        for (_, sid), chosen in allocation.streams.items():
-            if chosen.level is Level.CAPPED:
-                caps[sid] = min(caps.get(sid, MAX_VIDEO_KBPS),
-                                max(chosen.kbps, self.settings.min_video_kbps))
+                producer = consumer.producer
+                given = allocation.streams.get((p.id, producer.id))
+                if given is None or producer.kind != "video":
+                    continue
+                pause = given.level is Level.PAUSED
+                cap = caps.get(producer.id)
+                if not pause and consumer.paused and cap is not None \
+                        and measured.get(producer.id, 0.0) > RESUME_SLACK * cap:
+                    # resuming at a cap its publisher does not keep yet (it was sending in full
+                    # to the others): the REMB below asks it to; resume once it follows, or
+                    # the whole rate would flood the link that just recovered
+                    pause = True
+                consumer.set_paused(pause, now)
         for p in participants:
             video = p.endpoint.producers.get("video")
             if video is not None:
@@ -175,7 +224,11 @@ class QualityController:
                 self._resume_kbps[rid] = min(self._resume_kbps.get(rid, 1e9), rates[sid])
         for change in update.receiver_changes:
             found = by_id.get(change.receiver_id)
-            if found is None or (change.previous is None and change.level == "good"):
+            if found is None or str(change.level) == self._told.get(found.id, "good"):
+                continue
+            if change.level == "degraded" and not found.link.constrained:
+                # capped while its estimate still ramps up (a new link, probing): not a poor
+                # link, and nothing to tell the person about
                 continue
             link = found.link
             paused = [s.publisher for s in streams if s.kind == "video"
@@ -192,6 +245,7 @@ class QualityController:
                 reason = (f"downlink about {down:.0f} kbit/s: some video reduced or paused"
                           if down is not None else "some video reduced or paused")
             level = str(change.level)
+            self._told[found.id] = level
             found.client.quality(QualityNotice(found.id, level, reason, {
                 "downlink_kbps": None if down is None else round(down),
                 "uplink_kbps": None if up is None else round(up),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from aiortc import RTCIceServer
 
 from sfu.errors import NegotiationError
 from sfu.transport import packets as P
-from sfu.transport.aiortc_glue import IceSettings
+from sfu.transport.aiortc_glue import IceSettings, sender_ssrcs
 from sfu.transport.counters import Counters
 from sfu.transport.forwarder import Consumer, OutStream, Producer
 from sfu.transport.peer import CLOCK_RATES, AnswerInfo, SendSlot, WebRtcPeer
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 
 RTCP_INTERVAL = 1.0  # seconds between the endpoint's RTCP compounds (SR, RR, SDES)
+PADDING_BURST_S = 0.01  # probe padding is paced in bursts this far apart
+PADDING_BODY = bytes(254) + bytes([255])  # 255 bytes of padding, the last one saying so
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,13 @@ class Endpoint:
         self._feedback_listeners: list[TransportFeedbackListener] = []
         # the transport-wide sequence of every packet sent, once the peer accepted transport-cc
         self.twcc = SendHistory()
+        # padding for bandwidth probes (send_padding)
+        self._rtx_pts: dict[str, int] = {}  # mid -> RTX payload type the peer accepted
+        self._padding_seq = random.randint(0, 0xFFFF)
+        self._padding_bursts = 0
+        self._padding_budget = 0.0
+        self._padding_running = False
+        self.padding_octets = 0
         self.transport_cc = False
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -218,6 +228,8 @@ class Endpoint:
             out.twcc = self.twcc if ext_id is not None else None
 
     def _apply_payload_types(self, info: AnswerInfo) -> None:
+        self._rtx_pts = {mid: names["rtx"] for mid, names in info.payload_types.items()
+                         if "rtx" in names}
         for slot, out, consumer in self._slots.values():
             names = info.payload_types.get(slot.mid or "", {})
             producer = consumer.producer
@@ -294,6 +306,63 @@ class Endpoint:
         consumer.close()
         self.peer.release_slot(slot)
         self.renegotiate()
+
+    # -- probing ------------------------------------------------------------------------------
+    def send_padding(self, kbps: float, seconds: float) -> None:
+        """Send padding at ``kbps`` for ``seconds`` on top of the media: a bandwidth probe.
+
+        Padding-only RTP packets (RFC 3550 5.1, as libwebrtc sends them) go on the RTX stream of
+        one of the video m-lines sent to this peer (its own SSRC, payload type and sequence, so
+        the media streams' numbering is untouched), carry the transport-wide sequence number
+        when transport-cc is negotiated, and are paced in 10 ms bursts. Nothing is sent when no
+        video m-line with RTX is negotiated, or while the transport is not up."""
+        if self.closed or kbps <= 0 or seconds <= 0:
+            return
+        carrier = self._padding_carrier()
+        if carrier is None:
+            return
+        per_burst = kbps * 1000 / 8 * PADDING_BURST_S
+        bursts = max(1, int(seconds / PADDING_BURST_S))
+        self._padding_bursts = bursts
+        self._padding_budget = per_burst
+        if not self._padding_running:
+            self._padding_running = True
+            self.defer(0.0, self._pad)
+
+    def _padding_carrier(self) -> tuple[OutStream, int, int] | None:
+        """(the m-line's out-stream, its RTX SSRC, the RTX payload type) of a video m-line."""
+        for slot, out, _ in self._slots.values():
+            pt = self._rtx_pts.get(slot.mid or "")
+            if slot.kind == "video" and pt is not None:
+                return out, sender_ssrcs(slot.transceiver)[1], pt
+        return None
+
+    def _pad(self, now: float) -> None:
+        carrier = self._padding_carrier()
+        if self.closed or carrier is None or self._padding_bursts <= 0:
+            self._padding_running = False
+            return
+        self._padding_bursts -= 1
+        out, ssrc, pt = carrier
+        wire = self.peer.wire
+        if wire.ready():
+            budget = self._padding_budget
+            twcc = out.twcc
+            while budget > 0:
+                self._padding_seq = (self._padding_seq + 1) & 0xFFFF
+                if twcc is None:
+                    ext = P.ext_block(out.mid_element)
+                else:
+                    ext = P.ext_block_twcc(out.mid_element, b"", twcc.header,
+                                           (twcc.count + 1) & 0xFFFF)
+                packet = P.build_rtp(0x20, False, pt, self._padding_seq, out.last_ts, ssrc, ext,
+                                     PADDING_BODY)
+                if twcc is not None:
+                    twcc.record(len(packet), now)
+                wire.send_rtp(packet)
+                self.padding_octets += len(packet)
+                budget -= len(packet)
+        self.defer(PADDING_BURST_S, self._pad)
 
     # -- what the control plane reads ---------------------------------------------------------
     def listen_reports(self, listener: ReportListener) -> None:

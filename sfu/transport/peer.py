@@ -71,15 +71,15 @@ class AnswerInfo:
 
 def accepted_transport_cc(parsed: aiortc_sdp.SessionDescription) -> int | None:
     """The id of the transport-wide sequence number extension when the answer accepts it: on
-    every m-line that is not inactive, with one id throughout. Else None (an aiortc answerer
-    never accepts it; Chromium does)."""
+    every m-line the client receives on (it is offered only there), with one id throughout.
+    Else None (an aiortc answerer never accepts it; Chromium does)."""
     ids: set[int] = set()
     for media in parsed.media:
+        if media.direction != "recvonly":
+            continue
         found = [e.id for e in media.rtp.headerExtensions if e.uri == URI_TRANSPORT_CC]
         if not found:
-            if media.direction != "inactive":
-                return None
-            continue
+            return None
         ids.update(found)
     return ids.pop() if len(ids) == 1 else None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -38,15 +39,22 @@ def told_joined(world: World, sub: str) -> list[str]:
 
 
 def tick(world: World, *, loss: dict[str, float], kbps: float = 500.0) -> None:
-    """One second of media: publishers send ``kbps`` of video and 40 of audio; every receiver
-    reports the loss given for it (0 when not named); then the manager ticks."""
+    """One second of media: publishers send ``kbps`` of video (or less when the server's REMB
+    asks for less, as a browser's encoder follows it) and 40 of audio; every receiver reports
+    the loss given for it (0 when not named); then the manager ticks."""
     now = world.mono()
+
+    def rate(producer: Any) -> float:
+        if producer.kind == "audio":
+            return 40.0
+        return min(kbps, producer.rembs[-1]) if producer.rembs else kbps
+
     for endpoint in world.endpoints.made.values():
         if endpoint.closed:
             continue
         for producer in endpoint.producers.values():
-            producer.octets += int((kbps if producer.kind == "video" else 40) * 1000 / 8)
-        rates = {p.id: (kbps if p.kind == "video" else 40) for p in endpoint.subscribed()}
+            producer.octets += int(rate(producer) * 1000 / 8)
+        rates = {p.id: rate(p) for p in endpoint.subscribed()}
         endpoint.send_media(rates)
         endpoint.report(loss.get(endpoint.id, 0.0), now)
     world.mono.advance(1.0)

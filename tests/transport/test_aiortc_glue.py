@@ -123,8 +123,9 @@ async def test_a_rewritten_offer_is_kept_as_the_local_description_and_an_answer_
 
     offerer, answerer = RTCPeerConnection(), RTCPeerConnection()
     try:
-        for kind in ("audio", "video", "video"):
-            offerer.addTransceiver(kind, direction="sendrecv")
+        # as the server offers: the publish m-lines recvonly, a forwarded track sendonly
+        for kind, direction in (("audio", "recvonly"), ("video", "recvonly"), ("video", "sendonly")):
+            offerer.addTransceiver(kind, direction=direction)
         offer = await offerer.createOffer()
         assert str(aiortc_sdp.SessionDescription.parse(offer.sdp)) == offer.sdp  # parse/str round trip
         sdp = glue.offer_transport_cc(offer.sdp, 5, URI_TRANSPORT_CC)
@@ -132,8 +133,11 @@ async def test_a_rewritten_offer_is_kept_as_the_local_description_and_an_answer_
         await offerer.setLocalDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         local = aiortc_sdp.SessionDescription.parse(offerer.localDescription.sdp)
         assert len(local.media) == 3
-        for media in local.media:
-            assert [e.id for e in media.rtp.headerExtensions if e.uri == URI_TRANSPORT_CC] == [5]
+        # only where the server sends: a browser publishing with transport-wide numbers would
+        # wait for feedback on its uplink that the server does not give
+        assert [[e.id for e in m.rtp.headerExtensions if e.uri == URI_TRANSPORT_CC]
+                for m in local.media] == [[], [], [5]]
+        for media in local.media[2:]:
             for codec in media.rtp.codecs:
                 feedback = [(f.type, f.parameter) for f in codec.rtcpFeedback]
                 if codec.name == "rtx":
@@ -162,6 +166,6 @@ def test_an_id_aiortc_already_uses_is_refused():
 
     sdp = ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 97\r\n"
            "c=IN IP4 0.0.0.0\r\na=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=mid:0\r\n"
-           "a=rtpmap:97 VP8/90000\r\n")
+           "a=sendonly\r\na=rtpmap:97 VP8/90000\r\n")
     with pytest.raises(ValueError):
         glue.offer_transport_cc(sdp, 1, URI_TRANSPORT_CC)

@@ -145,10 +145,11 @@ EXT5 = "a=extmap:5 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-e
 
 
 @pytest.mark.parametrize(("d0", "d1", "ext1", "id2", "expected"), [
-    ("sendonly", "sendonly", EXT5, 5, 5),  # accepted on every m-line
+    ("sendonly", "recvonly", EXT5, 5, 5),  # accepted on every m-line the client receives on
     ("sendonly", "inactive", "", 5, 5),  # an inactive m-line need not carry it
-    ("sendonly", "sendonly", "", 5, None),  # an active m-line without it
-    ("sendonly", "sendonly", EXT5, 6, None),  # two ids for one transport-wide sequence
+    ("sendonly", "sendonly", "", 5, 5),  # nor one the client publishes on (never offered there)
+    ("sendonly", "recvonly", "", 5, None),  # a receiving m-line without it
+    ("sendonly", "recvonly", EXT5, 6, None),  # two ids for one transport-wide sequence
 ])
 def test_the_answer_says_whether_transport_cc_is_used(d0, d1, ext1, id2, expected):
     sdp = CHROME_LIKE.format(d0=d0, d1=d1, ext1=ext1, id2=id2)
