@@ -24,12 +24,14 @@ from dataclasses import dataclass
 class ProbeSettings:
     first_after_s: float = 1.0  # a downlink must have been limited (and clean) this long
     interval_s: float = 0.5  # after a success: the next, higher step (exponential probing)
-    retry_s: float = 2.0  # after the first failure; each further failure doubles it
-    max_interval_s: float = 30.0  # the wait after repeated failures grows up to this
-    duration_s: float = 0.5  # one cluster of padding
+    retry_s: float = 1.0  # after the first failure; each further failure doubles it
+    max_interval_s: float = 4.0  # ... up to this: a link that comes back is found within it
+    duration_s: float = 0.15  # one cluster of padding: short, so that queues absorb it
     settle_s: float = 1.0  # feedback after the cluster that still belongs to it
-    max_factor: float = 3.0  # a probe asks for at most this times what is known to pass
+    max_factor: float = 2.0  # a probe asks for at most this times what is known to pass
     min_kbps: float = 250.0  # a probe asks for at least this (a paused video's minimum, and audio)
+    initial_factor: float = 3.0  # a link never probed is probed at once, this much higher
+    # (libwebrtc probes a new connection at 3x its start rate before it has sent anything)
 
 
 class ProbeController:
@@ -67,11 +69,13 @@ class ProbeController:
             return None
         if self._limited_since is None:
             self._limited_since = now
+        first = self.probes == 0
         if self._probing is not None or now < self._next_at \
-                or now - self._limited_since < s.first_after_s:
+                or (not first and now - self._limited_since < s.first_after_s):
             return None
         base = max(estimate_kbps or 0.0, sent_kbps)
-        rate = max(min(target_kbps, base * s.max_factor), min(target_kbps, s.min_kbps))
+        factor = s.initial_factor if first else s.max_factor
+        rate = max(min(target_kbps, base * factor), min(target_kbps, s.min_kbps))
         if estimate_kbps is not None and rate <= estimate_kbps:
             return None  # the estimate already covers it: nothing to prove
         self._probing = (now, rate)

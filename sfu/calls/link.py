@@ -203,9 +203,10 @@ class Link:
         if self.loss > 0.05 or self.overusing:
             self.constrained = True
         if self.gcc is not None and estimate is not None:
-            # transport-cc: the send-side estimate follows the link both ways (delay, loss and
-            # probing), so it is the budget, as in libwebrtc; never "unconstrained"
-            return estimate
+            # transport-cc: once the link has shown a limit, the send-side estimate follows it
+            # both ways (delay, loss and probing) and is the budget, as in libwebrtc; it is
+            # never "unconstrained" again (a capped publisher's rate would look like all it needs)
+            return estimate if self.constrained else None
         if not self.constrained or estimate is None:
             return None
         if estimate >= 1.1 * demand_kbps and self.loss < 0.02 and not self.overusing:

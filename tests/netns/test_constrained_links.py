@@ -155,7 +155,10 @@ async def test_participant_behind_700kbit_is_adapted_to_within_10s(scenario: Sce
           f"server downlink estimate {estimate if estimate is None else round(estimate)} kbit/s")
     print("constrained-link: since first media (t, 2 s drop, kbit/s): "
           + " ".join(f"({t:.0f},{d:.2f},{k:.0f})" for t, d, k in series))
-    assert first["drop"] > MAX_DROP, "the link was not congested at first: nothing to adapt to"
+    # The link is a limit (the four others in full need far more than it carries). With
+    # transport-cc feedback and probing the server need not flood it to learn so: it starts low
+    # and probes up, so the first seconds may see no loss at all; its estimate must know the limit.
+    assert estimate is not None and estimate <= 1.2 * DOWNLINK_KBIT, estimate
     assert adapted_at is not None and adapted_at <= ADAPT_WITHIN_S, series
     assert after["drop"] < MAX_DROP, after
     # it keeps everyone's audio: each other participant's audio arrived all along the last 5 s
