@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.test_patient_consultation import PATIENT_NAME, new_page, rtp_stats
+from tests.browser.test_patient_consultation import rtp_stats, start_consultation
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
@@ -47,15 +47,8 @@ async def test_two_browsers_stay_a_video_consultation_for_a_minute(
 ) -> None:
     from playwright.async_api import expect
 
-    patient_ctx, patient, patient_log = await new_page(browser)
-    staff_ctx, staff, staff_log = await new_page(browser)
-    await patient.goto(f"{server.url}/c/demo")
-    await patient.fill("#name", PATIENT_NAME)
-    await patient.click("#enter")
-    await expect(patient.locator("#waiting-title")).to_have_text("You are in the waiting area")
-    await staff.goto(f"{server.url}/c/demo/dashboard#token={token(role='staff', sub='dr-lee')}")
-    row = staff.locator("#spaces tr", has_text=PATIENT_NAME)
-    await row.get_by_role("button", name="Join").click()
+    (patient_ctx, patient, patient_log), (staff_ctx, staff, staff_log), _ = \
+        await start_consultation(server, browser, token)
     await expect(staff.locator("#grid .tile")).to_have_count(1)
     await expect(patient.locator("#grid .tile")).to_have_count(1)
 

@@ -97,6 +97,26 @@ async def wait_for_live_video(page: Any, label: str, within: float = 45.0) -> in
                          f"stats: {await rtp_stats(page)}")
 
 
+async def start_consultation(server: Any, browser: Any, token: Callable[..., str]
+                             ) -> tuple[tuple[Any, Any, PageLog], tuple[Any, Any, PageLog], Any]:
+    """A patient enters by name, staff joins from the dashboard: ((context, page, log) of the
+    patient, the same of staff, the dashboard's row of that patient)."""
+    from playwright.async_api import expect
+
+    patient_ctx, patient, patient_log = await new_page(browser)
+    staff_ctx, staff, staff_log = await new_page(browser)
+    await patient.goto(f"{server.url}/c/demo")
+    await patient.fill("#name", PATIENT_NAME)
+    await patient.click("#enter")
+    await expect(patient.locator("#waiting-title")).to_have_text("You are in the waiting area")
+    staff_token = token(role="staff", sub="dr-lee", name="Dr Lee")
+    await staff.goto(f"{server.url}/c/demo/dashboard#token={staff_token}")
+    row = staff.locator("#spaces tr", has_text=PATIENT_NAME)
+    await row.get_by_role("button", name="Join").click()
+    await expect(row.locator(".status")).to_have_text("In consultation")
+    return (patient_ctx, patient, patient_log), (staff_ctx, staff, staff_log), row
+
+
 async def test_patient_enters_staff_joins_both_see_video_staff_ends(
     server: Any, browser: Any, token: Callable[..., str]
 ) -> None:

@@ -13,11 +13,10 @@ import pytest
 
 from sfu.transport.endpoint import Endpoint
 from sfu.transport.transportcc import PacketResult
-from tests.browser.test_patient_consultation import new_page, wait_for_live_video
+from tests.browser.test_patient_consultation import start_consultation, wait_for_live_video
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
-PATIENT_NAME = "Tess Feedback"
 
 
 async def wait_until(condition: Callable[[], bool], within: float, what: str) -> None:
@@ -58,18 +57,8 @@ class Feedback:
 async def test_chromium_negotiates_transport_cc_and_its_feedback_covers_what_was_sent(
     server: Any, browser: Any, token: Callable[..., str]
 ) -> None:
-    from playwright.async_api import expect
-
-    patient_ctx, patient, patient_log = await new_page(browser)
-    staff_ctx, staff, staff_log = await new_page(browser)
-    await patient.goto(f"{server.url}/c/demo")
-    await patient.fill("#name", PATIENT_NAME)
-    await patient.click("#enter")
-    await expect(patient.locator("#waiting-title")).to_have_text("You are in the waiting area")
-    await staff.goto(f"{server.url}/c/demo/dashboard#token={token(role='staff', sub='dr-lee', name='Dr Lee')}")
-    row = staff.locator("#spaces tr", has_text=PATIENT_NAME)
-    await row.get_by_role("button", name="Join").click()
-    await expect(row.locator(".status")).to_have_text("In consultation")
+    (patient_ctx, patient, patient_log), (staff_ctx, staff, staff_log), _ = \
+        await start_consultation(server, browser, token)
 
     # both pages answered: the server negotiated transport-cc with each
     await wait_until(lambda: {r: e.transport_cc for r, e in endpoints_by_role(server).items()}
