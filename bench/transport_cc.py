@@ -1,6 +1,6 @@
 """Per-packet cost of the transport-wide sequence number in ``Consumer.forward``.
 
-    python -m tests.transport.bench_transport_cc [--packets 20000] [--rounds 31]
+    python -m bench.transport_cc [--packets 20000] [--rounds 31]
 
 Three consumers forward the same pre-parsed video packets to a sink that drops them: the
 forwarding code as it was before transport-cc (``Baseline``, its old ``_emit`` and ``ext_block`` copied here),
