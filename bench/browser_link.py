@@ -26,14 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import netns
+from bench.browser_call import CHROMIUM_ARGS, SECRET
 from sfu.auth import mint_token
 
-SECRET = "bench-secret-0123456789abcdef-0123"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream", "--allow-loopback-in-peer-connection",
-    "--disable-background-networking",
-]
 SAMPLE_JS = """async () => {
   const call = window.sfuCall;
   if (!call || !call.pc) return null;
