@@ -37,7 +37,8 @@ from bench.load_plan import Plan, RampStep, plan_churn, plan_meetings, plan_ramp
 from bench.load_probe import ProcSampler, find_listener, is_loopback_url, url_port
 from bench.load_worker import Worker, WorkerSpec, quiet_warnings, worker_main
 from sfu.auth import ADMIN, ALL_CLINICS, mint_token
-from sfu.client.media import DEFAULT_RENDITIONS_KBPS, ClipParams, load_clip, load_renditions
+from sfu.client.media import ClipParams, load_clip, load_renditions
+from sfu.client.run import add_adaptation_arguments
 
 NUMBERS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight",
            9: "nine", 10: "ten", 11: "eleven", 12: "twelve"}
@@ -47,18 +48,6 @@ RAMP_JOIN_P95 = 2.0
 
 class LoadError(Exception):
     """A run that cannot start (server unreachable, bad token, bad options)."""
-
-
-def _renditions(text: str) -> tuple[int, ...]:
-    if text.strip().lower() in ("", "off", "none"):
-        return ()
-    try:
-        kbps = tuple(sorted({int(k) for k in text.split(",")}))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"comma-separated kbit/s or 'off': {text}") from exc
-    if any(k <= 0 for k in kbps):
-        raise argparse.ArgumentTypeError(f"renditions must be positive: {text}")
-    return kbps
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,14 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("media and workers")
     g.add_argument("--video-kbps", type=int, default=500, help="bitrate of the published VP8 clip")
     g.add_argument("--clip-seconds", type=float, default=10.0, help="length of the looped clip")
-    g.add_argument("--renditions", type=_renditions,
-                   default=",".join(map(str, DEFAULT_RENDITIONS_KBPS)),
-                   help="video renditions in kbit/s a publisher switches between following the "
-                        "server's REMB, like an encoder ('off': one clip at --video-kbps)")
-    g.add_argument("--start-kbps", type=int, default=600,
-                   help="publishers start with the highest rendition at most this")
-    g.add_argument("--no-remb", dest="remb", action="store_false",
-                   help="participants send no REMB (receiver reports only)")
+    add_adaptation_arguments(g, "--video-kbps")
     g.add_argument("--clip-dir", help="clip cache directory (default $SFU_CLIP_DIR or "
                                       "~/.cache/sfu-clip)")
     g.add_argument("--workers", type=int, default=None,

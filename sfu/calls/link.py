@@ -54,7 +54,7 @@ class Link:
         """Listen to the receiver reports and REMB of this participant's endpoint, and watch
         what arrives from it."""
         self.endpoint = endpoint
-        endpoint.listen_reports(lambda block, now, rtt: self.on_report(block, rtt))
+        endpoint.listen_reports(self.on_report)
         endpoint.listen_remb(lambda bps, now: self.downlink.on_remb(now, bps / 1000))
         endpoint.listen_transport_feedback(self.on_transport_feedback)
 
@@ -96,10 +96,10 @@ class Link:
         self.feedback_seen = self.feedback_lost = 0
         return lost / seen if seen else 0.0
 
-    def on_report(self, block: ReportBlock, rtt: float | None) -> None:
+    def on_report(self, block: ReportBlock, now: float, rtt: float | None) -> None:
         self.reports += 1
         if rtt is not None and self.gcc is not None:
-            self.gcc.on_rtt(0.0, rtt)
+            self.gcc.on_rtt(now, rtt)
         self.rr_loss[block.ssrc] = max(self.rr_loss.get(block.ssrc, 0.0), block.fraction_lost / 256)
         self.rr_jitter.append(block.jitter / 90.0)  # video clock: ms
         if rtt is not None:

@@ -89,22 +89,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "or ~/.cache/sfu-clip)")
     p.add_argument("--clip-seconds", type=float, default=10.0)
     p.add_argument("--clip-kbps", type=int, default=500, help="video rate of the clip")
-    p.add_argument("--renditions", default=",".join(map(str, DEFAULT_RENDITIONS_KBPS)),
-                   help="video renditions (kbit/s, comma-separated) to switch between following "
-                        "the server's REMB; 'off': one clip at --clip-kbps")
-    p.add_argument("--start-kbps", type=int, default=600,
-                   help="start with the highest rendition at most this")
-    p.add_argument("--no-remb", dest="remb", action="store_false",
-                   help="send no REMB for what is received (receiver reports only)")
+    add_adaptation_arguments(p, "--clip-kbps")
     return p.parse_args(argv)
+
+
+def parse_renditions(text: str) -> tuple[int, ...]:
+    """``"150,300,600"`` -> (150, 300, 600); ``"off"`` (or empty) -> ()."""
+    if text.strip().lower() in ("", "off", "none"):
+        return ()
+    try:
+        kbps = tuple(sorted({int(k) for k in text.split(",")}))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"comma-separated kbit/s or 'off': {text}") from exc
+    if any(k <= 0 for k in kbps):
+        raise argparse.ArgumentTypeError(f"renditions must be positive: {text}")
+    return kbps
+
+
+def add_adaptation_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                             single_clip_flag: str) -> None:
+    """``--renditions``, ``--start-kbps`` and ``--no-remb``: how a synthetic participant adapts
+    like a browser (this CLI and the load tool share them)."""
+    parser.add_argument("--renditions", type=parse_renditions,
+                        default=",".join(map(str, DEFAULT_RENDITIONS_KBPS)),
+                        help="video renditions in kbit/s a publisher switches between following "
+                             f"the server's REMB, like an encoder ('off': one clip at "
+                             f"{single_clip_flag})")
+    parser.add_argument("--start-kbps", type=int, default=600,
+                        help="publishers start with the highest rendition at most this")
+    parser.add_argument("--no-remb", dest="remb", action="store_false",
+                        help="send no REMB for what is received (receiver reports only)")
 
 
 async def run(args: argparse.Namespace) -> int:
     directory = Path(args.clip_dir) if args.clip_dir else default_clip_dir()
     params = ClipParams(seconds=args.clip_seconds, video_kbps=args.clip_kbps)
     clip = load_clip(directory, params)
-    kbps = [int(k) for k in args.renditions.split(",")] if args.renditions not in ("off", "") else []
-    renditions = load_renditions(directory, params, kbps) if kbps else None
+    renditions = load_renditions(directory, params, args.renditions) if args.renditions else None
     client = Client(args.url, args.token, clip=clip, publish_audio=not args.no_audio,
                     publish_video=not args.no_video, renditions=renditions,
                     start_kbps=args.start_kbps, send_remb=args.remb,

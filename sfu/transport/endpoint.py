@@ -344,24 +344,14 @@ class Endpoint:
             return
         self._padding_bursts -= 1
         out, ssrc, pt = carrier
-        wire = self.peer.wire
-        if wire.ready():
+        if self.peer.wire.ready():
             budget = self._padding_budget
-            twcc = out.twcc
             while budget > 0:
                 self._padding_seq = (self._padding_seq + 1) & 0xFFFF
-                if twcc is None:
-                    ext = P.ext_block(out.mid_element)
-                else:
-                    ext = P.ext_block_twcc(out.mid_element, b"", twcc.header,
-                                           (twcc.count + 1) & 0xFFFF)
-                packet = P.build_rtp(0x20, False, pt, self._padding_seq, out.last_ts, ssrc, ext,
-                                     PADDING_BODY)
-                if twcc is not None:
-                    twcc.record(len(packet), now)
-                wire.send_rtp(packet)
-                self.padding_octets += len(packet)
-                budget -= len(packet)
+                size = out.send_extra(0x20, False, pt, self._padding_seq, out.last_ts, ssrc, b"",
+                                      PADDING_BODY, now)
+                self.padding_octets += size
+                budget -= size
         self.defer(PADDING_BURST_S, self._pad)
 
     # -- what the control plane reads ---------------------------------------------------------

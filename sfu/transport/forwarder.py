@@ -269,6 +269,23 @@ class OutStream:
         # negotiated transport-cc; None: packets carry no transport-wide sequence number
         self.twcc = twcc
 
+    def send_extra(self, b0_flags: int, marker: bool, pt: int, seq: int, ts: int, ssrc: int,
+                   shared_ext: bytes, body: bytes | memoryview, now: float) -> int:
+        """Send a packet that is not this stream's media flow (a retransmission, probe padding)
+        on its m-line: with its mid and, when negotiated, the next transport-wide number.
+        Returns the packet's size. (The media flow inlines the same in ``Consumer._emit``.)"""
+        twcc = self.twcc
+        if twcc is None:
+            ext = ext_block(self.mid_element + shared_ext)
+        else:
+            ext = ext_block_twcc(self.mid_element, shared_ext, twcc.header,
+                                 (twcc.count + 1) & 0xFFFF)
+        wire = build_rtp(b0_flags, marker, pt, seq, ts, ssrc, ext, body)
+        if twcc is not None:
+            twcc.record(len(wire), now)
+        self.sink.send_rtp(wire)
+        return len(wire)
+
     def set_mid(self, mid: str) -> None:
         """The mid is known once the offer that adds the m-line is made."""
         self.mid = mid
@@ -417,18 +434,10 @@ class Consumer:
                 if packet is None or (in_seq - past.in_start) & 0xFFFF >= 0x8000:
                     return False
                 out = self.out
-                body = memoryview(packet.data)[packet.payload_offset:]
-                twcc = out.twcc
-                if twcc is None:
-                    ext = ext_block(out.mid_element + packet.shared_ext)
-                else:
-                    ext = ext_block_twcc(out.mid_element, packet.shared_ext, twcc.header,
-                                         (twcc.count + 1) & 0xFFFF)
-                wire = build_rtp(packet.data[0], packet.marker, self._pt, out_seq,
-                                 packet.ts + past.ts_offset, out.ssrc, ext, body)
-                if twcc is not None:
-                    twcc.record(len(wire), now)
-                out.sink.send_rtp(wire)
+                out.send_extra(packet.data[0], packet.marker, self._pt, out_seq,
+                               (packet.ts + past.ts_offset) & 0xFFFFFFFF, out.ssrc,
+                               packet.shared_ext, memoryview(packet.data)[packet.payload_offset:],
+                               now)
                 self._counters.retransmitted += 1
                 return True
         return False
