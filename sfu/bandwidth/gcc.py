@@ -19,7 +19,9 @@ estimate is the lower of the two:
   taken over one-second intervals of feedback with at least 20 packets (GoogCC's
   ``kLossUpdateInterval``, ``kLimitNumPackets``). Under 2 %: ``1.08 x`` the lowest target of the
   last second ``+ 1 kbit/s`` (8 %/s); over 10 %: ``target x (1 - loss / 2)``, once per loss
-  interval and at most once per ``300 ms + RTT`` (``kBweDecreaseInterval``); in between: hold.
+  interval and at most once per ``300 ms + RTT`` (``kBweDecreaseInterval``), but not below
+  ``0.85 x`` the acknowledged bitrate (a saturated link delivers its capacity; libwebrtc's
+  LossBasedBweV2 bounds its estimate by the acknowledged rate too); in between: hold.
   A loss fraction older than 6 s (1.2 x ``kMaxRtcpFeedbackInterval``) no longer moves it. Its
   target is capped by the delay-based estimate, as libwebrtc caps ``current_target_``.
 
@@ -277,7 +279,14 @@ class SendSideEstimator:
                 target = history[0][1] * s.loss_increase_per_s + s.loss_increase_kbps
             elif self.loss > s.high_loss and not self._decreased_since_report:
                 if now - self._last_loss_decrease >= s.loss_decrease_interval_s + self._rtt_s:
-                    target *= 1.0 - 0.5 * self.loss
+                    decreased = target * (1.0 - 0.5 * self.loss)
+                    # what the receiver demonstrably got is a floor: a saturated link delivers
+                    # its capacity, so cutting below it again for the same burst of loss (a
+                    # join's flood, a keyframe storm) only starves a link that works
+                    acked = self.acknowledged_kbps
+                    if acked is not None:
+                        decreased = max(decreased, min(target, s.aimd.beta * acked))
+                    target = decreased
                     self._last_loss_decrease = now
                     self._decreased_since_report = True
         target = min(target, self._aimd.estimate_kbps)
