@@ -126,7 +126,7 @@ class QualityController:
             if received is not None:
                 proved = min(proved, 0.95 * received)
             p.link.on_probe(now, proved)
-            self.smoother.confirm(p.id)
+            self.smoother.confirm(p.id, now)
 
     def _plan_probes(self, participants: list[Participant], allocation: Allocation,
                      demand: dict[str, float], now: float) -> None:
