@@ -246,6 +246,11 @@ class QualityController:
                           if down is not None else "some video reduced or paused")
             level = str(change.level)
             self._told[found.id] = level
+            log.info("quality of %s: %s (%s); down %s kbit/s, up %s kbit/s, loss %.3f, "
+                     "%d video(s) paused", found.id, level, reason,
+                     "unknown" if down is None else f"{down:.0f}",
+                     "unknown" if up is None else f"{up:.0f}", link.loss, len(paused),
+                     extra=found.log_context())
             found.client.quality(QualityNotice(found.id, level, reason, {
                 "downlink_kbps": None if down is None else round(down),
                 "uplink_kbps": None if up is None else round(up),
