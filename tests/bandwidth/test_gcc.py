@@ -147,6 +147,16 @@ def test_a_flood_the_sender_could_not_hold_back_does_not_starve_the_link() -> No
     assert run.at(15.0) >= 600  # measured 716
 
 
+def test_loss_known_after_the_sender_went_quiet_is_judged_by_what_arrived_during_it() -> None:
+    # 1.5 s of flood, then the sender pauses video (150 kbit/s) before the loss is reported:
+    # what the link delivered during the lossy interval, not what arrives now, bounds the cut
+    # (with the acknowledged rate of the moment it fell to 419 kbit/s)
+    est = estimator(600)
+    run = simulate(est, Link(700, buffer_s=0.1), 12.0,
+                   send_rate=lambda t, e: 2100.0 if t < 1.5 else (150.0 if t < 4.0 else e))
+    assert min(run.between(0.0, 12.0)) >= 0.85 * 600  # measured 600
+
+
 def test_rtt_jump_is_a_transient_dip_that_recovers() -> None:
     def jump(t: float, link: Link) -> None:
         link.delay_s = 0.02 if t < 15.0 else 0.2
