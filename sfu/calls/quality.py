@@ -136,8 +136,16 @@ class QualityController:
             if p.probing:
                 continue
             probe = self._probes.setdefault(p.id, ProbeController())
-            rate = probe.plan(now, estimate_kbps=p.link.down_kbps(now),
-                              target_kbps=1.1 * demand[p.id], limited=p.id in limited,
+            estimate = p.link.down_kbps(now)
+            # what everything needs in full is measured from publishers that may be capped for
+            # this very receiver (a capped publisher's rate is its cap): while it is limited,
+            # ask for at least half again the estimate, or a link that came back would only be
+            # proven a few percent at a time
+            target = 1.1 * demand[p.id]
+            if estimate is not None and p.id in limited:
+                target = max(target, 1.5 * estimate)
+            rate = probe.plan(now, estimate_kbps=estimate,
+                              target_kbps=target, limited=p.id in limited,
                               clean=p.link.loss <= 0.02 and not p.link.overusing,
                               sent_kbps=p.link.sent_kbps)
             if rate is not None:
