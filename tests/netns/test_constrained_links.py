@@ -281,5 +281,6 @@ async def test_video_comes_back_within_5s_when_the_link_recovers(scenario: Scena
             back_at = end - stepped_wall
             break
     print(f"\nconstrained-link: at 3000 kbit/s (videos paused before: {before}) every video "
-          f"was back after {back_at if back_at is None else round(back_at, 1)} s")
+          f"was back after {back_at if back_at is None else round(back_at, 1)} s; "
+          f"(s, estimate, sent kbit/s, paused): {trace}")
     assert back_at is not None and back_at <= 5.0, (before, trace)
