@@ -1,0 +1,106 @@
+"""A headless Chromium page of the project's web client, optionally inside a network namespace.
+
+Shared by bench/browser_link.py and bench/bandwidth.py. The server binds the lab's server
+address (bench/netns.py), so the pages are served from ``http://10.77.B.1:port``, not localhost:
+:func:`launch` lets camera and microphone work there as on a secure origin. A browser launched
+with ``ns`` runs Debian's chromium under ``ip netns exec``: everything it sends and receives,
+signaling included, crosses that namespace's shaped veth. Flags come from bench/browser_call.py.
+
+:data:`PAGE_STATS_JS` reads, from the page's ``window.sfuCall``, cumulative receive counters
+(getStats ``inbound-rtp``) and the quality level the page was told; :func:`inbound_rates` turns
+two such samples into per-second rates (pure, tested).
+"""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+from typing import Any
+
+from bench.browser_call import CHROMIUM_ARGS
+
+CHROMIUM = "/usr/bin/chromium"
+
+# Cumulative counters of one page: what it received (video and audio, RTP headers included, so
+# that it compares with what the server counts as sent), packets lost (sequence gaps, as the
+# browser counts them), frames decoded in total and per video track, and its quality level.
+PAGE_STATS_JS = """async () => {
+  const call = window.sfuCall;
+  if (!call || !call.pc) return null;
+  const out = {decoded: 0, videoBytes: 0, audioIn: 0, encoded: 0, state: call.pc.connectionState,
+               level: call.quality ? call.quality.level : "good", bytes: 0, packets: 0, lost: 0,
+               videos: {}};
+  (await call.pc.getStats()).forEach((r) => {
+    if (r.type === "inbound-rtp") {
+      out.bytes += (r.bytesReceived || 0) + (r.headerBytesReceived || 0);
+      out.packets += r.packetsReceived || 0; out.lost += r.packetsLost || 0; }
+    if (r.type === "inbound-rtp" && r.kind === "video") {
+      out.decoded += r.framesDecoded || 0; out.videoBytes += r.bytesReceived || 0;
+      out.videos[r.ssrc] = r.framesDecoded || 0; }
+    if (r.type === "inbound-rtp" && r.kind === "audio") out.audioIn += r.packetsReceived || 0;
+    if (r.type === "outbound-rtp" && r.kind === "video") out.encoded += r.framesEncoded || 0;
+  });
+  return out;
+}"""
+
+
+def chromium_in(ns: str, directory: Path) -> str:
+    """An executable that runs Debian's chromium inside network namespace ``ns``."""
+    path = directory / f"chromium-{ns}"
+    path.write_text(f'#!/bin/sh\nexec ip netns exec {ns} {CHROMIUM} "$@"\n')
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+def launch_args(url: str) -> list[str]:
+    """Chromium flags for pages served from ``url`` (a lab address, not localhost)."""
+    return [*CHROMIUM_ARGS, f"--unsafely-treat-insecure-origin-as-secure={url}"]
+
+
+async def launch(playwright: Any, url: str, *, ns: str | None = None,
+                 tmp: Path | None = None) -> Any:
+    """A headless Chromium for pages of ``url``; inside namespace ``ns`` when given (its
+    wrapper script goes to ``tmp``)."""
+    executable = CHROMIUM
+    if ns is not None:
+        if tmp is None:
+            raise ValueError("a namespaced chromium needs a directory for its wrapper")
+        executable = chromium_in(ns, tmp)
+    return await playwright.chromium.launch(executable_path=executable, headless=True,
+                                            args=launch_args(url))
+
+
+def room_url(url: str, room: str, token: str, clinic: str = "demo") -> str:
+    return f"{url}/c/{clinic}/rooms/{room}#token={token}"
+
+
+async def open_room(browser: Any, url: str, room: str, token: str, *, wait: bool = True,
+                    timeout_ms: float = 60_000) -> tuple[Any, str | None]:
+    """A new page of ``browser`` in meeting room ``room``: (page, its participant id once it
+    joined, or None when ``wait`` is false)."""
+    page = await (await browser.new_context()).new_page()
+    await page.goto(room_url(url, room, token))
+    if not wait:
+        return page, None
+    await page.wait_for_function("() => window.sfuCall && window.sfuCall.selfId",
+                                 timeout=timeout_ms)
+    return page, await page.evaluate("() => window.sfuCall.selfId")
+
+
+def inbound_rates(prev: dict[str, Any], cur: dict[str, Any]) -> dict[str, Any]:
+    """Per-second rates between two samples of :data:`PAGE_STATS_JS` (each with its time
+    ``t`` in seconds added): received kbit/s, drop (lost / expected), frames decoded per
+    second, and how many video tracks decoded at least one frame."""
+    dt = cur["t"] - prev["t"]
+    received = cur.get("packets", 0) - prev.get("packets", 0)
+    lost = max(0, cur.get("lost", 0) - prev.get("lost", 0))
+    expected = received + lost
+    before = prev.get("videos") or {}
+    flowing = sum(1 for ssrc, frames in (cur.get("videos") or {}).items()
+                  if frames > before.get(ssrc, 0))
+    return {"t": cur["t"], "dt": dt,
+            "kbps": (cur.get("bytes", 0) - prev.get("bytes", 0)) * 8 / 1000 / dt if dt > 0 else 0.0,
+            "expected": expected, "lost": lost,
+            "drop": lost / expected if expected > 0 else 0.0,
+            "fps": (cur.get("decoded", 0) - prev.get("decoded", 0)) / dt if dt > 0 else 0.0,
+            "videos": flowing}

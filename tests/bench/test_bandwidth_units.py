@@ -1,0 +1,117 @@
+"""The pure parts of ``bench.bandwidth``: arguments, per-second rates, the per-step summary."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import bandwidth, bandwidth_report
+from bench.chromium_ns import inbound_rates
+
+
+def test_defaults_are_the_issue_steps_for_both_subscribers() -> None:
+    args = bandwidth.parse_args([])
+    assert args.steps == [2000, 700, 400, 1500, 3000]
+    assert bandwidth.subscribers(args.subscriber) == ["synthetic", "chromium"]
+    args = bandwidth.parse_args(["--subscriber", "chromium", "--steps", "3000,500"])
+    assert (bandwidth.subscribers(args.subscriber), args.steps) == (["chromium"], [3000, 500])
+    with pytest.raises(argparse.ArgumentTypeError):
+        bandwidth.parse_steps("700,-1")
+
+
+def _row(t: float, capacity: float, estimate: float, sent: float, paused: int,
+         dropped: int = 0) -> dict[str, Any]:
+    return {"t": t, "capacity_kbps": capacity, "estimate_kbps": estimate, "sent_kbps": sent,
+            "padding_kbps": 0.0, "paused_videos": paused, "videos": 4, "link_kbps": sent,
+            "link_packets": 100 - dropped, "link_dropped": dropped}
+
+
+def _result() -> dict[str, Any]:
+    # 2000 for 0-10 s, 700 for 10-20 s (capped from 14 s, drops until 15 s), 3000 for 20-30 s
+    # (one of two paused videos back at 23 s)
+    rows = []
+    for t in range(30):
+        if t < 10:
+            rows.append(_row(t, 2000, 1800, 1500, 0))
+        elif t < 20:
+            sent = 1400 if t < 14 else 600
+            rows.append(_row(t, 700, 650, sent, 0 if t < 12 else 2, dropped=30 if t < 15 else 0))
+        else:
+            rows.append(_row(t, 3000, 1500, 800, 2 if t < 23 else 1))
+    received = [{"t": t + 1.0, "dt": 1.0, "kbps": 500.0, "expected": 100,
+                 "lost": 20 if 10 <= t < 15 else 0, "drop": 0.0, "videos": 2, "fps": None}
+                for t in range(30)]
+    return {"subscriber": "synthetic", "steps": [2000.0, 700.0, 3000.0], "schedule": [0, 10, 20],
+            "end": 30, "rows": rows, "received": received, "levels": [{"t": 12, "level": "degraded"}],
+            "demand": [{"t": t, "kbps": 4800.0} for t in range(30)]}
+
+
+def test_summary_times_the_cap_the_settling_and_the_resume() -> None:
+    first, down, up = bandwidth_report.summarize(_result())
+    assert first["kind"] == "down" and first["cap_s"] == 0 and first["settle_s"] == 0
+    assert first["estimate_kbps"] == 1800 and first["link_drop"] == 0
+    assert down["kind"] == "down" and down["cap_s"] == 4  # sent <= 700 from t=14
+    assert down["settle_s"] == 5  # the shaper dropped 30 % until the end of second 14
+    assert down["drop"] == pytest.approx(100 / 1000)
+    assert down["drop_2nd_half"] == 0
+    assert down["link_drop"] == pytest.approx(150 / 1000)
+    assert (down["paused_start"], down["paused_end"]) == (0, 2)
+    assert up["kind"] == "up" and up["resume_s"] == 3 and up["cap_s"] is None
+    assert up["received_kbps"] == 500
+    text = bandwidth_report.format_table([first, down, up], _result())
+    assert "never" not in text and "t=12 s degraded" in text
+
+
+def test_a_step_that_never_fits_or_settles_says_never() -> None:
+    result = _result()
+    for r in result["rows"][10:20]:
+        r.update(sent_kbps=1400, link_dropped=40)
+    down = bandwidth_report.summarize(result)[1]
+    assert down["cap_s"] is None and down["settle_s"] is None
+    assert "never" in bandwidth_report.format_table([down], result)
+
+
+def test_synthetic_stats_lines_become_rates() -> None:
+    def line(wall: float, octets: int, expected: int, lost: int, packets: int) -> dict[str, Any]:
+        return {"wall": wall, "tracks": [
+            {"mid": "1", "ssrc": 1, "kind": "video", "bytes": octets, "expected": expected,
+             "lost": lost, "packets": packets},
+            {"mid": "2", "ssrc": 2, "kind": "video", "bytes": 0, "expected": 0, "lost": 0,
+             "packets": 5}]}
+
+    (rate,) = bandwidth_report.synthetic_received(
+        [line(100.0, 0, 0, 0, 0), line(102.0, 250_000, 200, 10, 190)], start_wall=90.0)
+    assert rate["t"] == 12 and rate["kbps"] == 1000 and rate["drop"] == 0.05
+    assert rate["videos"] == 1  # the second track did not move
+
+
+def test_chromium_samples_become_rates() -> None:
+    a = {"t": 1.0, "bytes": 0, "packets": 0, "lost": 0, "decoded": 0, "videos": {"1": 0, "2": 9}}
+    b = {"t": 3.0, "bytes": 500_000, "packets": 950, "lost": 50, "decoded": 60,
+         "videos": {"1": 60, "2": 9, "3": 1}}
+    rate = inbound_rates(a, b)
+    assert rate["kbps"] == 2000 and rate["drop"] == 0.05 and rate["fps"] == 30
+    assert rate["videos"] == 2
+
+
+def test_demand_sums_the_latest_rendition_of_each_publisher() -> None:
+    pubs = [[{"wall": 10.5, "rendition_kbps": 600}, {"wall": 12.5, "rendition_kbps": 1200}],
+            [{"wall": 11.5, "rendition_kbps": 300}]]
+    demand = bandwidth_report.publisher_demand(pubs, 10.0, [0.0, 1.0, 2.0, 3.0])
+    assert [d["kbps"] for d in demand] == [0, 600, 900, 1500]
+
+
+def test_level_changes_keep_only_changes() -> None:
+    changes = bandwidth_report.level_changes([(1, "good"), (2, "good"), (3, "audio_only"),
+                                              (4, "audio_only"), (5, "degraded")])
+    assert [c["t"] for c in changes] == [1, 3, 5]
+
+
+def test_the_plot_is_written(tmp_path: Path) -> None:
+    result = _result()
+    result["subscriber"] = "chromium"
+    bandwidth_report.plot([_result(), result], tmp_path / "bw.png")
+    assert (tmp_path / "bw.png").stat().st_size > 10_000
