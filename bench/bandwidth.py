@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import sys
 import tempfile
 import time
@@ -100,6 +101,10 @@ class SyntheticSubscriber:
             raise RuntimeError(f"slow was not admitted: {self.proc.refused or self.proc.events[-3:]}")
         return self.proc.participant
 
+    @property
+    def participant_id(self) -> str | None:
+        return self.proc.participant
+
     async def sample(self, start_wall: float) -> None:
         pass  # the client prints its stats once a second by itself
 
@@ -122,6 +127,7 @@ class ChromiumSubscriber:
         self.page: Any = None
         self.samples: list[dict[str, Any]] = []
         self._pending: asyncio.Future[None] | None = None
+        self.joined_as: str | None = None
 
     async def start(self, stack: contextlib.AsyncExitStack) -> str:
         from playwright.async_api import async_playwright
@@ -135,7 +141,17 @@ class ChromiumSubscriber:
         self.page, participant = await open_room(browser, self.url, "team", _token("slow"))
         if participant is None:
             raise RuntimeError("the Chromium page did not join")
-        return str(participant)
+        self.joined_as = str(participant)
+        return self.joined_as
+
+    @property
+    def participant_id(self) -> str | None:
+        """The page's participant id as of its latest sample (a page that reconnected has
+        joined again under a new one)."""
+        for s in reversed(self.samples):
+            if s.get("self"):
+                return str(s["self"])
+        return self.joined_as
 
     async def sample(self, start_wall: float) -> None:
         """Start reading the page's counters unless the last reading is still under way (a
@@ -206,7 +222,7 @@ async def run(subscriber: str, steps: list[float], step_seconds: float, warmup: 
                     sub = ChromiumSubscriber(url, link, Path(tmp))
                 participant = await sub.start(stack)
                 print(f"  {subscriber} subscriber joined as {participant}; sampling", flush=True)
-                start_wall, rows, schedule = await _sample(server, link, participant, sub, steps,
+                start_wall, rows, schedule = await _sample(server, link, sub, steps,
                                                            step_seconds, warmup)
         finally:
             await server.close()
@@ -217,15 +233,15 @@ async def run(subscriber: str, steps: list[float], step_seconds: float, warmup: 
                                        [r["t"] for r in rows])}
 
 
-async def _sample(server: Any, link: netns.Link, participant_id: str,
-                  sub: SyntheticSubscriber | ChromiumSubscriber, steps: list[float],
-                  step_seconds: float, warmup: float,
+async def _sample(server: Any, link: netns.Link, sub: SyntheticSubscriber | ChromiumSubscriber,
+                  steps: list[float], step_seconds: float, warmup: float,
                   ) -> tuple[float, list[dict[str, Any]], list[float]]:
     """Once a second: capacity, the server's view of the subscriber, the shaper's counters."""
     (call,) = server.calls.by_key.values()
     start_wall = time.time()
     rows: list[dict[str, Any]] = []
-    prev: tuple[float, int, int, dict[str, int]] | None = None
+    prev: tuple[str, float, int, int] | None = None
+    prev_qdisc: tuple[float, dict[str, int]] | None = None
     step = 0
     schedule = [warmup + i * step_seconds for i in range(len(steps))]
     end = warmup + step_seconds * len(steps)
@@ -234,12 +250,20 @@ async def _sample(server: Any, link: netns.Link, participant_id: str,
             step += 1
             link.set_downlink(steps[step])
             print(f"  t={elapsed:5.1f} s: downlink -> {steps[step]:.0f} kbit/s", flush=True)
-        participant = call.participants.get(participant_id)
+        pid = sub.participant_id
+        participant = call.participants.get(pid) if pid else None
         now = time.monotonic()
-        qdisc = link.qdisc_stats()
         row: dict[str, Any] = {"t": round(elapsed, 2), "capacity_kbps": link.down_kbit,
+                               "participant": pid if participant is not None else None,
                                "estimate_kbps": None, "sent_kbps": None, "padding_kbps": None,
                                "paused_videos": None, "videos": None}
+        qdisc = link.qdisc_stats()
+        if qdisc and prev_qdisc is not None and prev_qdisc[1] and now > prev_qdisc[0]:
+            dt = now - prev_qdisc[0]
+            row.update(link_kbps=(qdisc["bytes"] - prev_qdisc[1]["bytes"]) * 8 / 1000 / dt,
+                       link_packets=qdisc["packets"] - prev_qdisc[1]["packets"],
+                       link_dropped=qdisc["dropped"] - prev_qdisc[1]["dropped"])
+        prev_qdisc = (now, qdisc)
         if participant is not None:
             endpoint = participant.endpoint
             octets = sum(endpoint.sent_octets().values())
@@ -248,15 +272,14 @@ async def _sample(server: Any, link: netns.Link, participant_id: str,
             row.update(estimate_kbps=participant.link.down_kbps(now),
                        paused_videos=sum(1 for c in videos if c.paused), videos=len(videos),
                        overusing=participant.link.overusing, rr_loss=participant.link.loss)
-            if prev is not None and now > prev[0]:
-                dt = now - prev[0]
-                row.update(sent_kbps=(octets - prev[1]) * 8 / 1000 / dt,
-                           padding_kbps=(padding - prev[2]) * 8 / 1000 / dt)
-                if qdisc and prev[3]:
-                    row.update(link_kbps=(qdisc["bytes"] - prev[3]["bytes"]) * 8 / 1000 / dt,
-                               link_packets=qdisc["packets"] - prev[3]["packets"],
-                               link_dropped=qdisc["dropped"] - prev[3]["dropped"])
-            prev = (now, octets, padding, qdisc)
+            if prev is not None and prev[0] == pid and now > prev[1]:
+                dt = now - prev[1]
+                row.update(sent_kbps=(octets - prev[2]) * 8 / 1000 / dt,
+                           padding_kbps=(padding - prev[3]) * 8 / 1000 / dt)
+            prev = (str(pid), now, octets, padding)
+        if rows and row["participant"] != rows[-1]["participant"]:
+            print(f"  t={elapsed:5.1f} s: the subscriber is now {row['participant']} "
+                  f"(was {rows[-1]['participant']})", flush=True)
         rows.append(row)
         await sub.sample(start_wall)
         await asyncio.sleep(max(0.0, 1.0 - (time.time() - start_wall - elapsed)))
@@ -303,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from sfu.client.media import default_clip_dir
 
+    # the server's warnings (a participant that failed, and why) on stderr
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     steps = args.steps
     results = []
     for kind in subscribers(args.subscriber):

@@ -36,16 +36,19 @@ def synthetic_received(stats: list[dict[str, Any]], start_wall: float) -> list[d
     """Rates between consecutive ``stats`` lines of one ``sfu.client.run`` participant."""
     out = []
     for a, b in zip(stats, stats[1:], strict=False):
-        before = {(t["mid"], t["ssrc"]): t for t in a["tracks"]}
+        # bytes and packets count per mid for the whole run; expected and lost per SSRC (they
+        # start again when a mid carries another stream)
+        octets_before = {t["mid"]: t for t in a["tracks"]}
+        loss_before = {(t["mid"], t["ssrc"]): t for t in a["tracks"]}
         expected = lost = octets = flowing = 0
         for t in b["tracks"]:
-            old = before.get((t["mid"], t["ssrc"]),
-                             {"expected": 0, "lost": 0, "bytes": 0, "packets": 0})
-            expected += t["expected"] - old["expected"]
-            lost += max(0, t["lost"] - old["lost"])
-            octets += t["bytes"] - old["bytes"]
+            old = octets_before.get(t["mid"], {"bytes": 0, "packets": 0})
+            octets += max(0, t["bytes"] - old["bytes"])
             if t["kind"] == "video" and t["packets"] > old["packets"]:
                 flowing += 1
+            old = loss_before.get((t["mid"], t["ssrc"]), {"expected": 0, "lost": 0})
+            expected += max(0, t["expected"] - old["expected"])
+            lost += max(0, t["lost"] - old["lost"])
         dt = b["wall"] - a["wall"]
         out.append({"t": b["wall"] - start_wall, "dt": dt,
                     "kbps": octets * 8 / 1000 / dt if dt > 0 else 0.0,
@@ -71,6 +74,29 @@ def publisher_demand(publishers: list[list[dict[str, Any]]], start_wall: float,
             total += latest or 0.0
         out.append({"t": t, "kbps": total})
     return out
+
+
+def presence_gaps(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """When the subscriber was not in the call after it first was (``participant`` None in the
+    rows), or came back under another participant id (a page that reconnected):
+    ``{"from", "to", "rejoined_as"}``; ``to`` and ``rejoined_as`` are None if it never did."""
+    gaps: list[dict[str, Any]] = []
+    last: str | None = None
+    gap_from: float | None = None
+    for r in rows:
+        pid = r.get("participant")
+        if pid is None:
+            if last is not None and gap_from is None:
+                gap_from = r["t"]
+            continue
+        if last is not None and (gap_from is not None or pid != last):
+            gaps.append({"from": r["t"] if gap_from is None else gap_from, "to": r["t"],
+                         "rejoined_as": pid if pid != last else None})
+        gap_from = None
+        last = pid
+    if gap_from is not None:
+        gaps.append({"from": gap_from, "to": None, "rejoined_as": None})
+    return gaps
 
 
 def level_changes(samples: list[tuple[float, str]]) -> list[dict[str, Any]]:
@@ -208,6 +234,11 @@ def format_table(table: list[dict[str, Any]], result: dict[str, Any]) -> str:
         + " in the step's last second; fps: frames decoded/s over the 2nd half, all videos)")
     levels = [f"t={m['t']:.0f} s {m['level']}" for m in result["levels"]]
     lines.append(f"quality levels told: {', '.join(levels) or 'none'}")
+    for g in presence_gaps(result["rows"]):
+        back = ("never came back" if g["to"] is None else
+                f"back at t={g['to']:.0f} s" + (f" as a new participant ({g['rejoined_as']})"
+                                                if g["rejoined_as"] else ""))
+        lines.append(f"the subscriber was out of the call from t={g['from']:.0f} s: {back}")
     return "\n".join(lines)
 
 
@@ -251,6 +282,11 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
             top.axvline(m["t"], color="tab:purple", lw=0.8, alpha=0.6)
             top.annotate(f"quality: {m['level']}", (m["t"], 30), rotation=90, fontsize=7,
                          color="tab:purple", va="bottom", ha="right")
+        for k, g in enumerate(presence_gaps(rows)):
+            for ax in (top, bottom):
+                ax.axvspan(g["from"], result["end"] if g["to"] is None else g["to"],
+                           color="tab:red", alpha=0.12,
+                           label="subscriber out of the call" if k == 0 and ax is top else None)
         for t0 in result["schedule"][1:]:
             for ax in (top, bottom):
                 ax.axvline(t0, color="grey", lw=0.6, ls=":")

@@ -21,22 +21,23 @@ from bench.browser_call import CHROMIUM_ARGS
 
 CHROMIUM = "/usr/bin/chromium"
 
-# Cumulative counters of one page: what it received (video and audio, RTP headers included, so
-# that it compares with what the server counts as sent), packets lost (sequence gaps, as the
-# browser counts them), frames decoded in total and per video track, and its quality level.
+# Cumulative counters of one page: per inbound RTP stream ("kind:ssrc"), bytes received (RTP
+# headers included, to compare with what the server counts as sent), packets received, packets
+# lost (sequence gaps, as the browser counts them) and frames decoded; totals of video frames
+# decoded, video bytes and audio packets; its quality level and participant id (a page that
+# reconnects joins again under a new one).
 PAGE_STATS_JS = """async () => {
   const call = window.sfuCall;
   if (!call || !call.pc) return null;
   const out = {decoded: 0, videoBytes: 0, audioIn: 0, encoded: 0, state: call.pc.connectionState,
-               level: call.quality ? call.quality.level : "good", bytes: 0, packets: 0, lost: 0,
-               videos: {}};
+               level: call.quality ? call.quality.level : "good", self: call.selfId || null,
+               inbound: {}};
   (await call.pc.getStats()).forEach((r) => {
-    if (r.type === "inbound-rtp") {
-      out.bytes += (r.bytesReceived || 0) + (r.headerBytesReceived || 0);
-      out.packets += r.packetsReceived || 0; out.lost += r.packetsLost || 0; }
+    if (r.type === "inbound-rtp") out.inbound[`${r.kind}:${r.ssrc}`] = [
+      (r.bytesReceived || 0) + (r.headerBytesReceived || 0), r.packetsReceived || 0,
+      r.packetsLost || 0, r.framesDecoded || 0];
     if (r.type === "inbound-rtp" && r.kind === "video") {
-      out.decoded += r.framesDecoded || 0; out.videoBytes += r.bytesReceived || 0;
-      out.videos[r.ssrc] = r.framesDecoded || 0; }
+      out.decoded += r.framesDecoded || 0; out.videoBytes += r.bytesReceived || 0; }
     if (r.type === "inbound-rtp" && r.kind === "audio") out.audioIn += r.packetsReceived || 0;
     if (r.type === "outbound-rtp" && r.kind === "video") out.encoded += r.framesEncoded || 0;
   });
@@ -90,17 +91,20 @@ async def open_room(browser: Any, url: str, room: str, token: str, *, wait: bool
 def inbound_rates(prev: dict[str, Any], cur: dict[str, Any]) -> dict[str, Any]:
     """Per-second rates between two samples of :data:`PAGE_STATS_JS` (each with its time
     ``t`` in seconds added): received kbit/s, drop (lost / expected), frames decoded per
-    second, and how many video tracks decoded at least one frame."""
+    second, and how many video streams decoded at least one frame. Counted per stream: a
+    stream that went away (a reconnection) drops out, a new one counts from zero."""
     dt = cur["t"] - prev["t"]
-    received = cur.get("packets", 0) - prev.get("packets", 0)
-    lost = max(0, cur.get("lost", 0) - prev.get("lost", 0))
+    octets = received = lost = frames = flowing = 0
+    before = prev.get("inbound") or {}
+    for key, (b, packets, lo, fd) in (cur.get("inbound") or {}).items():
+        b0, packets0, lo0, fd0 = before.get(key, (0, 0, 0, 0))
+        octets += max(0, b - b0)
+        received += max(0, packets - packets0)
+        lost += max(0, lo - lo0)
+        frames += max(0, fd - fd0)
+        if key.startswith("video:") and fd > fd0:
+            flowing += 1
     expected = received + lost
-    before = prev.get("videos") or {}
-    flowing = sum(1 for ssrc, frames in (cur.get("videos") or {}).items()
-                  if frames > before.get(ssrc, 0))
-    return {"t": cur["t"], "dt": dt,
-            "kbps": (cur.get("bytes", 0) - prev.get("bytes", 0)) * 8 / 1000 / dt if dt > 0 else 0.0,
-            "expected": expected, "lost": lost,
-            "drop": lost / expected if expected > 0 else 0.0,
-            "fps": (cur.get("decoded", 0) - prev.get("decoded", 0)) / dt if dt > 0 else 0.0,
-            "videos": flowing}
+    return {"t": cur["t"], "dt": dt, "kbps": octets * 8 / 1000 / dt if dt > 0 else 0.0,
+            "expected": expected, "lost": lost, "drop": lost / expected if expected > 0 else 0.0,
+            "fps": frames / dt if dt > 0 else 0.0, "videos": flowing}

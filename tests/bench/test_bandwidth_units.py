@@ -86,15 +86,22 @@ def test_synthetic_stats_lines_become_rates() -> None:
         [line(100.0, 0, 0, 0, 0), line(102.0, 250_000, 200, 10, 190)], start_wall=90.0)
     assert rate["t"] == 12 and rate["kbps"] == 1000 and rate["drop"] == 0.05
     assert rate["videos"] == 1  # the second track did not move
+    # a mid that carries another SSRC: its bytes go on, its loss counters start again
+    moved = line(103.0, 375_000, 10, 0, 290)
+    moved["tracks"][0]["ssrc"] = 9
+    rate = bandwidth_report.synthetic_received([line(102.0, 250_000, 200, 10, 190), moved],
+                                               start_wall=90.0)[0]
+    assert rate["kbps"] == 1000 and rate["expected"] == 10 and rate["lost"] == 0
 
 
 def test_chromium_samples_become_rates() -> None:
-    a = {"t": 1.0, "bytes": 0, "packets": 0, "lost": 0, "decoded": 0, "videos": {"1": 0, "2": 9}}
-    b = {"t": 3.0, "bytes": 500_000, "packets": 950, "lost": 50, "decoded": 60,
-         "videos": {"1": 60, "2": 9, "3": 1}}
+    a = {"t": 1.0, "inbound": {"video:1": [0, 0, 0, 0], "video:2": [9000, 10, 0, 9],
+                               "audio:7": [100_000, 500, 10, 0]}}
+    b = {"t": 3.0, "inbound": {"video:1": [400_000, 900, 40, 60], "video:2": [9000, 10, 0, 9],
+                               "video:3": [100_000, 60, 0, 0]}}  # audio:7 went away
     rate = inbound_rates(a, b)
-    assert rate["kbps"] == 2000 and rate["drop"] == 0.05 and rate["fps"] == 30
-    assert rate["videos"] == 2
+    assert rate["kbps"] == 2000 and rate["drop"] == 0.04 and rate["fps"] == 30
+    assert rate["videos"] == 1  # video:2 did not move, video:3 decoded nothing yet
 
 
 def test_demand_sums_the_latest_rendition_of_each_publisher() -> None:
@@ -102,6 +109,14 @@ def test_demand_sums_the_latest_rendition_of_each_publisher() -> None:
             [{"wall": 11.5, "rendition_kbps": 300}]]
     demand = bandwidth_report.publisher_demand(pubs, 10.0, [0.0, 1.0, 2.0, 3.0])
     assert [d["kbps"] for d in demand] == [0, 600, 900, 1500]
+
+
+def test_presence_gaps_find_a_reconnection() -> None:
+    ids = [None, "a", "a", None, None, "b", "b", None]
+    rows = [{"t": float(t), "participant": pid} for t, pid in enumerate(ids)]
+    assert bandwidth_report.presence_gaps(rows) == [
+        {"from": 3.0, "to": 5.0, "rejoined_as": "b"}, {"from": 7.0, "to": None, "rejoined_as": None}]
+    assert bandwidth_report.presence_gaps(rows[:3]) == []
 
 
 def test_level_changes_keep_only_changes() -> None:
