@@ -15,9 +15,9 @@ A run's result (one per subscriber kind) is a JSON-able dict:
   ``videos`` (video tracks that received packets, synthetic, or decoded frames, Chromium) and
   ``fps`` (frames decoded per second; Chromium only, else None);
 * ``levels``: the ``quality`` levels the subscriber was told (``t``, ``level``);
-* ``demand``: what the four publishers sent, summed over their current renditions (``t``,
-  ``kbps``: video kbit/s they encode, from their stats lines), i.e. the subscriber's video
-  demand.
+* ``demand``: the renditions the four publishers were sending, summed (``t``, ``kbps``: the
+  renditions' nominal rates from the publishers' stats lines; the encoded clips run above
+  the low ones): how the publishers followed the server's REMB.
 """
 
 from __future__ import annotations
@@ -213,20 +213,22 @@ def format_table(table: list[dict[str, Any]], result: dict[str, Any]) -> str:
                   else _fmt(r["resume_s"], ".1f", "never"))
         cap = "-" if r["kind"] == "up" else _fmt(r["cap_s"], ".1f", "never")
         paused = f"{_fmt(r['paused_start'], 'd')}>{_fmt(r['paused_end'], 'd')}"
+        settle = _fmt(r["settle_s"], ".1f", f">{r['to_s'] - r['from_s']:.0f}")
         lines.append(
             f"{r['capacity_kbps']:8.0f} {r['from_s']:4.0f}-{r['to_s']:<4.0f} "
             f"{_fmt(r['estimate_kbps']):>8} {_fmt(r['estimate_2nd_half_kbps']):>6} "
             f"{_fmt(r['sent_kbps']):>5} {_fmt(r['padding_kbps']):>4} {_fmt(r['link_kbps']):>5} "
             f"{_fmt(r['received_kbps']):>5} {_fmt(100 * r['drop'], '5.1f'):>5}% "
             f"{_fmt(100 * r['drop_2nd_half'], '.1f'):>6}% {_fmt(100 * r['link_drop'], '.1f'):>7}% "
-            f"{_fmt(r['settle_s'], '.1f', 'never'):>8} {cap:>6} {resume:>8} {paused:>6} "
+            f"{settle:>8} {cap:>6} {resume:>8} {paused:>6} "
             f"{_fmt(r['videos_end'], 'd'):>6} {_fmt(r['fps_2nd_half'], '.1f'):>5}")
     lines.append(
         "(kbit/s. estimate: the server's downlink estimate (Link.down_kbps), mean over the step "
         "and over its 2nd half (2h); sent: media RTP the server sent, pad: probe padding; link: what the "
         "tbf let through (IP); recv: what the subscriber counted (RTP); drop: lost/expected at "
         "the subscriber; tbf drop: packets the shaper dropped; settle s: from the step to the end "
-        f"of its last second with >= {100 * SETTLE_DROP:.0f} % dropped by the shaper; cap s "
+        f"of its last second with >= {100 * SETTLE_DROP:.0f} % dropped by the shaper ('>N': its "
+        "last second still was); cap s "
         f"(step down): until the server sent at most the capacity for {FIT_SECONDS} s in a row; "
         "resume s (step up): until it paused fewer videos than at the step; paused: videos paused "
         "for the subscriber at the step > at its end; videos: video tracks "
@@ -277,7 +279,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
                  label=f"received by the {result['subscriber']} subscriber")
         demand = result.get("demand") or []
         top.plot([d["t"] for d in demand], [d["kbps"] for d in demand], color="tab:cyan",
-                 lw=1.2, label="publishers' video (sum of their renditions)")
+                 lw=1.2, label="publishers' renditions (nominal kbit/s, summed)")
         for m in result["levels"]:
             top.axvline(m["t"], color="tab:purple", lw=0.8, alpha=0.6)
             top.annotate(f"quality: {m['level']}", (m["t"], 30), rotation=90, fontsize=7,
@@ -292,7 +294,8 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
                 ax.axvline(t0, color="grey", lw=0.6, ls=":")
         top.set_xlim(0, result["end"])
         top.set_ylabel("kbit/s")
-        top.set_ylim(0, 1.6 * max(result["steps"]))
+        top.set_ylim(0, max([1.6 * max(result["steps"])]
+                            + [1.05 * d["kbps"] for d in result.get("demand") or []]))
         top.set_title(f"{result['subscriber']} subscriber in a 5-person call: its downlink "
                       "stepped with tc tbf")
         top.legend(fontsize=7, loc="upper left", ncol=2)

@@ -71,6 +71,7 @@ def test_a_step_that_never_fits_or_settles_says_never() -> None:
         r.update(sent_kbps=1400, link_dropped=40)
     down = bandwidth_report.summarize(result)[1]
     assert down["cap_s"] is None and down["settle_s"] is None
+    assert ">10" in bandwidth_report.format_table([down], result)
     assert "never" in bandwidth_report.format_table([down], result)
 
 
