@@ -187,6 +187,18 @@ class ChromiumSubscriber:
 
 # --------------------------------------------------------------------------- one run
 
+class CallLog(logging.Handler):
+    """The call's own account of who joined, left or failed (``sfu.calls.call`` INFO lines)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[tuple[float, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((record.created, record.getMessage()))
+
+
+
 async def run(subscriber: str, steps: list[float], step_seconds: float, warmup: float,
               clip_dir: Path) -> dict[str, Any]:
     """A five-person call with ``subscriber`` ("synthetic" or "chromium") behind the steps."""
@@ -195,6 +207,10 @@ async def run(subscriber: str, steps: list[float], step_seconds: float, warmup: 
 
     load_clip(clip_dir, ClipParams(seconds=CLIP_SECONDS))  # encode once, before the clients
     total = warmup + step_seconds * len(steps)
+    call_log = CallLog()
+    logger = logging.getLogger("sfu.calls.call")
+    logger.addHandler(call_log)
+    logger.setLevel(logging.INFO)
     with netns.Lab() as lab, tempfile.TemporaryDirectory() as tmp:
         address = lab.server_address
         server = Server(_config(address))
@@ -226,9 +242,19 @@ async def run(subscriber: str, steps: list[float], step_seconds: float, warmup: 
                                                            step_seconds, warmup)
         finally:
             await server.close()
+            logger.removeHandler(call_log)
+    ends = [p for p in [*others, getattr(sub, "proc", None)] if p is not None]
     return {"subscriber": subscriber, "steps": steps, "step_seconds": step_seconds,
             "warmup": warmup, "schedule": schedule, "end": total, "start_wall": start_wall,
             "rows": rows, "received": sub.received(start_wall), "levels": sub.levels(start_wall),
+            "call_log": [{"t": wall - start_wall, "message": m} for wall, m in call_log.lines
+                         if (" left " in m or "failed" in m) and wall - start_wall <= total],
+            "client_events": [{"t": float(e["wall"]) - start_wall, "client": p.name,  # type: ignore[arg-type]
+                               "event": e["event"], **{k: v for k, v in e.items()
+                                                       if k in ("reason", "error", "code")}}
+                              for p in ends for e in p.events
+                              if e["event"] in ("ended", "error", "refused")
+                              and float(e["wall"]) - start_wall <= total],  # type: ignore[arg-type]
             "demand": publisher_demand([p.stats for p in others], start_wall,  # type: ignore[misc]
                                        [r["t"] for r in rows])}
 

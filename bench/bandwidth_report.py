@@ -241,6 +241,11 @@ def format_table(table: list[dict[str, Any]], result: dict[str, Any]) -> str:
                 f"back at t={g['to']:.0f} s" + (f" as a new participant ({g['rejoined_as']})"
                                                 if g["rejoined_as"] else ""))
         lines.append(f"the subscriber was out of the call from t={g['from']:.0f} s: {back}")
+    for e in result.get("call_log") or []:
+        lines.append(f"server, t={e['t']:.0f} s: {e['message']}")
+    for e in result.get("client_events") or []:
+        detail = " ".join(str(e[k]) for k in ("reason", "error", "code") if k in e)
+        lines.append(f"client {e['client']}, t={e['t']:.0f} s: {e['event']} {detail}".rstrip())
     return "\n".join(lines)
 
 
