@@ -237,7 +237,9 @@ async def run(subscriber: str, steps: list[float], step_seconds: float, warmup: 
                 else:
                     sub = ChromiumSubscriber(url, link, Path(tmp))
                 participant = await sub.start(stack)
-                print(f"  {subscriber} subscriber joined as {participant}; sampling", flush=True)
+                present = len(server.calls.by_key[next(iter(server.calls.by_key))].participants)
+                print(f"  {subscriber} subscriber joined as {participant}; {present} of "
+                      f"{PUBLISHERS + 1} participants in the call; sampling", flush=True)
                 start_wall, rows, schedule = await _sample(server, link, sub, steps,
                                                            step_seconds, warmup)
         finally:
@@ -281,6 +283,7 @@ async def _sample(server: Any, link: netns.Link, sub: SyntheticSubscriber | Chro
         now = time.monotonic()
         row: dict[str, Any] = {"t": round(elapsed, 2), "capacity_kbps": link.down_kbit,
                                "participant": pid if participant is not None else None,
+                               "participants": len(call.participants),
                                "estimate_kbps": None, "sent_kbps": None, "padding_kbps": None,
                                "paused_videos": None, "videos": None}
         qdisc = link.qdisc_stats()

@@ -234,6 +234,10 @@ def format_table(table: list[dict[str, Any]], result: dict[str, Any]) -> str:
         "for the subscriber at the step > at its end; videos: video tracks "
         + ("decoding" if result["subscriber"] == "chromium" else "receiving")
         + " in the step's last second; fps: frames decoded/s over the 2nd half, all videos)")
+    counts = [r["participants"] for r in result["rows"] if r.get("participants") is not None]
+    if counts:
+        lines.append(f"participants in the call while sampling: {min(counts)}-{max(counts)} "
+                     "(5 expected: four publishers and the subscriber)")
     levels = [f"t={m['t']:.0f} s {m['level']}" for m in result["levels"]]
     lines.append(f"quality levels told: {', '.join(levels) or 'none'}")
     for g in presence_gaps(result["rows"]):
