@@ -287,11 +287,17 @@ async def _sample(server: Any, link: netns.Link, sub: SyntheticSubscriber | Chro
                                "estimate_kbps": None, "sent_kbps": None, "padding_kbps": None,
                                "paused_videos": None, "videos": None}
         qdisc = link.qdisc_stats()
-        if qdisc and prev_qdisc is not None and prev_qdisc[1] and now > prev_qdisc[0]:
+        # retransmissions answering NACKs, counted server-wide (the four others are on loopback:
+        # nearly all of them go to the subscriber); not in sent_kbps
+        qdisc["retransmitted"] = server.counters.retransmitted
+        if ("bytes" in qdisc and prev_qdisc is not None and "bytes" in prev_qdisc[1]
+                and now > prev_qdisc[0]):
             dt = now - prev_qdisc[0]
             row.update(link_kbps=(qdisc["bytes"] - prev_qdisc[1]["bytes"]) * 8 / 1000 / dt,
                        link_packets=qdisc["packets"] - prev_qdisc[1]["packets"],
-                       link_dropped=qdisc["dropped"] - prev_qdisc[1]["dropped"])
+                       link_dropped=qdisc["dropped"] - prev_qdisc[1]["dropped"],
+                       retransmitted_pps=(qdisc["retransmitted"] - prev_qdisc[1]["retransmitted"])
+                       / dt)
         prev_qdisc = (now, qdisc)
         if participant is not None:
             endpoint = participant.endpoint

@@ -182,6 +182,7 @@ def summarize(result: dict[str, Any]) -> list[dict[str, Any]]:
             "estimate_2nd_half_kbps": _mean([r["estimate_kbps"] for r in in_step if r["t"] >= mid]),
             "sent_kbps": _mean([r["sent_kbps"] for r in in_step]),
             "padding_kbps": _mean([r.get("padding_kbps") for r in in_step]),
+            "retransmitted_pps": _mean([r.get("retransmitted_pps") for r in in_step]),
             "link_kbps": _mean([r.get("link_kbps") for r in in_step]),
             "received_kbps": _weighted_kbps(got),
             "drop": _drop(got), "drop_2nd_half": _drop(second_half),
@@ -205,7 +206,7 @@ def _fmt(value: float | None, spec: str = ".0f", none: str = "-") -> str:
 
 def format_table(table: list[dict[str, Any]], result: dict[str, Any]) -> str:
     head = (f"{'capacity':>8} {'from-to s':>9} {'estimate':>8} {'est 2h':>6} {'sent':>5} "
-            f"{'pad':>4} {'link':>5} {'recv':>5} {'drop':>6} {'drop 2h':>7} {'tbf drop':>8} "
+            f"{'pad':>4} {'rtx/s':>5} {'link':>5} {'recv':>5} {'drop':>6} {'drop 2h':>7} {'tbf drop':>8} "
             f"{'settle s':>8} {'cap s':>6} {'resume s':>8} {'paused':>6} {'videos':>6} {'fps':>5}")
     lines = [f"subscriber: {result['subscriber']}", head, "-" * len(head)]
     for r in table:
@@ -217,14 +218,16 @@ def format_table(table: list[dict[str, Any]], result: dict[str, Any]) -> str:
         lines.append(
             f"{r['capacity_kbps']:8.0f} {r['from_s']:4.0f}-{r['to_s']:<4.0f} "
             f"{_fmt(r['estimate_kbps']):>8} {_fmt(r['estimate_2nd_half_kbps']):>6} "
-            f"{_fmt(r['sent_kbps']):>5} {_fmt(r['padding_kbps']):>4} {_fmt(r['link_kbps']):>5} "
+            f"{_fmt(r['sent_kbps']):>5} {_fmt(r['padding_kbps']):>4} "
+            f"{_fmt(r['retransmitted_pps']):>5} {_fmt(r['link_kbps']):>5} "
             f"{_fmt(r['received_kbps']):>5} {_fmt(100 * r['drop'], '5.1f'):>5}% "
             f"{_fmt(100 * r['drop_2nd_half'], '.1f'):>6}% {_fmt(100 * r['link_drop'], '.1f'):>7}% "
             f"{settle:>8} {cap:>6} {resume:>8} {paused:>6} "
             f"{_fmt(r['videos_end'], 'd'):>6} {_fmt(r['fps_2nd_half'], '.1f'):>5}")
     lines.append(
         "(kbit/s. estimate: the server's downlink estimate (Link.down_kbps), mean over the step "
-        "and over its 2nd half (2h); sent: media RTP the server sent, pad: probe padding; link: what the "
+        "and over its 2nd half (2h); sent: media RTP the server sent, pad: probe padding; rtx/s: "
+        "packets retransmitted on NACKs per second (server-wide); link: what the "
         "tbf let through (IP); recv: what the subscriber counted (RTP); drop: lost/expected at "
         "the subscriber; tbf drop: packets the shaper dropped; settle s: from the step to the end "
         f"of its last second with >= {100 * SETTLE_DROP:.0f} % dropped by the shaper ('>N': its "
