@@ -169,7 +169,9 @@ class ChromiumSubscriber:
             print(f"  getStats failed: {exc!r}", flush=True)
             return
         if stats:
-            self.samples.append({**stats, "t": time.time() - start_wall})
+            # timed by getStats itself when it says (the answer may come late on a busy machine)
+            at = stats["at"] / 1000 if stats.get("at") else time.time()
+            self.samples.append({**stats, "t": at - start_wall})
 
     async def stop(self) -> None:
         if self._pending is not None:

@@ -25,14 +25,16 @@ CHROMIUM = "/usr/bin/chromium"
 # headers included, to compare with what the server counts as sent), packets received, packets
 # lost (sequence gaps, as the browser counts them) and frames decoded; totals of video frames
 # decoded, video bytes and audio packets; its quality level and participant id (a page that
-# reconnects joins again under a new one).
+# reconnects joins again under a new one); ``at``: when the counters were read (ms since the
+# epoch, getStats' own timestamp: a busy page may answer a while later).
 PAGE_STATS_JS = """async () => {
   const call = window.sfuCall;
   if (!call || !call.pc) return null;
   const out = {decoded: 0, videoBytes: 0, audioIn: 0, encoded: 0, state: call.pc.connectionState,
                level: call.quality ? call.quality.level : "good", self: call.selfId || null,
-               inbound: {}};
+               inbound: {}, at: null};
   (await call.pc.getStats()).forEach((r) => {
+    if (r.type === "inbound-rtp") out.at = Math.max(out.at || 0, r.timestamp);
     if (r.type === "inbound-rtp") out.inbound[`${r.kind}:${r.ssrc}`] = [
       (r.bytesReceived || 0) + (r.headerBytesReceived || 0), r.packetsReceived || 0,
       r.packetsLost || 0, r.framesDecoded || 0];
