@@ -3,6 +3,7 @@
     sudo python -m bench.bandwidth                       # both subscribers, 2000,700,400,1500,3000
     sudo python -m bench.bandwidth --subscriber chromium --steps 3000,500,1200 --step-seconds 20
     sudo python -m bench.bandwidth --json /tmp/bw.json   # also the per-second samples and tables
+    python -m bench.bandwidth --from-json /tmp/bw.json --out /tmp/bw.png   # draw a saved run again
 
 Needs root (network namespaces, veth pairs, ``tc qdisc ... tbf``; see bench/netns.py). The
 server runs in this process, bound to the lab's server address, so its downlink estimate for
@@ -23,7 +24,8 @@ other and draws them side by side in one PNG (``--out``, default ``bandwidth.png
 the true capacity, the server's estimate, what it sent (media, and probe padding), what went
 through the shaper and what the subscriber received, with the quality levels it was told; below,
 the loss at the subscriber, the shaper's drops, the videos paused for it and those it received
-(synthetic) or decoded (Chromium). Then a table per step: see bench/bandwidth_report.py.
+(synthetic) or decoded (Chromium); at the bottom, the retransmissions the server sent on NACKs.
+Then a table per step: see bench/bandwidth_report.py.
 
 Rates are RTP bytes (headers included, not UDP/IP/SRTP overhead: about 40 bytes a packet)
 except "through the shaper" (IP packets, everything); a link saturated at the tbf rate shows
@@ -338,6 +340,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="extra seconds at the first capacity before stepping")
     parser.add_argument("--out", default="bandwidth.png", help="where to write the PNG")
     parser.add_argument("--json", help="also write the samples and the tables as JSON here")
+    parser.add_argument("--from-json", metavar="PATH",
+                        help="run nothing: draw and tabulate the results a --json run saved")
     return parser.parse_args(argv)
 
 
@@ -357,13 +361,17 @@ def subscribers(choice: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.from_json:
+        results = json.loads(Path(args.from_json).read_text())
+        report(results, args)
+        return 0
     ok, why = netns.available()
     if not ok:
         print(f"cannot run: {why}", file=sys.stderr)
         return 2
     from sfu.client.media import default_clip_dir
 
-    # the server's warnings (a participant that failed, and why) on stderr
+    # on stderr: the server's warnings, and the call's lines on who joined, left or failed
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     steps = args.steps
@@ -373,6 +381,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.step_seconds:.0f} s each (+{args.warmup:.0f} s warm-up) ...", flush=True)
         results.append(asyncio.run(run(kind, steps, args.step_seconds, args.warmup,
                                        default_clip_dir())))
+    report(results, args)
+    return 0
+
+
+def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """The PNG, the tables on stdout and (``--json``) the whole results."""
     tables = [summarize(r) for r in results]
     plot(results, Path(args.out))
     for result, table in zip(results, tables, strict=True):
@@ -381,9 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"plot: {args.out}")
     if args.json:
         Path(args.json).write_text(json.dumps(
-            [{"table": t, **r} for r, t in zip(results, tables, strict=True)], indent=1,
+            [{**r, "table": t} for r, t in zip(results, tables, strict=True)], indent=1,
             default=str))
-    return 0
 
 
 if __name__ == "__main__":

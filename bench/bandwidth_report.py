@@ -263,17 +263,18 @@ def _nan(v: float | None) -> float:
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
-    """One column per result: rates over time (top), drops and paused videos (bottom)."""
+    """One column per result: rates over time (top), drops and paused videos (middle),
+    retransmissions (bottom)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     n = len(results)
-    fig, axes = plt.subplots(2, n, figsize=(10 * n, 7.5), sharex="col", sharey="row",
-                             gridspec_kw={"height_ratios": [3, 1.3]}, squeeze=False)
+    fig, axes = plt.subplots(3, n, figsize=(10 * n, 9), sharex="col", sharey="row",
+                             gridspec_kw={"height_ratios": [3, 1.3, 0.8]}, squeeze=False)
     for col, result in enumerate(results):
-        top, bottom = axes[0][col], axes[1][col]
+        top, bottom, low = axes[0][col], axes[1][col], axes[2][col]
         rows = result["rows"]
         ts = [r["t"] for r in rows]
         top.step(ts, [r["capacity_kbps"] for r in rows], where="post", color="black", lw=2.2,
@@ -302,7 +303,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
                            color="tab:red", alpha=0.12,
                            label="subscriber out of the call" if k == 0 and ax is top else None)
         for t0 in result["schedule"][1:]:
-            for ax in (top, bottom):
+            for ax in (top, bottom, low):
                 ax.axvline(t0, color="grey", lw=0.6, ls=":")
         top.set_xlim(0, result["end"])
         top.set_ylabel("kbit/s")
@@ -327,9 +328,14 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         twin.set_ylabel("videos", color="tab:green")
         twin.set_ylim(-0.2, 4.5)
         twin.legend(fontsize=7, loc="upper right")
-        bottom.set_xlabel("seconds")
         bottom.legend(fontsize=7, loc="upper left")
         bottom.grid(alpha=0.3)
+        low.plot(ts, [_nan(r.get("retransmitted_pps")) for r in rows], color="tab:pink",
+                 label="packets retransmitted on NACKs /s (server-wide)")
+        low.set_ylabel("packets/s")
+        low.set_xlabel("seconds")
+        low.legend(fontsize=7, loc="upper left")
+        low.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

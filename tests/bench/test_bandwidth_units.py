@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -126,8 +127,13 @@ def test_level_changes_keep_only_changes() -> None:
     assert [c["t"] for c in changes] == [1, 3, 5]
 
 
-def test_the_plot_is_written(tmp_path: Path) -> None:
-    result = _result()
-    result["subscriber"] = "chromium"
-    bandwidth_report.plot([_result(), result], tmp_path / "bw.png")
-    assert (tmp_path / "bw.png").stat().st_size > 10_000
+def test_a_saved_run_is_drawn_and_tabulated_again(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    chromium = {**_result(), "subscriber": "chromium"}
+    saved = tmp_path / "bw.json"
+    saved.write_text(json.dumps([_result(), chromium]))
+    png = tmp_path / "bw.png"
+    assert bandwidth.main(["--from-json", str(saved), "--out", str(png)]) == 0
+    assert png.stat().st_size > 10_000
+    out = capsys.readouterr().out
+    assert "subscriber: synthetic" in out and "subscriber: chromium" in out
