@@ -28,6 +28,7 @@ from typing import Any
 
 SETTLE_DROP = 0.10  # a second in which the shaper dropped this share of packets is "not settled"
 FIT_SECONDS = 3  # "capped": the server sends at most the capacity for this many seconds in a row
+EXPECTED_PARTICIPANTS = 5
 
 
 # --------------------------------------------------------------------------- per-second rates
@@ -239,8 +240,10 @@ def format_table(table: list[dict[str, Any]], result: dict[str, Any]) -> str:
         + " in the step's last second; fps: frames decoded/s over the 2nd half, all videos)")
     counts = [r["participants"] for r in result["rows"] if r.get("participants") is not None]
     if counts:
-        lines.append(f"participants in the call while sampling: {min(counts)}-{max(counts)} "
-                     "(5 expected: four publishers and the subscriber)")
+        lines.append(("" if min(counts) >= EXPECTED_PARTICIPANTS else
+                      "NOT A VALID RUN (someone left or failed, see below): ")
+                     + f"participants in the call while sampling: {min(counts)}-{max(counts)} "
+                     f"({EXPECTED_PARTICIPANTS} expected: four publishers and the subscriber)")
     levels = [f"t={m['t']:.0f} s {m['level']}" for m in result["levels"]]
     lines.append(f"quality levels told: {', '.join(levels) or 'none'}")
     for g in presence_gaps(result["rows"]):
@@ -309,8 +312,11 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         top.set_ylabel("kbit/s")
         top.set_ylim(0, max([1.6 * max(result["steps"])]
                             + [1.05 * d["kbps"] for d in result.get("demand") or []]))
+        counts = [r["participants"] for r in rows if r.get("participants") is not None]
         top.set_title(f"{result['subscriber']} subscriber in a 5-person call: its downlink "
-                      "stepped with tc tbf")
+                      "stepped with tc tbf"
+                      + (f" (NOT VALID: only {min(counts)} participants at times)"
+                         if counts and min(counts) < EXPECTED_PARTICIPANTS else ""))
         top.legend(fontsize=7, loc="upper left", ncol=2)
         top.grid(alpha=0.3)
         bottom.plot([s["t"] for s in got], [100 * s["drop"] for s in got], color="tab:blue",
