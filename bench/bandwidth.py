@@ -261,6 +261,8 @@ async def run(subscriber: str, steps: list[float], step_seconds: float, warmup: 
                               for p in ends for e in p.events
                               if e["event"] in ("ended", "error", "refused")
                               and float(e["wall"]) - start_wall <= total],  # type: ignore[arg-type]
+            "client_stderr": {p.name: p.stderr.decode(errors="replace")[-3000:]
+                              for p in ends if p.stderr},
             "demand": publisher_demand([p.stats for p in others], start_wall,  # type: ignore[misc]
                                        [r["t"] for r in rows])}
 
