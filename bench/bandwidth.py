@@ -246,6 +246,11 @@ async def run(subscriber: str, steps: list[float], step_seconds: float, warmup: 
                       f"{PUBLISHERS + 1} participants in the call; sampling", flush=True)
                 start_wall, rows, schedule = await _sample(server, link, sub, steps,
                                                            step_seconds, warmup)
+                # client processes that had exited by the end of sampling, with their status
+                exited = {p.name: p.proc.returncode  # type: ignore[attr-defined]
+                          for p in [*others, getattr(sub, "proc", None)]
+                          if p is not None and p.proc is not None
+                          and p.proc.returncode is not None}  # type: ignore[attr-defined]
         finally:
             await server.close()
             logger.removeHandler(call_log)
@@ -259,8 +264,9 @@ async def run(subscriber: str, steps: list[float], step_seconds: float, warmup: 
                                "event": e["event"], **{k: v for k, v in e.items()
                                                        if k in ("reason", "error", "code")}}
                               for p in ends for e in p.events
-                              if e["event"] in ("ended", "error", "refused")
+                              if e["event"] in ("ended", "error", "refused", "left")
                               and float(e["wall"]) - start_wall <= total],  # type: ignore[arg-type]
+            "exited_early": exited,
             "client_stderr": {p.name: p.stderr.decode(errors="replace")[-3000:]
                               for p in ends if p.stderr},
             "demand": publisher_demand([p.stats for p in others], start_wall,  # type: ignore[misc]

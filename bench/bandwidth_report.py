@@ -253,6 +253,8 @@ def format_table(table: list[dict[str, Any]], result: dict[str, Any]) -> str:
         lines.append(f"the subscriber was out of the call from t={g['from']:.0f} s: {back}")
     for e in result.get("call_log") or []:
         lines.append(f"server, t={e['t']:.0f} s: {e['message']}")
+    for name, code in (result.get("exited_early") or {}).items():
+        lines.append(f"client {name} had exited before the end of sampling (status {code})")
     for e in result.get("client_events") or []:
         detail = " ".join(str(e[k]) for k in ("reason", "error", "code") if k in e)
         lines.append(f"client {e['client']}, t={e['t']:.0f} s: {e['event']} {detail}".rstrip())
