@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import stat
 import sys
 import tempfile
 import time
@@ -26,30 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import netns
-from bench.browser_call import CHROMIUM_ARGS, SECRET
+from bench.browser_call import SECRET
+from bench.chromium_ns import PAGE_STATS_JS, launch, open_room
 from sfu.auth import mint_token
-
-SAMPLE_JS = """async () => {
-  const call = window.sfuCall;
-  if (!call || !call.pc) return null;
-  const out = {decoded: 0, videoBytes: 0, audioIn: 0, encoded: 0, state: call.pc.connectionState,
-               level: call.quality ? call.quality.level : "good"};
-  (await call.pc.getStats()).forEach((r) => {
-    if (r.type === "inbound-rtp" && r.kind === "video") {
-      out.decoded += r.framesDecoded || 0; out.videoBytes += r.bytesReceived || 0; }
-    if (r.type === "inbound-rtp" && r.kind === "audio") out.audioIn += r.packetsReceived || 0;
-    if (r.type === "outbound-rtp" && r.kind === "video") out.encoded += r.framesEncoded || 0;
-  });
-  return out;
-}"""
-
-
-def chromium_in(ns: str, directory: Path) -> str:
-    """An executable that runs Debian's chromium inside network namespace ``ns``."""
-    path = directory / f"chromium-{ns}"
-    path.write_text(f'#!/bin/sh\nexec ip netns exec {ns} /usr/bin/chromium "$@"\n')
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
-    return str(path)
 
 
 def token(sub: str) -> str:
@@ -80,23 +58,14 @@ async def run(steps: list[tuple[float, float]], *, n_senders: int = 2,
         url = f"http://{address}:{server.port}"
         link = lab.add(down_kbit=steps[0][0])
         async with async_playwright() as p:
-            # the pages are served from the lab's address, not localhost: let camera and
-            # microphone work there as on a secure origin
-            args = [*CHROMIUM_ARGS, f"--unsafely-treat-insecure-origin-as-secure={url}"]
-            host = await p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                           args=args)
-            shaped = await p.chromium.launch(executable_path=chromium_in(link.ns, Path(tmp)),
-                                             headless=True, args=args)
+            host = await launch(p, url)
+            shaped = await launch(p, url, ns=link.ns, tmp=Path(tmp))
             try:
                 senders = []
                 for i in range(n_senders):
-                    sender = await (await host.new_context()).new_page()
-                    await sender.goto(f"{url}/c/demo/rooms/team#token={token(f'sender{i}')}")
+                    sender, _ = await open_room(host, url, "team", token(f"sender{i}"), wait=False)
                     senders.append(sender)
-                page = await (await shaped.new_context()).new_page()
-                await page.goto(f"{url}/c/demo/rooms/team#token={token('shaped')}")
-                await page.wait_for_function("() => window.sfuCall && window.sfuCall.selfId")
-                shaped_id = await page.evaluate("() => window.sfuCall.selfId")
+                page, shaped_id = await open_room(shaped, url, "team", token("shaped"))
                 start = time.monotonic()
                 boundaries = []
                 t_end = 0.0
@@ -108,8 +77,8 @@ async def run(steps: list[tuple[float, float]], *, n_senders: int = 2,
                     while step + 1 < len(boundaries) and t >= boundaries[step + 1][0]:
                         step += 1
                         link.set_downlink(boundaries[step][1])
-                    sample = await page.evaluate(SAMPLE_JS) or {}
-                    sent = await senders[0].evaluate(SAMPLE_JS) or {}
+                    sample = await page.evaluate(PAGE_STATS_JS) or {}
+                    sent = await senders[0].evaluate(PAGE_STATS_JS) or {}
                     participant = None
                     for call in server.calls.by_key.values():
                         participant = call.participants.get(shaped_id) or participant
