@@ -11,8 +11,9 @@ Variants: each ``--tree`` (the server runs from that tree's sfu/ package), then 
 (what the feedback itself costs). The synthetic participants always run this tree's client, so
 every server gets the same load; a server that does not offer transport-cc simply gets no
 transport-cc feedback. Each round runs the variants in turn, the order reversed every other
-round, so that a drift in the machine's load spreads over all of them. Printed: every run, then
-per scenario and variant the median CPU microseconds per forwarded packet, the median forwarded
+round, so that a drift in the machine's load spreads over all of them. Printed: every run (with
+"us/rx", the same CPU per packet the server received), then per scenario and variant the median CPU
+microseconds per forwarded packet, the median forwarded
 packets/s and delivered ratio, and the median of the per-round ratios to the first variant (each
 ratio taken within one round, on the same machine state). The machine is shared: read ratios,
 not absolute figures, and distrust rounds where delivery fell (the machine was short of CPU).
@@ -47,9 +48,17 @@ def parse_tree(text: str) -> Variant:
     return Variant(name, tree)
 
 
-def summarize(runs: list[tuple[int, str, str, dict[str, Any]]], names: list[str]) -> None:
-    """Medians per (scenario, variant) and the median per-round ratio to the first variant."""
+def summarize(runs: list[tuple[int, str, str, dict[str, Any]]], names: list[str],
+              min_delivered: float = 0.95) -> None:
+    """Medians per (scenario, variant) and the median per-round ratio to the first variant,
+    over the runs that delivered at least ``min_delivered`` of what was sent: in the others the
+    machine was short of CPU (participants starved, video paused), and a forwarded packet then
+    carries a bigger share of the fixed costs, whatever the server's code."""
     first = names[0]
+    kept = [r for r in runs if r[3]["delivered_ratio"] >= min_delivered]
+    if len(kept) < len(runs):
+        print(f"\n{len(runs) - len(kept)} run(s) left out: delivered under {100 * min_delivered:.0f} %")
+    runs = kept
     print()
     print(f"{'scenario':>8} {'variant':>14} {'runs':>4} {'us/pkt med':>10} {'min':>6} {'max':>6} "
           f"{'fwd pkt/s':>9} {'delivered':>9} {'ratio to ' + first:>16}")
@@ -86,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-twcc", action="store_true",
                         help="also run this tree with participants that decline transport-cc")
+    parser.add_argument("--min-delivered", type=float, default=0.95,
+                        help="leave out of the summary the runs that delivered less (default 0.95)")
     args = parser.parse_args(argv)
     if not args.tree:
         parser.error("give at least one --tree NAME=PATH to compare with")
@@ -98,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_twcc:
         variants.append(Variant("this, no twcc", None, twcc=False))
     runs: list[tuple[int, str, str, dict[str, Any]]] = []
-    print(f"{'round':>5} {'scenario':>8} {'variant':>14} {'us/pkt':>7} {'cpu %':>6} "
+    print(f"{'round':>5} {'scenario':>8} {'variant':>14} {'us/pkt':>7} {'us/rx':>6} {'cpu %':>6} "
           f"{'fwd pkt/s':>9} {'delivered':>9} {'degraded':>8} {'tool cpu %':>10}", flush=True)
     for round_no in range(args.rounds):
         order = variants if round_no % 2 == 0 else variants[::-1]
@@ -108,13 +119,14 @@ def main(argv: list[str] | None = None) -> int:
                                    tree=variant.tree, client_twcc=variant.twcc)
                 runs.append((round_no, row["scenario"], variant.name, row))
                 print(f"{round_no:5d} {row['scenario']:>8} {variant.name:>14} "
-                      f"{row['us_per_forwarded_packet']:7.1f} {row['server_cpu_percent']:6.1f} "
+                      f"{row['us_per_forwarded_packet']:7.1f} {row['us_per_received_packet']:6.1f} "
+                      f"{row['server_cpu_percent']:6.1f} "
                       f"{row['forwarded_pps']:9.0f} {100 * row['delivered_ratio']:8.2f}% "
                       f"{row['quality_downgrades']:8.0f} {row['tool_cpu_percent']:10.1f}",
                       flush=True)
                 for error in row["errors"][:3]:
                     print(f"      error: {error}", flush=True)
-    summarize(runs, [v.name for v in variants])
+    summarize(runs, [v.name for v in variants], args.min_delivered)
     return 0
 
 

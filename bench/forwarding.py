@@ -70,6 +70,10 @@ def forwarded(metrics: dict[str, float]) -> float:
     return sum(v for k, v in metrics.items() if k.startswith("sfu_rtp_packets_forwarded_total"))
 
 
+def received_packets(metrics: dict[str, float]) -> float:
+    return sum(v for k, v in metrics.items() if k.startswith("sfu_rtp_packets_received_total"))
+
+
 def start_server(rooms: int, workdir: Path, probe_seconds: float = 3.0,
                  tree: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
     """``sfu serve`` in its own process; ``tree``: a source tree (a git worktree) to run the
@@ -226,7 +230,8 @@ def _measure(proc: subprocess.Popen[bytes], url: str, rooms: int, people: int, s
                                 "--duration", str(int(seconds)), "--pid", str(proc.pid),
                                 "--output", py_spy], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    cpu0, fwd0, t0 = proc_cpu_seconds(proc.pid), forwarded(scrape(url)), time.monotonic()
+    start_metrics = scrape(url)
+    cpu0, fwd0, t0 = proc_cpu_seconds(proc.pid), forwarded(start_metrics), time.monotonic()
     rss_samples = []
     while time.time() < window_end:
         rss_samples.append(proc_rss_mb(proc.pid))
@@ -242,6 +247,7 @@ def _measure(proc: subprocess.Popen[bytes], url: str, rooms: int, people: int, s
         p.join(timeout=10)
     cpu = cpu1 - cpu0
     fwd = fwd1 - fwd0
+    rx = received_packets(end_metrics) - received_packets(start_metrics)
     elapsed = t1 - t0
     # delivered / sent over the window, per room: each publisher's packets go to people-1 others
     sent: dict[str, int] = {}
@@ -282,6 +288,9 @@ def _measure(proc: subprocess.Popen[bytes], url: str, rooms: int, people: int, s
         "scenario": f"{rooms}x{people}", "seconds": round(elapsed, 1),
         "server_cpu_percent": 100 * cpu / elapsed,
         "us_per_forwarded_packet": 1e6 * cpu / fwd if fwd else float("nan"),
+        # the same CPU over what the publishers sent (which pausing a receiver's video does not
+        # change): a second view when the bandwidth controller paused some video
+        "us_per_received_packet": 1e6 * cpu / rx if rx else float("nan"),
         "forwarded_pps": fwd / elapsed,
         "delivered_ratio": delivered,
         "keyframe_p50_s": percentile(latencies, 0.5), "keyframe_p95_s": percentile(latencies, 0.95),
