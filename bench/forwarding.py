@@ -87,7 +87,8 @@ def start_server(rooms: int, workdir: Path, probe_seconds: float = 3.0,
         f'[[clinics]]\nid = "bench"\nname = "Bench clinic"\n{room_lines}')
     env = dict(os.environ)
     if tree is not None:
-        env["PYTHONPATH"] = str(tree.resolve())
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tree.resolve()), env.get("PYTHONPATH"))
+                                            if p)
     proc = subprocess.Popen([sys.executable, "-m", "sfu.cli", "serve", "--config", str(config)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                             cwd=str(tree.resolve()) if tree is not None else None)
