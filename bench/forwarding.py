@@ -70,7 +70,14 @@ def forwarded(metrics: dict[str, float]) -> float:
     return sum(v for k, v in metrics.items() if k.startswith("sfu_rtp_packets_forwarded_total"))
 
 
-def start_server(rooms: int, workdir: Path, probe_seconds: float = 3.0) -> tuple[subprocess.Popen[bytes], str]:
+def received_packets(metrics: dict[str, float]) -> float:
+    return sum(v for k, v in metrics.items() if k.startswith("sfu_rtp_packets_received_total"))
+
+
+def start_server(rooms: int, workdir: Path, probe_seconds: float = 3.0,
+                 tree: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """``sfu serve`` in its own process; ``tree``: a source tree (a git worktree) to run the
+    server from instead of this one (the participants always run this tree's client)."""
     port = free_port()
     room_lines = "".join(f'  [[clinics.rooms]]\n  id = "r{i}"\n  name = "Room {i}"\n' for i in range(rooms))
     config = workdir / "bench.toml"
@@ -78,8 +85,13 @@ def start_server(rooms: int, workdir: Path, probe_seconds: float = 3.0) -> tuple
         f'[server]\nhost = "127.0.0.1"\nport = {port}\n[auth]\nsecret = "{SECRET}"\n'
         f'[logging]\nlevel = "WARNING"\n[bandwidth]\nprobe_seconds = {probe_seconds}\n'
         f'[[clinics]]\nid = "bench"\nname = "Bench clinic"\n{room_lines}')
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tree.resolve()), env.get("PYTHONPATH"))
+                                            if p)
     proc = subprocess.Popen([sys.executable, "-m", "sfu.cli", "serve", "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            cwd=str(tree.resolve()) if tree is not None else None)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -102,19 +114,19 @@ class Assignment:
 
 
 def worker_main(url: str, assignments: list[Assignment], marks: tuple[float, float, float],
-                clip_dir: str, out: Any) -> None:
+                clip_dir: str, out: Any, client_twcc: bool = True) -> None:
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    result = asyncio.run(_worker(url, assignments, marks, clip_dir))
+    result = asyncio.run(_worker(url, assignments, marks, clip_dir, client_twcc))
     out.put(result)
 
 
 async def _worker(url: str, assignments: list[Assignment], marks: tuple[float, float, float],
-                  clip_dir: str) -> dict[str, Any]:
+                  clip_dir: str, client_twcc: bool = True) -> dict[str, Any]:
     from sfu.auth import mint_token
     from sfu.client.client import Client
     from sfu.client.media import ClipParams, load_clip
@@ -126,7 +138,8 @@ async def _worker(url: str, assignments: list[Assignment], marks: tuple[float, f
 
     async def join(a: Assignment) -> None:
         await asyncio.sleep(max(0.0, start_at + a.join_delay - time.time()))
-        c = Client(url, mint_token(SECRET, sub=a.sub, role="staff", clinic="bench"), clip=clip)
+        c = Client(url, mint_token(SECRET, sub=a.sub, role="staff", clinic="bench"), clip=clip,
+                   send_twcc=client_twcc)
         clients.append((a, c))
         try:
             await c.join({"room": a.room})
@@ -174,12 +187,16 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_scenario(rooms: int, people: int, seconds: float, workers: int, clip_dir: str,
-                 warmup: float = 4.0, probe_seconds: float = 3.0) -> dict[str, Any]:
+                 warmup: float = 4.0, probe_seconds: float = 3.0, tree: Path | None = None,
+                 client_twcc: bool = True, py_spy: str | None = None) -> dict[str, Any]:
+    """One scenario against a fresh server (from ``tree`` if given); ``client_twcc``: the
+    participants accept transport-cc and send its feedback (as Chromium does); ``py_spy``: a
+    file for py-spy's samples of the server over the measured window (collapsed stacks)."""
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url = start_server(rooms, Path(tmp), probe_seconds)
+        proc, url = start_server(rooms, Path(tmp), probe_seconds, tree)
         try:
             return _measure(proc, url, rooms, people, seconds, workers, clip_dir, warmup,
-                            probe_seconds)
+                            probe_seconds, client_twcc, py_spy)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -189,7 +206,8 @@ def run_scenario(rooms: int, people: int, seconds: float, workers: int, clip_dir
 
 
 def _measure(proc: subprocess.Popen[bytes], url: str, rooms: int, people: int, seconds: float,
-             workers: int, clip_dir: str, warmup: float, probe_seconds: float = 3.0) -> dict[str, Any]:
+             workers: int, clip_dir: str, warmup: float, probe_seconds: float = 3.0,
+             client_twcc: bool = True, py_spy: str | None = None) -> dict[str, Any]:
     assignments = [Assignment(f"r{r}", f"u{r}-{p}", 0.15 * p + 0.05 * r)
                    for r in range(rooms) for p in range(people)]
     joining = max(a.join_delay for a in assignments) + 2.0
@@ -202,11 +220,19 @@ def _measure(proc: subprocess.Popen[bytes], url: str, rooms: int, people: int, s
     for w in range(workers):
         part = assignments[w::workers]
         p = ctx.Process(target=worker_main, args=(url, part, (start_at, window_start, window_end),
-                                                  clip_dir, queue))
+                                                  clip_dir, queue, client_twcc))
         p.start()
         procs.append(p)
     time.sleep(max(0.0, window_start - time.time()))
-    cpu0, fwd0, t0 = proc_cpu_seconds(proc.pid), forwarded(scrape(url)), time.monotonic()
+    spy = None
+    if py_spy:  # sampled from outside the process: the server's own CPU time is not inflated
+        exe = Path(sys.executable).parent / "py-spy"
+        spy = subprocess.Popen([str(exe) if exe.exists() else "py-spy", "record", "--nonblocking", "--format", "raw", "--rate", "200",
+                                "--duration", str(int(seconds)), "--pid", str(proc.pid),
+                                "--output", py_spy], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    start_metrics = scrape(url)
+    cpu0, fwd0, t0 = proc_cpu_seconds(proc.pid), forwarded(start_metrics), time.monotonic()
     rss_samples = []
     while time.time() < window_end:
         rss_samples.append(proc_rss_mb(proc.pid))
@@ -215,11 +241,14 @@ def _measure(proc: subprocess.Popen[bytes], url: str, rooms: int, people: int, s
     cpu1, fwd1, t1 = proc_cpu_seconds(proc.pid), forwarded(end_metrics), time.monotonic()
     degraded = sum(v for k, v in end_metrics.items() if k.startswith("sfu_quality_changes_total")
                    and "good" not in k)
+    if spy is not None:
+        spy.wait(timeout=30)
     results = [queue.get(timeout=60 + seconds) for _ in procs]
     for p in procs:
         p.join(timeout=10)
     cpu = cpu1 - cpu0
     fwd = fwd1 - fwd0
+    rx = received_packets(end_metrics) - received_packets(start_metrics)
     elapsed = t1 - t0
     # delivered / sent over the window, per room: each publisher's packets go to people-1 others
     sent: dict[str, int] = {}
@@ -260,6 +289,9 @@ def _measure(proc: subprocess.Popen[bytes], url: str, rooms: int, people: int, s
         "scenario": f"{rooms}x{people}", "seconds": round(elapsed, 1),
         "server_cpu_percent": 100 * cpu / elapsed,
         "us_per_forwarded_packet": 1e6 * cpu / fwd if fwd else float("nan"),
+        # the same CPU over what the publishers sent (which pausing a receiver's video does not
+        # change): a second view when the bandwidth controller paused some video
+        "us_per_received_packet": 1e6 * cpu / rx if rx else float("nan"),
         "forwarded_pps": fwd / elapsed,
         "delivered_ratio": delivered,
         "keyframe_p50_s": percentile(latencies, 0.5), "keyframe_p95_s": percentile(latencies, 0.95),
@@ -299,6 +331,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the rows as JSON to this file")
     parser.add_argument("--probe-seconds", type=float, default=3.0,
                         help="bandwidth.probe_seconds of the server (0: no admission probe)")
+    parser.add_argument("--tree", type=Path,
+                        help="run the server from this source tree (e.g. a git worktree of an older "
+                             "commit); the participants run this one (see also bench/compare.py)")
+    parser.add_argument("--no-twcc", action="store_true",
+                        help="the participants decline transport-cc (no feedback to the server)")
+    parser.add_argument("--py-spy", metavar="PREFIX",
+                        help="sample the server with py-spy over each measured window, into "
+                             "PREFIX-RxP.txt (collapsed stacks; pip install py-spy)")
     args = parser.parse_args(argv)
     from sfu.client.media import ClipParams, default_clip_dir, load_clip
 
@@ -312,7 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     for rooms, people in scenarios:
         print(f"running {rooms} room(s) x {people} people for {args.seconds:.0f} s ...", flush=True)
         rows.append(run_scenario(rooms, people, args.seconds, args.workers, str(clip_dir),
-                                 probe_seconds=args.probe_seconds))
+                                 probe_seconds=args.probe_seconds, tree=args.tree,
+                                 client_twcc=not args.no_twcc,
+                                 py_spy=f"{args.py_spy}-{rooms}x{people}.txt" if args.py_spy else None))
     print()
     print_table(rows)
     if args.json:

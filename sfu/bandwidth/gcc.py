@@ -53,6 +53,7 @@ from sfu.bandwidth.aimd import AimdRateControl, AimdSettings
 from sfu.bandwidth.trendline import TrendlineDetector, TrendlineSettings, Usage
 
 _SEQ_MOD = 1 << 16
+_HALF_SEQ = _SEQ_MOD // 2
 
 Feedback = tuple[int, float, int, float | None]
 """One packet in a feedback: (transport-wide seq, send time s, size bytes, arrival s or None)."""
@@ -152,7 +153,14 @@ class SendSideEstimator:
             self._rtt_s = rtt_s
 
     def on_feedback(self, now: float, packets: Sequence[Feedback]) -> None:
-        """Apply one transport-cc feedback: per packet (seq, send s, size, arrival s or None)."""
+        """Apply one transport-cc feedback: per packet (seq, send s, size, arrival s or None).
+
+        Runs once per feedback packet (about 10/s per receiver) over every packet it reports,
+        i.e. once per packet forwarded: the per-packet steps (sequence unwrapping, the duplicate
+        bookkeeping, the acknowledged-bitrate window) are written out in this one loop with
+        local names, as are the trendline's (``TrendlineDetector.on_packets``), instead of a
+        method call each; ``_unwrap``, ``_remember`` and ``_on_acked`` say the same thing one
+        packet at a time."""
         if not math.isfinite(now):
             return
         s = self.settings
@@ -162,39 +170,59 @@ class SendSideEstimator:
         self._last_feedback = now
         if self._interval_start is None:
             self._interval_start = now
+        isfinite = math.isfinite
+        history = s.history
+        status = self._status
+        order = self._order
+        highest = self._highest
+        expected = self._expected
+        lost = self._lost
+        ignored = 0
         arrived: list[tuple[float, float, int]] = []
         for seq, send, size, arrival in packets:
-            if (
-                not math.isfinite(send)
-                or size < 0
-                or (arrival is not None and not math.isfinite(arrival))
-            ):
-                self.ignored += 1
+            if not isfinite(send) or size < 0 or (arrival is not None and not isfinite(arrival)):
+                ignored += 1
                 continue
-            ext = self._unwrap(seq)
-            if ext is None:
-                self.ignored += 1
-                continue
-            known = self._status.get(ext)
+            # self._unwrap(seq), inlined
+            seq %= _SEQ_MOD
+            if highest is None:
+                highest = ext = seq
+            else:
+                delta = (seq - highest) % _SEQ_MOD
+                if delta >= _HALF_SEQ:
+                    delta -= _SEQ_MOD
+                ext = highest + delta
+                if ext > highest:
+                    highest = ext
+                elif ext <= highest - history:
+                    ignored += 1  # too old to tell a duplicate
+                    continue
+            known = status.get(ext)
             if known:
                 continue  # already acknowledged
-            if arrival is None:
-                if known is None:
-                    self._remember(ext, False)
-                    self._expected += 1
-                    self._lost += 1
-                continue
-            if known is None:
-                self._remember(ext, True)
-                self._expected += 1
+            if known is None:  # self._remember(ext, arrival is not None), inlined
+                status[ext] = arrival is not None
+                order.append(ext)
+                if len(order) > history:
+                    status.pop(order.popleft(), None)
+                expected += 1
+                if arrival is None:
+                    lost += 1
+                    continue
+            elif arrival is None:
+                continue  # reported lost again
             else:  # reported lost before, arrived after all
-                self._status[ext] = True
-                self._lost = max(self._lost - 1, 0)
+                status[ext] = True
+                lost = max(lost - 1, 0)
             arrived.append((arrival, send, size))
-        arrived.sort()
-        for arrival, send, size in arrived:
-            self._on_acked(arrival, size)
-            self._detector.on_packet(send, arrival)
+        self._highest = highest
+        self._expected = expected
+        self._lost = lost
+        self.ignored += ignored
+        if arrived:
+            arrived.sort()
+            self._on_acked_sorted(arrived)
+            self._detector.on_packets(arrived)
         acked = self.acknowledged_kbps
         if acked is not None and acked > self._interval_acked:
             self._interval_acked = acked
@@ -240,6 +268,36 @@ class SendSideEstimator:
         self._latest_arrival = latest
         acked = self._acked
         while acked and (acked[0][0] <= latest - window or len(acked) > self.settings.history):
+            self._acked_bytes -= acked.popleft()[1]  # the count bound holds against odd clocks
+
+    def _on_acked_sorted(self, arrived: list[tuple[float, float, int]]) -> None:
+        """``_on_acked`` for each of ``arrived`` (sorted by arrival), the window trimmed once:
+        the same result, since the latest arrival only grows along a sorted batch (a packet
+        skipped as too late is one older than the window before the batch, and what a trim in
+        between would drop the final trim drops too)."""
+        window = self.settings.acked_window_s
+        latest = self._latest_arrival
+        acked = self._acked
+        added = 0
+        if latest is None:
+            first = arrived[0][0]
+            self._first_arrival = first
+            latest = first
+            cutoff = -math.inf
+        else:
+            cutoff = latest - window
+        for arrival, _, size in arrived:
+            if arrival <= cutoff:
+                continue  # acknowledged too late to count towards the current window
+            acked.append((arrival, size))
+            added += size
+            if arrival > latest:
+                latest = arrival
+        self._latest_arrival = latest
+        self._acked_bytes += added
+        history = self.settings.history
+        trim = latest - window
+        while acked and (acked[0][0] <= trim or len(acked) > history):
             self._acked_bytes -= acked.popleft()[1]  # the count bound holds against odd clocks
 
     # -- the two controllers --------------------------------------------------------------

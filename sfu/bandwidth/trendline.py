@@ -35,6 +35,7 @@ within each clock are used. Four steps, each a port of a libwebrtc file (constan
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -102,17 +103,49 @@ class TrendlineDetector:
 
     def on_packet(self, send: float, arrival: float) -> Usage:
         """Account one acknowledged packet; return the detector state after it."""
+        self.on_packets(((arrival, send, 0),))
+        return self.state
+
+    def on_packets(self, packets: Iterable[tuple[float, float, int]]) -> Usage:
+        """Account acknowledged packets, each ``(arrival, send, size)``, in arrival order; return
+        the detector state after them. The per-packet step (does the packet join the group being
+        built?) is written out here with local names, since it runs for every packet forwarded;
+        the step that closes a group (one in several packets) is ``_close_group``."""
         s = self.settings
+        group_s, burst_delta_s, max_burst_s = s.group_s, s.burst_delta_s, s.max_burst_s
         current = self._current
-        if current is None:
-            self._current = _Group(send, arrival)
-            return self.state
-        if send < current.first_send:
-            return self.state  # reordered: sent before the group being built
-        if not self._opens_group(current, send, arrival):
-            current.last_send = max(current.last_send, send)
-            current.last_arrival = arrival
-            return self.state
+        for arrival, send, _ in packets:
+            if current is None:
+                current = self._current = _Group(send, arrival)
+                continue
+            if send < current.first_send:
+                continue  # reordered: sent before the group being built
+            # does it open a new group?
+            send_delta = send - current.last_send
+            if send_delta == 0:
+                opens = False
+            else:
+                arrival_delta = arrival - current.last_arrival
+                if (
+                    arrival_delta - send_delta < 0
+                    and arrival_delta <= burst_delta_s
+                    and arrival - current.first_arrival < max_burst_s
+                ):
+                    opens = False  # part of a burst released by a queue
+                else:
+                    opens = send - current.first_send > group_s
+            if not opens:
+                if send > current.last_send:
+                    current.last_send = send
+                current.last_arrival = arrival
+                continue
+            self._close_group(current, send, arrival)
+            current = self._current
+        return self.state
+
+    def _close_group(self, current: _Group, send: float, arrival: float) -> None:
+        """A packet opens a new group: the two previous complete groups give a delta."""
+        s = self.settings
         previous = self._previous
         if previous is not None:
             send_delta = current.last_send - previous.last_send
@@ -120,31 +153,16 @@ class TrendlineDetector:
             if arrival_delta - send_delta >= s.offset_reset_s:
                 self._reset_groups()
                 self._current = _Group(send, arrival)
-                return self.state
+                return
             if arrival_delta < 0:
                 self._reordered += 1
                 if self._reordered >= s.reordered_reset:
                     self._reset_groups()
-                return self.state
+                return
             self._reordered = 0
             self._update(send_delta * 1000.0, arrival_delta * 1000.0, arrival)
         self._previous = current
         self._current = _Group(send, arrival)
-        return self.state
-
-    def _opens_group(self, current: _Group, send: float, arrival: float) -> bool:
-        s = self.settings
-        send_delta = send - current.last_send
-        if send_delta == 0:
-            return False
-        arrival_delta = arrival - current.last_arrival
-        if (
-            arrival_delta - send_delta < 0
-            and arrival_delta <= s.burst_delta_s
-            and arrival - current.first_arrival < s.max_burst_s
-        ):
-            return False  # part of a burst released by a queue
-        return send - current.first_send > s.group_s
 
     def _update(self, send_delta_ms: float, arrival_delta_ms: float, arrival: float) -> None:
         s = self.settings
@@ -210,8 +228,8 @@ class TrendlineDetector:
 def _slope(points: deque[tuple[float, float]]) -> float | None:
     """Least-squares slope of ``y`` against ``x``; None if all ``x`` are equal."""
     n = len(points)
-    mean_x = sum(p[0] for p in points) / n
-    mean_y = sum(p[1] for p in points) / n
+    mean_x = sum([p[0] for p in points]) / n  # a list, not a generator: once per group, faster
+    mean_y = sum([p[1] for p in points]) / n
     num = 0.0
     den = 0.0
     for x, y in points:

@@ -66,8 +66,12 @@ class Link:
         if self.gcc.state == "overusing":
             self.overused = True
         self.feedback_seen += len(results)
-        self.feedback_lost += sum(1 for r in results if r[3] is None)
+        self.feedback_lost += [r[3] for r in results].count(None)
         window = self.probe_window
+        if window is not None and results and results[0][1] > window[1]:
+            # results come in sequence order, i.e. send order: nothing more of the cluster
+            # can be reported, and the per-packet loop below need not run again until the next
+            window = self.probe_window = None
         if window is not None:
             for _, sent_at, size, arrival in results:
                 if arrival is not None and window[0] <= sent_at <= window[1]:

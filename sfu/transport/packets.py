@@ -336,6 +336,12 @@ def _parse_transport_feedback(data: bytes, fci: int, end: int, sender: int,
                 if symbol == 3:
                     raise ValueError("transport feedback reserved status in a vector")
                 symbols.append(symbol)
+    if 0 not in symbols and 2 not in symbols:
+        # all received with small deltas (the common case): one byte each, taken in one slice
+        if pos + count > end:
+            raise ValueError("transport feedback deltas truncated")
+        small: list[int | None] = list(data[pos:pos + count])
+        return TransportFeedback(sender, media, base_seq, ref_and_fb >> 8, ref_and_fb & 0xFF, small)
     deltas: list[int | None] = []
     for symbol in symbols:
         if symbol == 0:

@@ -286,3 +286,56 @@ def test_memory_stays_bounded_when_every_packet_claims_the_same_arrival() -> Non
         )
     assert len(est._acked) <= est.settings.history  # private on purpose: the bound is the point
     assert len(est._status) <= est.settings.history
+
+
+def _pinned_feedback_stream(seed: int = 5) -> list[tuple[float, list[Feedback]]]:
+    """12 s towards a receiver: 30 fps video bursts and audio, 1-3 ms transit, 1 % loss, a queue
+    that builds from 4 s to 6 s (arrivals fall behind) and drains; feedback every 100 ms, with
+    16-bit sequence numbers that wrap."""
+    rng = random.Random(seed)
+    seq = 65000
+    t = 0.0
+    pending: list[tuple[int, float, int]] = []
+    out: list[tuple[float, list[Feedback]]] = []
+    next_fb = 0.1
+    queue = 0.0
+    while t < 12.0:
+        for k in range(rng.randint(2, 6)):
+            pending.append((seq, t + k * 0.0003, 1100))
+            seq += 1
+        pending.append((seq, t + 0.002, 120))
+        seq += 1
+        t += 1 / 30
+        queue = queue + 0.004 if 4.0 <= t < 6.0 else max(0.0, queue - 0.003)
+        while next_fb <= t:
+            batch: list[Feedback] = [
+                (s & 0xFFFF, send, size, None if rng.random() < 0.01 else
+                 100.0 + send + 0.001 + rng.random() * 0.002 + queue)
+                for s, send, size in pending]
+            out.append((next_fb, batch))
+            pending = []
+            next_fb += 0.1
+    return out
+
+
+def test_estimates_are_pinned_on_a_fixed_feedback_sequence():
+    """The estimator's per-packet loop is written for speed (it runs for every packet forwarded);
+    whatever is done to it, the same feedback must give the same estimates. The figures are
+    what the straightforward implementation (one method call per packet) gave."""
+    est = SendSideEstimator()
+    trajectory = []
+    for i, (now, batch) in enumerate(_pinned_feedback_stream()):
+        est.on_feedback(now, batch)
+        if i % 10 == 9:
+            estimate = est.estimate_kbps(now)
+            assert estimate is not None
+            trajectory.append((round(estimate, 3), round(est.delay_based_kbps, 3),
+                               round(est.loss, 4), est.state))
+    assert trajectory == [
+        (300.0, 322.588, 0.0, "normal"), (300.0, 348.395, 0.0275, "normal"),
+        (325.0, 376.266, 0.014, "normal"), (352.0, 406.368, 0.0141, "normal"),
+        (381.16, 415.859, 0.0061, "overusing"), (412.653, 415.859, 0.0, "overusing"),
+        (433.213, 433.213, 0.0125, "underusing"), (433.213, 433.213, 0.0067, "underusing"),
+        (448.811, 448.811, 0.0121, "normal"), (482.0, 484.716, 0.0063, "normal"),
+        (517.577, 523.493, 0.0187, "normal"), (555.715, 565.373, 0.0118, "normal"),
+    ]

@@ -48,7 +48,7 @@ class Feedback:
     def on_feedback(self, results: list[PacketResult], now: float) -> None:
         self.packets += 1
         for result in results:
-            self.results[result.seq] = result
+            self.results[result[0]] = result  # (seq, send time, size, arrival)
 
     def count_remb(self) -> None:
         self.rembs += 1
@@ -84,10 +84,10 @@ async def test_chromium_negotiates_transport_cc_and_its_feedback_covers_what_was
                      "feedback on 95 % of the window")
     for role in endpoints:
         window = [feedback[role].results.get(seq) for seq in range(start[role] + 1, end[role] + 1)]
-        received = [r for r in window if r is not None and r.arrival is not None]
+        received = [r for r in window if r is not None and r[3] is not None]
         assert len(received) >= 0.95 * len(window), f"{role}: loss on loopback"
-        arrivals = [r.arrival for r in received]
-        sends = [r.send_time for r in received]
+        arrivals = [r[3] for r in received]
+        sends = [r[1] for r in received]
         # arrival times move with send times: the same span, a steady one-way offset
         assert arrivals[-1] > arrivals[0]
         span_sent, span_arrived = sends[-1] - sends[0], arrivals[-1] - arrivals[0]  # type: ignore[operator]
@@ -96,7 +96,7 @@ async def test_chromium_negotiates_transport_cc_and_its_feedback_covers_what_was
         assert max(offsets) - min(offsets) < 0.25, (role, min(offsets), max(offsets))
         backwards = sum(b < a for a, b in zip(arrivals, arrivals[1:], strict=False))  # type: ignore[operator]
         assert backwards <= 0.05 * len(arrivals), (role, backwards)
-        sizes = {r.size for r in received}
+        sizes = {r[2] for r in received}
         assert min(sizes) > 12 and max(sizes) <= 1500, (role, min(sizes), max(sizes))
     # for the record (not asserted): REMB from a receiver that does transport-cc
     print({role: (f.packets, f.rembs) for role, f in feedback.items()})
