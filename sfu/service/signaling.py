@@ -165,7 +165,7 @@ class SignalingSession:
         handler = {
             "join": self._on_join, "answer": self._on_answer, "candidate": self._on_candidate,
             "leave": self._on_leave, "watch": self._on_watch, "ping": self._on_ping,
-            "precall": self._on_precall,
+            "precall": self._on_precall, "precall_stats": self._on_precall_stats,
         }.get(kind)
         if handler is None:
             self.error("bad_request", f"unknown message type {kind!r}")
@@ -199,6 +199,16 @@ class SignalingSession:
         if self._media() is not None:
             raise bad_request("a pre-call test runs before joining, one at a time")
         self.precall = self.ctx.calls.precall(self, message.get("seconds", 5))
+
+    async def _on_precall_stats(self, message: dict[str, Any]) -> None:
+        """The client's own view during a pre-call test: ``outgoing_kbps`` (its uplink estimate)."""
+        if self.precall is None:
+            raise bad_request("'precall_stats' belongs to a pre-call test")
+        try:
+            self.precall.report_outgoing(message.get("outgoing_kbps"))
+        except ValueError as exc:
+            raise bad_request(str(exc)) from None
+        # (after the result it changes nothing: a report may cross the result on the wire)
 
     async def _on_ping(self, message: dict[str, Any]) -> None:
         self.send({"type": "pong"})

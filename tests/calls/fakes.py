@@ -124,6 +124,10 @@ class FakeEndpoint:
                                      None]) -> None:
         self._feedback.append(listener)
 
+    @property
+    def padding_ready(self) -> bool:
+        return self.got_media and not self.closed
+
     def send_padding(self, kbps: float, seconds: float) -> None:
         self.paddings.append((kbps, seconds))
 
