@@ -7,14 +7,14 @@ needs and measures what arrives: padding on top of the media, ramping in steps
 (``ceiling / 4``, ``ceiling / 2``, each ``step_s``), then held at ``ceiling`` for ``hold_s``.
 Transport-cc feedback tells, per packet, whether and when it arrived (the receiver's clock).
 
-The capacity is the rate at which the packets sent during the hold arrived, leaving out its
-first ``skip_s``: by then a token bucket's burst has drained and a standing queue paces the
+The capacity is the rate at which the packets sent during the hold arrived (between the 10th
+and the 90th percentile of their arrival times), leaving out its first ``skip_s``: by then a token bucket's burst has drained and a standing queue paces the
 arrivals at the bottleneck's rate (behind ``tc tbf`` with a 16 kB bucket, the burst alone would
 add about 250 kbit/s to a half-second measurement). Without a bottleneck below the ceiling the
 packets arrive about as fast as they were sent, and the capacity is "at least" that
 (``limited`` is False).
 
-A step whose feedback already shows more than ``stop_loss`` of its packets lost ends the ramp:
+Feedback that already shows more than ``stop_loss`` of the probe's packets lost ends the ramp:
 the hold then runs at that step's rate, which is already over the link's capacity, so that a
 weak link is flooded no harder than needed to measure it.
 
@@ -100,12 +100,10 @@ class CapacityProbe:
         return self.hold_start is not None and now - self.hold_start >= s.hold_s + s.settle_s
 
     def _step_lossy(self) -> bool:
-        """The current ramp step's packets sent long enough ago are lost over ``stop_loss``."""
-        sent = lost = 0
-        for sent_at, _, arrival in self._results.values():
-            if sent_at >= self._step_start:
-                sent += 1
-                lost += arrival is None
+        """Feedback on the probe so far reports more than ``stop_loss`` of its packets lost
+        (feedback on a short step mostly comes after it: the whole probe so far counts)."""
+        sent = len(self._results)
+        lost = sum(1 for _, _, arrival in self._results.values() if arrival is None)
         return sent >= self.settings.min_packets and lost / sent > self.settings.stop_loss
 
     # -- what the receiver reports -------------------------------------------------------------
@@ -136,9 +134,12 @@ class CapacityProbe:
         first_sent = min(w[0] for w in window)
         last_sent = max(w[0] for w in window)
         span_sent = max(0.05, last_sent - first_sent)
-        # the first packet marks the start of the arrival span: its bytes are not in the rate
-        span = max(0.05, arrived[-1][0] - arrived[0][0])
-        kbps = sum(size for _, size in arrived[1:]) * 8 / 1000 / span
+        # the rate between the 10th and the 90th percentile of the arrivals: a receiver that
+        # reads its socket late under load stamps a batch of packets at once, and at either
+        # end of the span such a batch would stretch or squeeze it
+        lo, hi = len(arrived) // 10, len(arrived) - 1 - len(arrived) // 10
+        span = max(0.05, arrived[hi][0] - arrived[lo][0])
+        kbps = sum(size for _, size in arrived[lo + 1:hi + 1]) * 8 / 1000 / span
         offered = (sum(size for _, size, _ in window) - window[0][1]) * 8 / 1000 / span_sent
         loss = 1 - len(arrived) / len(window)
         limited = kbps < s.limited_ratio * offered or loss > 0.02

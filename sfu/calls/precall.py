@@ -190,11 +190,8 @@ class PrecallTest(EndpointListener):
         measured_up = octets_in * 8 / 1000 / media_s
         up_loss = link.uplink.loss_fraction(now)
         up_at_least = up_loss <= 0.02
-        if up_at_least:
-            up = max(measured_up, self.outgoing_kbps or 0.0)
-        else:
-            estimate = link.up_kbps(now)
-            up = measured_up if estimate is None else min(estimate, measured_up)
+        # loss: the client sent more than arrived, and what arrived is what the link carried
+        up = max(measured_up, self.outgoing_kbps or 0.0) if up_at_least else measured_up
         # downlink: the probe's arrival rate, else what the echo carried
         capacity = self.probe.capacity()
         if capacity is not None:

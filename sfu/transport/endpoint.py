@@ -109,6 +109,7 @@ class Endpoint:
         self._padding_until = 0.0  # padding is sent until then (our clock) ...
         self._padding_rate = 0.0  # ... at this many bytes per second
         self._padding_last: float | None = None  # when the last burst went
+        self._padding_credit = 0.0  # bytes due (negative: sent ahead)
         self._padding_running = False
         self.padding_octets = 0
         self.transport_cc = False
@@ -329,6 +330,7 @@ class Endpoint:
         if not self._padding_running:
             self._padding_running = True
             self._padding_last = None
+            self._padding_credit = 0.0
             self.defer(0.0, self._pad)
 
     @property
@@ -347,7 +349,8 @@ class Endpoint:
 
     def _pad(self, now: float) -> None:
         """One burst: the bytes due since the last one (a late timer is caught up, up to five
-        bursts' worth, so that a busy event loop does not lower the rate asked for)."""
+        bursts' worth, so that a busy event loop does not lower the rate asked for; a packet
+        sent beyond what was due is owed by the next burst)."""
         carrier = self._padding_carrier()
         if self.closed or carrier is None or now >= self._padding_until:
             self._padding_running = False
@@ -356,13 +359,15 @@ class Endpoint:
         self._padding_last = now
         out, ssrc, pt = carrier
         if self.peer.wire.ready():
-            budget = self._padding_rate * min(max(elapsed, 0.0), 5 * PADDING_BURST_S)
-            while budget > 0:
+            self._padding_credit = min(
+                self._padding_credit + self._padding_rate * max(elapsed, 0.0),
+                self._padding_rate * 5 * PADDING_BURST_S)
+            while self._padding_credit > 0:
                 self._padding_seq = (self._padding_seq + 1) & 0xFFFF
                 size = out.send_extra(0x20, False, pt, self._padding_seq, out.last_ts, ssrc, b"",
                                       PADDING_BODY, now)
                 self.padding_octets += size
-                budget -= size
+                self._padding_credit -= size
         self.defer(PADDING_BURST_S, self._pad)
 
     # -- what the control plane reads ---------------------------------------------------------
