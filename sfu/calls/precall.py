@@ -66,6 +66,7 @@ class PrecallTest(EndpointListener):
         self.media_at: float | None = None  # when the client's first packet arrived
         self.outgoing_kbps: float | None = None  # the client's own uplink estimate, if it says
         self.padding_kbps = 0.0  # the padding last asked for (kbit/s)
+        self.min_rtt: float | None = None  # the link's own round trip, without our probe's queue
         self.closed = False
         self._task: asyncio.Task[None] | None = None
 
@@ -142,6 +143,9 @@ class PrecallTest(EndpointListener):
                 rate = (sent - sent_before) * 8 / 1000 / (now - last_step)
                 media_kbps = 0.7 * media_kbps + 0.3 * rate
             sent_before, last_step = sent, now
+            rtt = self.endpoint.rtt
+            if rtt is not None and (self.min_rtt is None or rtt < self.min_rtt):
+                self.min_rtt = rtt
             self._step_probe(now, media_kbps)
             if now - last_tick >= 1.0:
                 self.link.replay()
@@ -203,7 +207,7 @@ class PrecallTest(EndpointListener):
             down_at_least = link.loss <= 0.02  # it carried everything it was sent
             if down_at_least:
                 down = max(down or 0.0, measured_down)
-        rtt = endpoint.rtt
+        rtt = self.min_rtt  # (the probe's padding queues behind a bottleneck: not the link's)
         graded_down = down if down is not None else up
         verdict, message = precall_verdict(up, graded_down, rtt, self.settings,
                                            up_at_least=up_at_least,

@@ -53,3 +53,60 @@ async def test_precall_verdicts_behind_shaped_links() -> None:
             down = re.search(r"download (at least )?(\d+) kbit/s", outcome["text"])
             assert down and not down.group(1), outcome["text"]
     assert not problems, "\n".join(problems)
+
+
+SYNTHETIC_CASES = {"down700": (700, None), "down150": (150, None), "both150": (150, 150)}
+
+
+async def test_synthetic_client_precall_verdicts_behind_shaped_links(netns_clip_dir) -> None:
+    """The same verdicts for ``python -m sfu.client.run --precall 5`` inside the namespace (the
+    synthetic participant answers with transport-cc feedback like Chromium; its uplink is its
+    pre-encoded renditions, with no estimate of its own to report)."""
+    ok, why = netns.available()
+    if not ok:
+        pytest.skip(f"needs network namespaces: {why}")
+    import sys
+
+    from bench import precall_link
+    from sfu.auth import mint_token
+    from sfu.client.media import ClipParams, load_clip
+    from sfu.service.server import Server
+    from tests.conftest import SECRET, make_config
+
+    load_clip(netns_clip_dir, ClipParams(seconds=5))  # made once, before any clock runs
+    problems = []
+    with netns.Lab() as lab:
+        address = lab.server_address
+        server = Server(make_config(media={"ice_addresses": [address]}))
+        await server.start(address, 0)
+        try:
+            link = lab.add()
+            for case, (down, up) in SYNTHETIC_CASES.items():
+                link.set_downlink(down)
+                link.set_uplink(up)
+                token = mint_token(SECRET, sub=f"syn-{case}", role="staff", clinic="demo")
+                proc = netns.ClientProcess(link.exec_argv([
+                    sys.executable, "-m", "sfu.client.run", "--url",
+                    f"http://{address}:{server.port}", "--token", token, "--precall", "5",
+                    "--ice-address", link.ns_addr, "--clip-dir", str(netns_clip_dir),
+                    "--clip-seconds", "5"]), case)
+                await proc.start()
+                try:
+                    await proc.wait_for(lambda p: any(e["event"] in ("precall_result", "refused",
+                                                                     "error") for e in p.events),
+                                        timeout=40)
+                finally:
+                    await proc.stop()
+                start = next(e for e in proc.events if e["event"] == "start")
+                end = next(e for e in proc.events if e["event"] in ("precall_result", "refused",
+                                                                     "error"))
+                took = float(end["t"]) - float(start["t"])  # type: ignore[arg-type]
+                result = end.get("result") or {}
+                verdict = result.get("verdict") if isinstance(result, dict) else None
+                print(f"precall-synthetic: {case:8s} verdict {verdict} after {took:.2f} s: "
+                      f"{result.get('message') if isinstance(result, dict) else end}")
+                if verdict != precall_link.EXPECTED[case] or took >= WITHIN_S:
+                    problems.append(f"{case}: {end}")
+        finally:
+            await server.close()
+    assert not problems, "\n".join(problems)
