@@ -207,7 +207,8 @@ class PrecallTest(EndpointListener):
             down_at_least = link.loss <= 0.02  # it carried everything it was sent
             if down_at_least:
                 down = max(down or 0.0, measured_down)
-        rtt = self.min_rtt  # (the probe's padding queues behind a bottleneck: not the link's)
+        # the lowest seen: the probe's padding queues behind a bottleneck, that is not the link's
+        rtt = self.min_rtt if self.min_rtt is not None else endpoint.rtt
         graded_down = down if down is not None else up
         verdict, message = precall_verdict(up, graded_down, rtt, self.settings,
                                            up_at_least=up_at_least,
