@@ -101,3 +101,76 @@ class SendHistory:
                 self.unmatched += 1
             n += 1
         return out
+
+
+class ArrivalRecorder:
+    """Transport-cc, the receiver's half: the arrivals of transport-wide sequence numbers on
+    what a peer sends us, turned into feedback packets (RTPFB FMT=15) for its send-side
+    estimate. ``on_packet`` per packet that carries the extension (our clock, seconds);
+    ``feedback`` every 50-100 ms reports every number from the one after the last report up to
+    the highest received (a packet that arrives after its number was reported lost is not
+    reported again). Used by the pre-call test only: a browser whose uplink gets feedback
+    probes it within a second or two, so its own estimate becomes worth reporting."""
+
+    def __init__(self, sender_ssrc: int, max_per_packet: int = 1000) -> None:
+        self.sender_ssrc = sender_ssrc
+        self.max_per_packet = max_per_packet
+        self.fb_count = 0
+        self.packets = 0  # feedback packets built
+        self._arrivals: dict[int, int] = {}  # unwrapped seq -> arrival (microseconds)
+        self._highest: int | None = None
+        self._next: int | None = None  # the first unwrapped seq of the next report
+        self._reported = False
+
+    def on_packet(self, seq: int, now: float) -> None:
+        if self._highest is None:
+            unwrapped = seq
+        else:
+            delta = (seq - self._highest) & 0xFFFF
+            unwrapped = self._highest + (delta - 0x10000 if delta >= 0x8000 else delta)
+        if self._next is not None and unwrapped < self._next:
+            if self._reported:
+                return  # already reported (as lost)
+            self._next = unwrapped  # reordered before the first report
+        if self._highest is None or unwrapped > self._highest:
+            self._highest = unwrapped
+        if self._next is None:
+            self._next = unwrapped
+        if len(self._arrivals) < 4 * self.max_per_packet:  # bounded between reports
+            self._arrivals.setdefault(unwrapped, int(now * 1_000_000))
+
+    def feedback(self, media_ssrc: int) -> list[TransportFeedback]:
+        """The feedback for what arrived since the last call (none if nothing did)."""
+        out: list[TransportFeedback] = []
+        if self._highest is None or self._next is None:
+            return out
+        next_seq = self._next
+        while self._arrivals:
+            end = min(self._highest, next_seq + self.max_per_packet - 1)
+            arrivals = [self._arrivals.pop(s, None) for s in range(next_seq, end + 1)]
+            received = [a for a in arrivals if a is not None]
+            if received:
+                tick_us = round(TWCC_DELTA_TICK * 1_000_000)
+                ref_us = round(TWCC_REFERENCE_TICK * 1_000_000)
+                reference = received[0] // ref_us
+                previous = reference * ref_us
+                deltas: list[int | None] = []
+                for arrival in arrivals:
+                    if arrival is None:
+                        deltas.append(None)
+                        continue
+                    ticks = round((arrival - previous) / tick_us)
+                    if not -0x8000 <= ticks <= 0x7FFF:
+                        deltas.append(None)  # more than 8 s apart: reported as not received
+                        continue
+                    deltas.append(ticks)
+                    previous += ticks * tick_us
+                out.append(TransportFeedback(self.sender_ssrc, media_ssrc, next_seq & 0xFFFF,
+                                             reference % TWCC_REFERENCE_WRAP, self.fb_count,
+                                             deltas))
+                self.fb_count = (self.fb_count + 1) & 0xFF
+            next_seq = end + 1
+        self._next = next_seq
+        self._reported = True
+        self.packets += len(out)
+        return out
