@@ -90,12 +90,6 @@ class MediaEndpoint(Protocol):
     @property
     def padding_ready(self) -> bool: ...  # send_padding would reach the peer now
 
-    def enable_uplink_feedback(self) -> None:
-        """Give the peer transport-cc feedback on what it publishes (before the first offer)."""
-
-    @property
-    def uplink_feedback_sent(self) -> int: ...  # feedback packets sent on what it publishes
-
     def send_padding(self, kbps: float, seconds: float) -> None:
         """Send padding at ``kbps`` for ``seconds`` on top of the media (a bandwidth probe);
         nothing when the peer offers no way to (no RTX stream to carry it). 0 stops it."""

@@ -103,7 +103,6 @@ class PrecallTest(EndpointListener):
                 or not 0 <= kbps <= MAX_REPORTED_KBPS or kbps != kbps:
             raise ValueError("'outgoing_kbps' must be a number from 0 to 1000000")
         self.outgoing_kbps = float(kbps)
-        log.debug("pre-call %s: the client estimates its uplink at %.0f kbit/s", self.id, kbps)
 
     # -- what its endpoint tells -------------------------------------------------------------
     async def send_offer(self, endpoint: object, sdp: str, tracks: list[TrackInfo]) -> None:
@@ -129,7 +128,6 @@ class PrecallTest(EndpointListener):
             await self.endpoint.close()
 
     async def measure(self) -> dict[str, Any]:
-        self.endpoint.enable_uplink_feedback()
         self.endpoint.start()
         self.endpoint.renegotiate()
         start = self.monotonic()
@@ -198,10 +196,6 @@ class PrecallTest(EndpointListener):
         up_at_least = up_loss <= 0.02
         # loss: the client sent more than arrived, and what arrived is what the link carried
         up = max(measured_up, self.outgoing_kbps or 0.0) if up_at_least else measured_up
-        if self.outgoing_kbps is not None and endpoint.uplink_feedback_sent > 0:
-            # the client's estimate follows our transport-cc feedback on its uplink (a browser
-            # probes it at once): its own measure of the link, graded as such
-            up, up_at_least = self.outgoing_kbps, False
         # downlink: the probe's arrival rate, else what the echo carried
         capacity = self.probe.capacity()
         if capacity is not None:

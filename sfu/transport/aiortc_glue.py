@@ -251,7 +251,7 @@ def sender_ssrcs(transceiver: RTCRtpTransceiver) -> tuple[int, int]:
     return int(sender._ssrc), int(sender._rtx_ssrc)
 
 
-def offer_transport_cc(sdp: str, ext_id: int, uri: str, *, publish: bool = False) -> str:
+def offer_transport_cc(sdp: str, ext_id: int, uri: str) -> str:
     """Add transport-wide congestion control to an offer aiortc made: the header extension
     ``uri`` as ``ext_id`` and ``a=rtcp-fb:<pt> transport-cc`` on every codec except RTX, on
     every audio and video m-line the server sends on (``sendonly``).
@@ -266,14 +266,10 @@ def offer_transport_cc(sdp: str, ext_id: int, uri: str, *, publish: bool = False
     change every peer of the process). The offer is rewritten between ``createOffer`` and
     ``setLocalDescription``; aiortc keeps the rewritten SDP as its local description and never
     sends RTP itself here, so nothing else of it needs to know.
-
-    ``publish``: on the m-lines the client publishes on (``recvonly``) too, for an endpoint
-    that gives transport-cc feedback on what it receives (the pre-call test's).
     """
     parsed = aiortc_sdp.SessionDescription.parse(sdp)
     for media in parsed.media:
-        directions = ("sendonly", "recvonly") if publish else ("sendonly",)
-        if media.kind not in ("audio", "video") or media.direction not in directions:
+        if media.kind not in ("audio", "video") or media.direction != "sendonly":
             continue
         extensions = media.rtp.headerExtensions
         if any(e.id == ext_id and e.uri != uri for e in extensions):

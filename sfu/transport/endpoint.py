@@ -24,7 +24,7 @@ from sfu.transport.counters import Counters
 from sfu.transport.forwarder import Consumer, OutStream, Producer
 from sfu.transport.peer import CLOCK_RATES, AnswerInfo, SendSlot, WebRtcPeer
 from sfu.transport.settings import MediaSettings, parse_port_range
-from sfu.transport.transportcc import ArrivalRecorder, PacketResult, SendHistory
+from sfu.transport.transportcc import PacketResult, SendHistory
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 RTCP_INTERVAL = 1.0  # seconds between the endpoint's RTCP compounds (SR, RR, SDES)
 PADDING_BURST_S = 0.01  # probe padding is paced in bursts this far apart
 PADDING_BODY = bytes(254) + bytes([255])  # 255 bytes of padding, the last one saying so
-UPLINK_FEEDBACK_S = 0.05  # transport-cc feedback on what the peer sends, this often (as Chromium)
 
 
 @dataclass(frozen=True)
@@ -114,9 +113,6 @@ class Endpoint:
         self._padding_running = False
         self.padding_octets = 0
         self.transport_cc = False
-        # transport-cc feedback on what the peer sends (enable_uplink_feedback)
-        self.uplink_feedback: ArrivalRecorder | None = None
-        self._uplink_twcc_id: int | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -218,9 +214,6 @@ class Endpoint:
         self._offer_in_flight = False
         self._negotiated_once = True
         self._apply_transport_cc(info.transport_cc)
-        if self.uplink_feedback is not None:
-            self._uplink_twcc_id = next((pub.ext_ids["transport_cc"] for pub in info.publish.values()
-                                         if "transport_cc" in pub.ext_ids), None)
         self._apply_payload_types(info)
         if self._update_producers(info):
             self.listener.producers_changed(self)
@@ -315,33 +308,6 @@ class Endpoint:
         consumer.close()
         self.peer.release_slot(slot)
         self.renegotiate()
-
-    # -- feedback on what the peer sends -------------------------------------------------------
-    def enable_uplink_feedback(self) -> None:
-        """Offer transport-cc on the m-lines the peer publishes on too, and send it feedback
-        (every 50 ms) on every packet that carries the transport-wide number: its send-side
-        estimate then probes and follows its uplink within seconds. Call before the first
-        offer. Only the pre-call test does: a call's publishers keep REMB and receiver reports."""
-        if self.closed or self.uplink_feedback is not None:
-            return
-        self.peer.transport_cc_publish = True
-        self.uplink_feedback = ArrivalRecorder(self.peer.rtcp_ssrc)
-        self.defer(UPLINK_FEEDBACK_S, self._send_uplink_feedback)
-
-    @property
-    def uplink_feedback_sent(self) -> int:
-        return 0 if self.uplink_feedback is None else self.uplink_feedback.packets
-
-    def _send_uplink_feedback(self, now: float) -> None:
-        recorder = self.uplink_feedback
-        if self.closed or recorder is None:
-            return
-        if self.peer.wire.ready():
-            media = next((p.ssrc for p in self.producers.values() if p.ssrc is not None), 0)
-            packets = [P.build_transport_feedback(fb) for fb in recorder.feedback(media)]
-            if packets:
-                self.peer.wire.send_rtcp(b"".join(packets))
-        self.defer(UPLINK_FEEDBACK_S, self._send_uplink_feedback)
 
     # -- probing ------------------------------------------------------------------------------
     def send_padding(self, kbps: float, seconds: float) -> None:
@@ -443,10 +409,6 @@ class Endpoint:
         except ValueError:
             self.counters.drop("malformed")
             return
-        if self._uplink_twcc_id is not None and self.uplink_feedback is not None:
-            value = packet.ext.get(self._uplink_twcc_id)
-            if value is not None and len(value) == 2:
-                self.uplink_feedback.on_packet(value[0] << 8 | value[1], now)
         producer = self._by_ssrc.get(packet.ssrc)
         if producer is not None:
             if not self.got_media:

@@ -31,8 +31,7 @@ from sfu.transport.transportcc import EXT_TRANSPORT_CC
 log = logging.getLogger(__name__)
 
 CLOCK_RATES = {"audio": 48000, "video": 90000}
-_EXT_NAMES = {URI_MID: "mid", URI_AUDIO_LEVEL: "audio_level", URI_ABS_SEND_TIME: "abs_send_time",
-              URI_TRANSPORT_CC: "transport_cc"}
+_EXT_NAMES = {URI_MID: "mid", URI_AUDIO_LEVEL: "audio_level", URI_ABS_SEND_TIME: "abs_send_time"}
 
 
 @dataclass
@@ -116,8 +115,6 @@ class WebRtcPeer:
         self.rtcp_ssrc = glue.sender_ssrcs(self.publish["audio"])[0]
         self._offer_mids: list[tuple[str, str]] = []
         self._transport_cc = transport_cc  # offer transport-wide congestion control
-        # ... on the m-lines the client publishes on too (we then give feedback on them)
-        self.transport_cc_publish = False
         self.closed = False
 
     def _transceiver(self, kind: str, direction: str) -> RTCRtpTransceiver:
@@ -154,8 +151,7 @@ class WebRtcPeer:
         offer = await self._pc.createOffer()
         if self._transport_cc:
             offer = RTCSessionDescription(
-                sdp=glue.offer_transport_cc(offer.sdp, EXT_TRANSPORT_CC, URI_TRANSPORT_CC,
-                                            publish=self.transport_cc_publish),
+                sdp=glue.offer_transport_cc(offer.sdp, EXT_TRANSPORT_CC, URI_TRANSPORT_CC),
                 type=offer.type)
         await self._pc.setLocalDescription(offer)
         description = self._pc.localDescription

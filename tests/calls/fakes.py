@@ -124,11 +124,6 @@ class FakeEndpoint:
                                      None]) -> None:
         self._feedback.append(listener)
 
-    uplink_feedback_sent = 0
-
-    def enable_uplink_feedback(self) -> None:
-        return None
-
     @property
     def padding_ready(self) -> bool:
         return self.got_media and not self.closed

@@ -154,32 +154,3 @@ EXT5 = "a=extmap:5 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-e
 def test_the_answer_says_whether_transport_cc_is_used(d0, d1, ext1, id2, expected):
     sdp = CHROME_LIKE.format(d0=d0, d1=d1, ext1=ext1, id2=id2)
     assert accepted_transport_cc(aiortc_sdp.SessionDescription.parse(sdp)) == expected
-
-
-def test_arrival_recorder_reports_what_arrived_across_the_wrap_and_what_did_not():
-    from sfu.transport.transportcc import ArrivalRecorder
-
-    recorder = ArrivalRecorder(sender_ssrc=7)
-    arrivals = {65534: 20.0, 65535: 20.0101, 0: 20.0203, 2: 20.0404}  # 1 is lost
-    for seq, at in arrivals.items():
-        recorder.on_packet(seq, at)
-    (feedback,) = recorder.feedback(media_ssrc=9)
-    wire = P.build_transport_feedback(feedback)
-    (parsed,) = P.parse_rtcp(wire)
-    assert isinstance(parsed, P.TransportFeedback)
-    assert (parsed.sender_ssrc, parsed.media_ssrc, parsed.base_seq) == (7, 9, 65534)
-    got = parsed.arrivals()
-    assert [s for s, _ in got] == [65534, 65535, 0, 1, 2]
-    assert got[3][1] is None
-    base = got[0][1]
-    assert base is not None
-    for (seq, at), expected in zip([g for g in got if g[1] is not None], arrivals.items(),
-                                   strict=True):
-        assert seq == expected[0]
-        assert at - base == pytest.approx(expected[1] - 20.0, abs=0.00026)
-    # a late arrival of a number reported lost is not reported again; nothing new: no packet
-    recorder.on_packet(1, 20.05)
-    assert recorder.feedback(media_ssrc=9) == []
-    recorder.on_packet(3, 20.06)
-    (again,) = recorder.feedback(media_ssrc=9)
-    assert again.base_seq == 3 and again.deltas[0] is not None and recorder.packets == 2
