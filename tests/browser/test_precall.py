@@ -78,6 +78,11 @@ async def test_patient_tests_connection_from_waiting_area(
     assert len(states) == 2, states
     assert states[call_pc_before] == [True, "connected"], states
     assert [s for s in states if not s[0]] == [[False, "closed"]], states
+    # the waiting-area connection's video, held during the test, is sent again
+    active = await patient.evaluate("""() => window.sfuCall.pc.getSenders()
+        .filter((s) => s.track && s.track.kind === "video")
+        .map((s) => s.getParameters().encodings.every((e) => e.active !== false))""")
+    assert active == [True], active
 
     # the clinic still sees the patient waiting and connected
     staff_ctx, staff, staff_log = await new_page(browser)
