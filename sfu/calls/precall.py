@@ -45,6 +45,8 @@ PROBE_CEILING = 1.3  # the downlink probe offers up to this x good_kbps (media a
 STEP_S = 0.1  # the probe's control interval
 PADDING_LEASE_S = 0.2  # padding is asked for this long at a time: it stops soon after we do
 OVERTIME_S = 3.0  # a probe still running at ``seconds`` may finish within this
+UPLOAD_S = 1.5  # the uplink probe: the client is asked for filler over its socket this long ...
+UPLOAD_GRACE_S = 0.3  # ... arriving within this much more
 MAX_REPORTED_KBPS = 1_000_000.0
 
 
@@ -58,6 +60,8 @@ class PrecallTest(EndpointListener):
         self.seconds = seconds
         self.monotonic = monotonic
         self.endpoint = new_endpoint(test_id, self)
+        # the echo is not watched: retransmissions would only add to the probe's budget
+        self.endpoint.retransmit = False
         self.link = Link()
         self.link.attach(self.endpoint)
         self.probe = CapacityProbe(CapacitySettings(
@@ -67,6 +71,13 @@ class PrecallTest(EndpointListener):
         self.outgoing_kbps: float | None = None  # the client's own uplink estimate, if it says
         self.padding_kbps = 0.0  # the padding last asked for (kbit/s)
         self.min_rtt: float | None = None  # the link's own round trip, without our probe's queue
+        # the uplink probe: asked at (our clock), filler bytes and media bytes received since
+        self.upload_asked: float | None = None
+        self.upload_kbps = self.probe.settings.ceiling_kbps
+        self.upload_bytes = 0
+        self.upload_arrivals: list[tuple[float, int]] = []
+        self.upload_media_start = 0
+        self.upload_media_bytes: int | None = None
         self.closed = False
         self._task: asyncio.Task[None] | None = None
 
@@ -95,6 +106,16 @@ class PrecallTest(EndpointListener):
 
     async def add_candidate(self, candidate: str, sdp_mid: str | None) -> None:
         await self.endpoint.add_candidate(candidate, sdp_mid)
+
+    def on_upload(self, size: int) -> None:
+        """``size`` bytes of filler arrived (``precall_upload``); counted only within the
+        window it was asked for, and never after the result."""
+        now = self.monotonic()
+        asked = self.upload_asked
+        if self.closed or asked is None or now > asked + UPLOAD_S + UPLOAD_GRACE_S:
+            return
+        self.upload_bytes += size
+        self.upload_arrivals.append((now, size))
 
     def report_outgoing(self, kbps: object) -> None:
         """The client's own estimate of its uplink (a browser's ``availableOutgoingBitrate``),
@@ -160,10 +181,30 @@ class PrecallTest(EndpointListener):
         now = self.monotonic()
         return self.verdict(now, now - start)
 
+    def _media_in(self) -> int:
+        return sum(p.octets for p in self.endpoint.producers.values())
+
+    def _step_upload(self, now: float) -> bool:
+        """Ask for the uplink probe at the client's first media; True once its window is over
+        (the downlink probe waits for it: its flood would delay the upload's TCP ACKs)."""
+        if self.upload_asked is None:
+            if not self.endpoint.got_media:
+                return False
+            self.upload_asked = now
+            self.upload_media_start = self._media_in()
+            self.client.precall_upload(self.upload_kbps, UPLOAD_S)
+            return False
+        if now < self.upload_asked + UPLOAD_S + UPLOAD_GRACE_S:
+            return False
+        if self.upload_media_bytes is None:
+            self.upload_media_bytes = self._media_in() - self.upload_media_start
+        return True
+
     def _step_probe(self, now: float, media_kbps: float) -> None:
-        """Start the downlink probe once padding can reach the client; pace its padding."""
+        """Start the downlink probe once padding can reach the client and the uplink probe is
+        over; pace its padding."""
         if self.probe.started is None:
-            if not (self.endpoint.got_media and self.endpoint.padding_ready):
+            if not (self._step_upload(now) and self.endpoint.padding_ready):
                 return
             self.probe.start(now)
             log.info("pre-call %s: probing the downlink up to %.0f kbit/s", self.id,
@@ -179,6 +220,27 @@ class PrecallTest(EndpointListener):
         if self.padding_kbps > 0:
             self.padding_kbps = 0.0
             self.endpoint.send_padding(0.0, 0.0)
+
+    def upload_measure(self) -> tuple[float, bool] | None:
+        """What the uplink probe measured: (filler and media that arrived in its window, kbit/s;
+        whether all the filler asked for arrived), or None (not asked, or the client sent no
+        filler: it does not take part)."""
+        if self.upload_asked is None or not self.upload_arrivals or self.upload_media_bytes is None:
+            return None
+        wanted = self.upload_kbps * 1000 / 8 * UPLOAD_S
+        complete = self.upload_bytes >= 0.95 * wanted
+        window = UPLOAD_S + UPLOAD_GRACE_S
+        media_kbps = self.upload_media_bytes * 8 / 1000 / window
+        if complete:  # at least what was asked for (a fast link delivers it in a burst)
+            return self.upload_kbps + media_kbps, True
+        # not all arrived: the rate at which it did, once it flowed (TCP's first round trips
+        # and the request's way to the client left out); too little to tell: no measure
+        arrivals = self.upload_arrivals
+        span = arrivals[-1][0] - arrivals[0][0]
+        if len(arrivals) < 5 or span < 0.3:
+            return None
+        filler = sum(size for _, size in arrivals[1:]) * 8 / 1000 / span
+        return filler + media_kbps, False
 
     def verdict(self, now: float, elapsed: float) -> dict[str, Any]:
         link, endpoint = self.link, self.endpoint
@@ -196,6 +258,13 @@ class PrecallTest(EndpointListener):
         up_at_least = up_loss <= 0.02
         # loss: the client sent more than arrived, and what arrived is what the link carried
         up = max(measured_up, self.outgoing_kbps or 0.0) if up_at_least else measured_up
+        upload = self.upload_measure()
+        if upload is not None:
+            kbps, complete = upload
+            if complete and up_at_least:
+                up = max(up, kbps)  # it carried all the filler asked for: at least that
+            else:  # the filler did not all arrive in time, or the media lost packets meanwhile
+                up, up_at_least = kbps, False
         # downlink: the probe's arrival rate, else what the echo carried
         capacity = self.probe.capacity()
         if capacity is not None:

@@ -166,6 +166,7 @@ class SignalingSession:
             "join": self._on_join, "answer": self._on_answer, "candidate": self._on_candidate,
             "leave": self._on_leave, "watch": self._on_watch, "ping": self._on_ping,
             "precall": self._on_precall, "precall_stats": self._on_precall_stats,
+            "precall_upload": self._on_precall_upload,
         }.get(kind)
         if handler is None:
             self.error("bad_request", f"unknown message type {kind!r}")
@@ -209,6 +210,16 @@ class SignalingSession:
         except ValueError as exc:
             raise bad_request(str(exc)) from None
         # (after the result it changes nothing: a report may cross the result on the wire)
+
+    async def _on_precall_upload(self, message: dict[str, Any]) -> None:
+        """Filler the client sends when asked (``precall_upload``): base64 of random bytes (which
+        the socket's compression cannot shrink); the uplink probe counts the bytes it carries."""
+        data = message.get("data")
+        if self.precall is None:
+            raise bad_request("'precall_upload' belongs to a pre-call test")
+        if not isinstance(data, str):
+            raise bad_request("'precall_upload' needs a string 'data'")
+        self.precall.on_upload(len(data) * 3 // 4)
 
     async def _on_ping(self, message: dict[str, Any]) -> None:
         self.send({"type": "pong"})
@@ -290,3 +301,6 @@ class SignalingSession:
 
     def precall_result(self, result: dict[str, Any]) -> None:
         self.send(result)
+
+    def precall_upload(self, kbps: float, seconds: float) -> None:
+        self.send({"type": "precall_upload", "kbps": round(kbps), "seconds": seconds})

@@ -113,6 +113,9 @@ class Endpoint:
         self._padding_running = False
         self.padding_octets = 0
         self.transport_cc = False
+        # answer the peer's NACKs with retransmissions (a pre-call test's echo does not: behind a
+        # link its probe floods, retransmissions of retransmissions would multiply its budget)
+        self.retransmit = True
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -452,7 +455,7 @@ class Endpoint:
                 self._on_report_blocks(msg.reports, now)
             elif isinstance(msg, P.Nack):
                 out = self.out_by_ssrc.get(msg.media_ssrc)
-                if out is not None and out.consumer is not None:
+                if out is not None and out.consumer is not None and self.retransmit:
                     self.counters.nacks += 1
                     for seq in msg.lost[:64]:
                         out.consumer.retransmit(seq, now)

@@ -6,12 +6,15 @@
 // the first audio and video m-lines, sendonly), echoes the media back with padding on top (it
 // probes the downlink), and after `seconds` sends `precall_result`. Meanwhile the page reports
 // its own uplink estimate twice a second (`precall_stats`: the selected candidate pair's
-// `availableOutgoingBitrate`). Then this socket and peer connection are closed.
+// `availableOutgoingBitrate`), and when asked (`precall_upload`) sends filler over this socket
+// for the server to time: the uplink probe. Then this socket and peer connection are closed.
 
 import { explain, parseMessage, publishLocalTracks } from "./common.js";
 
 const EXTRA_WAIT_MS = 15000; // beyond `seconds`: connecting, and the server's last measurement
 const STATS_INTERVAL_MS = 500; // how often the page tells the server its uplink estimate
+const UPLOAD_CHUNK_BYTES = 6000; // random bytes per `precall_upload` message (8000 in base64)
+const UPLOAD_BUFFERED = 16000; // bytes queued on the socket at most while uploading
 
 export class PrecallTest {
   // options: token, localStream (or null), seconds (2..15, default 5)
@@ -54,6 +57,9 @@ export class PrecallTest {
       case "offer":
         await this.answer(message.sdp);
         break;
+      case "precall_upload": // the uplink probe: filler over this socket, not awaited here
+        this.upload(message.kbps, message.seconds);
+        break;
       case "precall_result":
         this.finish();
         this.resolve(message);
@@ -85,6 +91,27 @@ export class PrecallTest {
       this.ws.send(JSON.stringify({ type: "answer", sdp: pc.localDescription.sdp }));
     }
     if (first) this.statsTimer = setInterval(() => this.reportStats(), STATS_INTERVAL_MS);
+  }
+
+  // Send `kbps` x `seconds` of filler as fast as the socket takes it (within `seconds`): the
+  // server times what arrives. Bounded by what was asked and by the time.
+  async upload(kbps, seconds) {
+    if (!(kbps > 0 && kbps <= 100000 && seconds > 0 && seconds <= 5)) return;
+    let left = (kbps * 1000 / 8) * seconds;
+    const end = performance.now() + seconds * 1000;
+    while (left > 0 && !this.done && performance.now() < end) {
+      const ws = this.ws;
+      if (!ws || ws.readyState !== WebSocket.OPEN) return;
+      if (ws.bufferedAmount < UPLOAD_BUFFERED) {
+        // random bytes: the socket's compression (permessage-deflate) cannot shrink them
+        const bytes = crypto.getRandomValues(new Uint8Array(Math.min(UPLOAD_CHUNK_BYTES, Math.ceil(left))));
+        const data = btoa(String.fromCharCode(...bytes));
+        ws.send(JSON.stringify({ type: "precall_upload", data }));
+        left -= bytes.length;
+      } else {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    }
   }
 
   // The browser's own estimate of what it can send (its congestion controller's), in kbit/s.

@@ -124,6 +124,8 @@ class FakeEndpoint:
                                      None]) -> None:
         self._feedback.append(listener)
 
+    retransmit = True
+
     @property
     def padding_ready(self) -> bool:
         return self.got_media and not self.closed
@@ -215,6 +217,9 @@ class RecordingClient:
 
     def precall_result(self, result: dict[str, Any]) -> None:
         self.messages.append(("precall_result", result))
+
+    def precall_upload(self, kbps: float, seconds: float) -> None:
+        self.messages.append(("precall_upload", (kbps, seconds)))
 
 
 @dataclass
