@@ -116,6 +116,7 @@ class PrecallTest(EndpointListener):
             return
         self.upload_bytes += size
         self.upload_arrivals.append((now, size))
+        self.client.precall_uploaded(self.upload_bytes)  # the client keeps little in flight
 
     def report_outgoing(self, kbps: object) -> None:
         """The client's own estimate of its uplink (a browser's ``availableOutgoingBitrate``),

@@ -304,3 +304,6 @@ class SignalingSession:
 
     def precall_upload(self, kbps: float, seconds: float) -> None:
         self.send({"type": "precall_upload", "kbps": round(kbps), "seconds": seconds})
+
+    def precall_uploaded(self, total: int) -> None:
+        self.send({"type": "precall_uploaded", "bytes": total})

@@ -14,7 +14,7 @@ import { explain, parseMessage, publishLocalTracks } from "./common.js";
 const EXTRA_WAIT_MS = 15000; // beyond `seconds`: connecting, and the server's last measurement
 const STATS_INTERVAL_MS = 500; // how often the page tells the server its uplink estimate
 const UPLOAD_CHUNK_BYTES = 6000; // random bytes per `precall_upload` message (8000 in base64)
-const UPLOAD_BUFFERED = 16000; // bytes queued on the socket at most while uploading
+const UPLOAD_IN_FLIGHT = 32000; // filler bytes sent but not yet acknowledged (`precall_uploaded`)
 
 export class PrecallTest {
   // options: token, localStream (or null), seconds (2..15, default 5)
@@ -60,6 +60,9 @@ export class PrecallTest {
       case "precall_upload": // the uplink probe: filler over this socket, not awaited here
         this.upload(message.kbps, message.seconds);
         break;
+      case "precall_uploaded":
+        this.uploadAcked = message.bytes;
+        break;
       case "precall_result":
         this.finish();
         this.resolve(message);
@@ -93,23 +96,27 @@ export class PrecallTest {
     if (first) this.statsTimer = setInterval(() => this.reportStats(), STATS_INTERVAL_MS);
   }
 
-  // Send `kbps` x `seconds` of filler as fast as the socket takes it (within `seconds`): the
-  // server times what arrives. Bounded by what was asked and by the time.
+  // Send `kbps` x `seconds` of filler as fast as the link takes it (within `seconds`): the
+  // server times what arrives and acknowledges it; no more than UPLOAD_IN_FLIGHT is ever
+  // unacknowledged (the socket's own buffers would hold seconds of it on a slow uplink).
   async upload(kbps, seconds) {
     if (!(kbps > 0 && kbps <= 100000 && seconds > 0 && seconds <= 5)) return;
     let left = (kbps * 1000 / 8) * seconds;
+    let sent = 0;
+    this.uploadAcked = 0;
     const end = performance.now() + seconds * 1000;
     while (left > 0 && !this.done && performance.now() < end) {
       const ws = this.ws;
       if (!ws || ws.readyState !== WebSocket.OPEN) return;
-      if (ws.bufferedAmount < UPLOAD_BUFFERED) {
+      if (sent - this.uploadAcked < UPLOAD_IN_FLIGHT) {
         // random bytes: the socket's compression (permessage-deflate) cannot shrink them
         const bytes = crypto.getRandomValues(new Uint8Array(Math.min(UPLOAD_CHUNK_BYTES, Math.ceil(left))));
         const data = btoa(String.fromCharCode(...bytes));
         ws.send(JSON.stringify({ type: "precall_upload", data }));
         left -= bytes.length;
+        sent += bytes.length;
       } else {
-        await new Promise((resolve) => setTimeout(resolve, 5));
+        await new Promise((resolve) => setTimeout(resolve, 2));
       }
     }
   }

@@ -221,6 +221,9 @@ class RecordingClient:
     def precall_upload(self, kbps: float, seconds: float) -> None:
         self.messages.append(("precall_upload", (kbps, seconds)))
 
+    def precall_uploaded(self, total: int) -> None:
+        self.messages.append(("precall_uploaded", total))
+
 
 @dataclass
 class RecordingEvents:

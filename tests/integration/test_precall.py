@@ -111,3 +111,34 @@ async def test_precall_stats_reports_the_clients_estimate_and_bad_ones_change_no
         assert result["verdict"] == "ok" and result["up_at_least"] and result["up_kbps"] >= 2500
     finally:
         await close_all([lone, c])
+
+
+async def test_precall_upload_filler_measures_the_uplink(server, token, clip):
+    """A client that sends the filler asked for (``precall_upload``, base64 of random bytes)
+    has its uplink measured by it: all of it arriving in time is "at least" the rate asked."""
+    import base64
+    import os
+
+    c = Client(server.url, token(sub="p"), clip=clip, send_precall_upload=False)  # by hand here
+    try:
+        await c.connect()
+        await c.send({"type": "precall_upload", "data": "AAAA"})
+        error = await c.wait_message(lambda m: m["type"] == "error")
+        assert error["code"] == "bad_request"  # no test running: nothing counted
+        await c.send({"type": "precall", "seconds": 3})
+        ask = await c.wait_message(lambda m: m["type"] == "precall_upload", timeout=10)
+        (test,) = server.calls.precalls
+        await c.send({"type": "precall_upload", "data": 12345})
+        await wait_for(lambda: sum(m["type"] == "error" for m in c.messages) == 2, timeout=5)
+        assert test.upload_bytes == 0
+        left = ask["kbps"] * 1000 // 8 * ask["seconds"]
+        while left > 0:
+            chunk = os.urandom(min(6000, int(left)))
+            await c.send({"type": "precall_upload", "data": base64.b64encode(chunk).decode()})
+            left -= len(chunk)
+        result = await c.wait_message(lambda m: m["type"] == "precall_result", timeout=15)
+        assert result["verdict"] == "ok" and result["up_at_least"], result
+        assert result["up_kbps"] >= ask["kbps"], result
+        assert test.upload_bytes >= ask["kbps"] * 1000 / 8 * ask["seconds"] * 0.95
+    finally:
+        await close_all([c])

@@ -7,6 +7,8 @@ clicks "Test my connection" (bench/precall_link.py does the driving). Within 10 
 
 * 700 kbit/s downlink (uplink unshaped), and 700 kbit/s both ways: ``warn`` (the server's
   padding probe finds the downlink under ``bandwidth.good_kbps``);
+* 700 kbit/s uplink only: ``warn`` (the filler the page sends over the test's socket arrives
+  slower than asked);
 * 150 kbit/s downlink, and 150 kbit/s both ways: ``blocked`` (under ``bandwidth.block_kbps``).
 
 The loopback case (``ok``) is tests/browser/test_precall.py. Needs root, network namespaces,
@@ -26,7 +28,7 @@ from bench import netns
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(240)]
 
-CASES = ["down700", "both700", "down150", "both150"]
+CASES = ["down700", "both700", "down150", "both150", "up700"]
 WITHIN_S = 10.0
 
 
@@ -48,20 +50,24 @@ async def test_precall_verdicts_behind_shaped_links() -> None:
             problems.append(f"{case}: {outcome['verdict']} after {outcome['seconds']} s "
                             f"(expected {expected} within {WITHIN_S} s): {outcome['text']}")
         assert not outcome["errors"], outcome["errors"]
-        if outcome["verdict"] in ("warn", "blocked"):
-            # the downlink figure is the link's measured limit, not a lower bound
-            down = re.search(r"download (at least )?(\d+) kbit/s", outcome["text"])
-            assert down and not down.group(1), outcome["text"]
+        # a shaped direction's figure is the link's measured limit, not a lower bound
+        for direction, shaped in (("download", case.startswith(("down", "both"))),
+                                  ("upload", case.startswith(("up", "both")))):
+            found = re.search(rf"{direction} (at least )?(\d+) kbit/s", outcome["text"])
+            assert found, outcome["text"]
+            if shaped:
+                assert not found.group(1) and int(found.group(2)) < 700, outcome["text"]
     assert not problems, "\n".join(problems)
 
 
-SYNTHETIC_CASES = {"down700": (700, None), "down150": (150, None), "both150": (150, 150)}
+SYNTHETIC_CASES = {"down700": (700, None), "down150": (150, None), "both150": (150, 150),
+                   "up700": (None, 700)}
 
 
 async def test_synthetic_client_precall_verdicts_behind_shaped_links(netns_clip_dir) -> None:
     """The same verdicts for ``python -m sfu.client.run --precall 5`` inside the namespace (the
-    synthetic participant answers with transport-cc feedback like Chromium; its uplink is its
-    pre-encoded renditions, with no estimate of its own to report)."""
+    synthetic participant answers with transport-cc feedback and sends the filler asked for,
+    like the web client; it has no uplink estimate of its own to report)."""
     ok, why = netns.available()
     if not ok:
         pytest.skip(f"needs network namespaces: {why}")
