@@ -9,15 +9,19 @@ joined, nobody else sees it.
 What a browser sends in its first seconds is what its congestion controller dares, not what the
 link carries, so the test probes (docs/bandwidth.md "Pre-call test"):
 
-* downlink: once the echo's video m-line is up, padding on top of the echo ramps to
-  ``PROBE_CEILING x good_kbps`` (``sfu.bandwidth.capacity``) and transport-cc feedback says what
-  arrived and when: the arrival rate is the downlink's capacity, or a lower bound when all of
-  it arrived. The padding goes to this test's peer only, within that budget, and stops when
-  the probe's schedule ends, when the test ends, or when its peer or socket goes (the padding
-  is asked for 200 ms at a time, and the endpoint's timers die with it).
-* uplink: what arrives of the client's media, and the browser's own estimate
-  (``precall_stats`` ``outgoing_kbps``: its ``availableOutgoingBitrate``). It is graded only
-  with evidence of a limit (loss on the way in); otherwise it is "at least" what was seen.
+* uplink, first (1.5 s from the client's first media): the client is asked for filler over its
+  socket (``precall_upload``: random bytes in base64, acknowledged with ``precall_uploaded`` so
+  that little is ever in flight) and the rate at which it and the media arrive is the uplink's
+  limit, or a lower bound when all of it arrived in time. A client that sends no filler is
+  measured by its media and its own estimate (``precall_stats`` ``outgoing_kbps``: a browser's
+  ``availableOutgoingBitrate``), graded only with evidence of a limit (loss on the way in).
+* downlink, then (the flood would delay the upload's acknowledgements): once the echo's video
+  m-line is up, padding on top of the echo ramps to ``PROBE_CEILING x good_kbps``
+  (``sfu.bandwidth.capacity``) and transport-cc feedback says what arrived and when: the arrival
+  rate is the downlink's capacity, or a lower bound when all of it arrived. The padding goes to
+  this test's peer only, within that budget (the echo answers no NACKs), and stops when the
+  probe's schedule ends, when the test ends, or when its peer or socket goes (the padding is
+  asked for 200 ms at a time, and the endpoint's timers die with it).
 
 A ``PrecallTest`` owns its endpoint (made by the factory it is given) and the task that runs the
 test; ``close`` cancels and awaits the task and closes the endpoint (idempotent).
