@@ -50,13 +50,16 @@ async def test_precall_verdicts_behind_shaped_links() -> None:
             problems.append(f"{case}: {outcome['verdict']} after {outcome['seconds']} s "
                             f"(expected {expected} within {WITHIN_S} s): {outcome['text']}")
         assert not outcome["errors"], outcome["errors"]
-        # a shaped direction's figure is the link's measured limit, not a lower bound
+        # the verdict rests on a measured limit of a shaped direction, not on a lower bound (both
+        # ways at 150 kbit/s the downlink probe's feedback may not make it back over the uplink)
+        limits = []
         for direction, shaped in (("download", case.startswith(("down", "both"))),
                                   ("upload", case.startswith(("up", "both")))):
             found = re.search(rf"{direction} (at least )?(\d+) kbit/s", outcome["text"])
             assert found, outcome["text"]
-            if shaped:
-                assert not found.group(1) and int(found.group(2)) < 700, outcome["text"]
+            if shaped and not found.group(1):
+                limits.append(int(found.group(2)))
+        assert limits and min(limits) < 700, outcome["text"]
     assert not problems, "\n".join(problems)
 
 
