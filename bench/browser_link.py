@@ -118,7 +118,15 @@ async def run(steps: list[tuple[float, float]], *, n_senders: int = 2,
                            "sender_encoded": sent.get("encoded", 0)}
                     if participant is not None:
                         est = participant.link.down_kbps(now)
-                        row.update(padding_kb=participant.endpoint.padding_octets // 1000,
+                        gcc = participant.link.gcc
+                        row.update(sent=round(participant.link.sent_kbps),
+                                   rtx=server.counters.retransmitted,
+                                   nacks=server.counters.nacks,
+                                   gcc=None if gcc is None else gcc.state[:5],
+                                   delay_kbps=None if gcc is None else round(gcc.delay_based_kbps),
+                                   acked=None if gcc is None or gcc.acknowledged_kbps is None
+                                   else round(gcc.acknowledged_kbps),
+                                   padding_kb=participant.endpoint.padding_octets // 1000,
                                    estimate=None if est is None else round(est),
                                    loss=round(participant.link.loss, 3),
                                    paused=sum(1 for c in participant.endpoint.consumers()
@@ -143,15 +151,20 @@ def summarize(rows: list[dict[str, Any]], boundaries: list[tuple[float, float]],
             row["fps"] = round((row.get("decoded", 0) - prev.get("decoded", 0)) / dt, 1)
             row["kbps"] = round((row.get("videoBytes", 0) - prev.get("videoBytes", 0)) * 8 / 1000 / dt)
             row["audio"] = row.get("audioIn", 0) - prev.get("audioIn", 0)
+            row["rtx_n"] = row.get("rtx", 0) - prev.get("rtx", 0)
+            row["nack_n"] = row.get("nacks", 0) - prev.get("nacks", 0)
             out_rows.append(row)
         prev = row
     if verbose:
         print(f"{'t':>5} {'cap':>5} {'kbps':>5} {'fps':>5} {'audio':>5} {'level':>10} "
-              f"{'est':>5} {'loss':>6} {'paused':>6} {'pad kB':>6}")
+              f"{'est':>5} {'loss':>6} {'paused':>6} {'pad kB':>6} {'sent':>5} {'rtx':>4} {'nack':>4} "
+              f"{'gcc':>5} {'delay':>5} {'acked':>5}")
         for r in out_rows:
             print(f"{r['t']:5.1f} {r['capacity']:5.0f} {r['kbps']:5d} {r['fps']:5.1f} "
                   f"{r['audio']:5d} {r.get('level', '-'):>10} {str(r.get('estimate')):>5} "
-                  f"{str(r.get('loss')):>6} {str(r.get('paused')):>6} {r.get('padding_kb', '-'):>6}")
+                  f"{str(r.get('loss')):>6} {str(r.get('paused')):>6} {r.get('padding_kb', '-'):>6} "
+                  f"{str(r.get('sent')):>5} {r.get('rtx_n', 0):4d} {r.get('nack_n', 0):4d} "
+                  f"{str(r.get('gcc')):>5} {str(r.get('delay_kbps')):>5} {str(r.get('acked')):>5}")
     events = []
     for i, (t0, kbit) in enumerate(boundaries):
         t1 = boundaries[i + 1][0] if i + 1 < len(boundaries) else float("inf")

@@ -19,6 +19,13 @@ from sfu.transport.settings import MediaSettings
 SECRET = "test-secret-0123456789abcdef-0123"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "browser: end-to-end test in headless Chromium (needs playwright and chromium)")
+    config.addinivalue_line(
+        "markers", "netns: needs root: network namespaces, veth pairs and tc tbf (real constrained links)")
+
+
 def make_config(**overrides: object) -> Config:
     cfg = default_config()
     cfg = dataclasses.replace(cfg, auth=dataclasses.replace(cfg.auth, secret=SECRET))

@@ -234,6 +234,9 @@ class SmoothedUpdate:
     receiver_changes: list[ReceiverChange]
 
 
+CONFIRM_WINDOW_S = 3.0  # how long a probe's proof lets upgrades skip the hold
+
+
 class AllocationSmoother:
     """Rate-limits level changes per (receiver, stream) so that quality does not flap.
 
@@ -258,12 +261,17 @@ class AllocationSmoother:
         self._hold: dict[tuple[str, str], float] = {}
         self._last_upgrade: dict[tuple[str, str], float] = {}
         self._receiver_levels: dict[str, ReceiverLevel] = {}
-        self._confirmed: set[str] = set()  # receivers whose next upgrades skip the hold
+        # receiver -> until when its upgrades skip the hold (a probe proved its link)
+        self._confirmed: dict[str, float] = {}
 
-    def confirm(self, receiver_id: str) -> None:
-        """The receiver's link proved it carries more (a probe): the upgrades the next
-        :meth:`update` proposes for it need not wait out the hold."""
-        self._confirmed.add(receiver_id)
+    def confirm(self, receiver_id: str, now: float) -> None:
+        """The receiver's link proved it carries more (a probe): the upgrades proposed for it
+        in the next ``CONFIRM_WINDOW_S`` need not wait out the hold, and the longer holds its
+        earlier failures earned are forgiven. A window, not one update: a paused video may
+        resume only once its publisher follows the new cap, a tick or two later."""
+        self._confirmed[receiver_id] = now + CONFIRM_WINDOW_S
+        for key in [k for k in self._hold if k[0] == receiver_id]:
+            del self._hold[key]
 
     def update(self, now: float, proposed: Allocation, streams: Sequence[Stream]) -> SmoothedUpdate:
         by_id = {s.id: s for s in streams}
@@ -290,7 +298,8 @@ class AllocationSmoother:
             if before is not level:
                 receiver_changes.append(ReceiverChange(rid, before, level))
         self._receiver_levels = dict(out.receiver_levels)
-        self._confirmed.clear()
+        for rid in [r for r, until in self._confirmed.items() if until < now]:
+            del self._confirmed[rid]
         return SmoothedUpdate(out, changes, receiver_changes)
 
     def _choose(
@@ -313,7 +322,7 @@ class AllocationSmoother:
             self._pending_since.pop(key, None)
             return want
         since = self._pending_since.setdefault(key, now)
-        if now - since >= hold or key[0] in self._confirmed:
+        if now - since >= hold or now <= self._confirmed.get(key[0], -1.0):
             self._pending_since.pop(key, None)
             self._last_upgrade[key] = now
             return want

@@ -19,7 +19,10 @@ estimate is the lower of the two:
   taken over one-second intervals of feedback with at least 20 packets (GoogCC's
   ``kLossUpdateInterval``, ``kLimitNumPackets``). Under 2 %: ``1.08 x`` the lowest target of the
   last second ``+ 1 kbit/s`` (8 %/s); over 10 %: ``target x (1 - loss / 2)``, once per loss
-  interval and at most once per ``300 ms + RTT`` (``kBweDecreaseInterval``); in between: hold.
+  interval and at most once per ``300 ms + RTT`` (``kBweDecreaseInterval``), but not below
+  ``0.85 x`` the highest acknowledged bitrate of that interval (a saturated link delivers its
+  capacity, even if less is sent by the time the loss is known; libwebrtc's LossBasedBweV2
+  bounds its estimate by the acknowledged rate too); in between: hold.
   A loss fraction older than 6 s (1.2 x ``kMaxRtcpFeedbackInterval``) no longer moves it. Its
   target is capped by the delay-based estimate, as libwebrtc caps ``current_target_``.
 
@@ -100,6 +103,8 @@ class SendSideEstimator:
         self._expected = 0
         self._lost = 0
         self._loss_report: float | None = None  # time of the last loss fraction
+        self._interval_acked = 0.0  # the highest acknowledged bitrate in this loss interval
+        self._loss_acked: float | None = None  # ... in the interval of the last loss fraction
         self._decreased_since_report = False
         self._last_loss_decrease = -math.inf
         self._min_history: deque[tuple[float, float]] = deque()
@@ -190,6 +195,9 @@ class SendSideEstimator:
         for arrival, send, size in arrived:
             self._on_acked(arrival, size)
             self._detector.on_packet(send, arrival)
+        acked = self.acknowledged_kbps
+        if acked is not None and acked > self._interval_acked:
+            self._interval_acked = acked
         self._update_loss(now)
         if arrived:
             self._update_delay_based(now)
@@ -255,6 +263,8 @@ class SendSideEstimator:
         if start is None or now - start < s.loss_interval_s or self._expected < s.loss_min_packets:
             return
         self.loss = min(max(self._lost / self._expected, 0.0), 1.0)
+        self._loss_acked = self._interval_acked or None
+        self._interval_acked = 0.0
         self._expected = self._lost = 0
         self._interval_start = now
         self._loss_report = now
@@ -277,7 +287,14 @@ class SendSideEstimator:
                 target = history[0][1] * s.loss_increase_per_s + s.loss_increase_kbps
             elif self.loss > s.high_loss and not self._decreased_since_report:
                 if now - self._last_loss_decrease >= s.loss_decrease_interval_s + self._rtt_s:
-                    target *= 1.0 - 0.5 * self.loss
+                    decreased = target * (1.0 - 0.5 * self.loss)
+                    # what the receiver demonstrably got is a floor: a saturated link delivers
+                    # its capacity, so cutting below it again for the same burst of loss (a
+                    # join's flood, a keyframe storm) only starves a link that works
+                    acked = self._loss_acked
+                    if acked is not None:
+                        decreased = max(decreased, min(target, s.aimd.beta * acked))
+                    target = decreased
                     self._last_loss_decrease = now
                     self._decreased_since_report = True
         target = min(target, self._aimd.estimate_kbps)

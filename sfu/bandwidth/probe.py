@@ -27,7 +27,8 @@ class ProbeSettings:
     retry_s: float = 1.0  # after the first failure; each further failure doubles it
     max_interval_s: float = 4.0  # ... up to this: a link that comes back is found within it
     duration_s: float = 0.15  # one cluster of padding: short, so that queues absorb it
-    settle_s: float = 1.0  # feedback after the cluster that still belongs to it
+    settle_s: float = 0.6  # feedback after the cluster that still belongs to it; with the
+    # cluster, under the 1 s quality tick: a probe is judged at the next tick, not the one after
     max_factor: float = 2.0  # a probe asks for at most this times what is known to pass
     min_kbps: float = 250.0  # a probe asks for at least this (a paused video's minimum, and audio)
     initial_factor: float = 3.0  # a link never probed is probed at once, this much higher

@@ -40,6 +40,7 @@ class Link:
     # with transport-cc (browsers): the send-side estimate from its feedback (GCC)
     gcc: SendSideEstimator | None = None
     sent_kbps: float = 0.0  # media sent to the participant over the last tick
+    overused: bool = False  # the send-side estimator has seen the queue towards it grow
     feedback_lost: int = 0  # packets transport-cc feedback reported lost / on, since taken
     feedback_seen: int = 0
     # a probe cluster being measured: what arrived of the packets sent in its window
@@ -62,6 +63,8 @@ class Link:
         if self.gcc is None:
             self.gcc = SendSideEstimator()
         self.gcc.on_feedback(now, results)
+        if self.gcc.state == "overusing":
+            self.overused = True
         self.feedback_seen += len(results)
         self.feedback_lost += sum(1 for r in results if r[3] is None)
         window = self.probe_window
@@ -217,8 +220,13 @@ class Link:
     # What admission may hold against a link: an estimate counts only with evidence of a limit
     # (loss, or delay overuse). A link that carried all we sent without loss is not limited by
     # what we happened to send: it stays "unknown" (unconstrained) until it shows its limit.
+    # With transport-cc the queue shows before the loss does: a tbf or a router buffer holds
+    # seconds of a small overload, and receiver reports say "no loss" all that time.
     def limited_down_kbps(self, now: float) -> float | None:
-        return self.down_kbps(now) if self.loss > 0.02 else None
+        gcc = self.gcc
+        if self.loss > 0.02 or (gcc is not None and (self.overused or gcc.loss > 0.02)):
+            return self.down_kbps(now)
+        return None
 
     def limited_up_kbps(self, now: float) -> float | None:
         # loss, not delay alone: a busy event loop on either side makes delay look like overuse

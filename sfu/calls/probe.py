@@ -3,8 +3,8 @@
 The newcomer receives the call's audio and one video, unseen (``Call.start_probe``), for
 ``probe_seconds`` counted from its first media, while its up- and downlink are measured. Clear
 evidence of a good link (media both ways, two rounds of receiver reports on everything sent, no
-loss) ends the probe early. Then ``sfu.bandwidth.decide`` predicts the call with the newcomer:
-admitted (everyone hears what was degraded) or refused with ``insufficient_bandwidth`` and the
+loss, and with transport-cc no delay overuse) ends the probe early. Then
+``sfu.bandwidth.decide`` predicts the call with the newcomer: admitted (everyone hears what was degraded) or refused with ``insufficient_bandwidth`` and the
 numbers, leaving the call as it was.
 
 ``Probe`` is the clock-driven decision (no asyncio: ``poll(now)`` and ``decide(now)``);
@@ -48,7 +48,7 @@ class Probe:
             return True
         return (measured >= min(2.0, self.seconds) and bool(link.up_kbps(now))
                 and link.ticks_reported - self._reported_at_media >= 2
-                and not link.silent and link.loss < 0.02)
+                and not link.silent and link.loss < 0.02 and not link.overused)
 
     def decide(self, call: Call, settings: BandwidthSettings, now: float) -> Decision:
         def estimate(p: Participant) -> ParticipantEstimate:

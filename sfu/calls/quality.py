@@ -126,7 +126,7 @@ class QualityController:
             if received is not None:
                 proved = min(proved, 0.95 * received)
             p.link.on_probe(now, proved)
-            self.smoother.confirm(p.id)
+            self.smoother.confirm(p.id, now)
 
     def _plan_probes(self, participants: list[Participant], allocation: Allocation,
                      demand: dict[str, float], now: float) -> None:
@@ -136,8 +136,16 @@ class QualityController:
             if p.probing:
                 continue
             probe = self._probes.setdefault(p.id, ProbeController())
-            rate = probe.plan(now, estimate_kbps=p.link.down_kbps(now),
-                              target_kbps=1.1 * demand[p.id], limited=p.id in limited,
+            estimate = p.link.down_kbps(now)
+            # what everything needs in full is measured from publishers that may be capped for
+            # this very receiver (a capped publisher's rate is its cap): while it is limited,
+            # ask for at least half again the estimate, or a link that came back would only be
+            # proven a few percent at a time
+            target = 1.1 * demand[p.id]
+            if estimate is not None and p.id in limited:
+                target = max(target, 1.5 * estimate)
+            rate = probe.plan(now, estimate_kbps=estimate,
+                              target_kbps=target, limited=p.id in limited,
                               clean=p.link.loss <= 0.02 and not p.link.overusing,
                               sent_kbps=p.link.sent_kbps)
             if rate is not None:
@@ -246,6 +254,11 @@ class QualityController:
                           if down is not None else "some video reduced or paused")
             level = str(change.level)
             self._told[found.id] = level
+            log.info("quality of %s: %s (%s); down %s kbit/s, up %s kbit/s, loss %.3f, "
+                     "%d video(s) paused", found.id, level, reason,
+                     "unknown" if down is None else f"{down:.0f}",
+                     "unknown" if up is None else f"{up:.0f}", link.loss, len(paused),
+                     extra=found.log_context())
             found.client.quality(QualityNotice(found.id, level, reason, {
                 "downlink_kbps": None if down is None else round(down),
                 "uplink_kbps": None if up is None else round(up),

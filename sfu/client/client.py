@@ -105,6 +105,11 @@ class Client:
         self._reader: asyncio.Task[None] | None = None
         self._rtcp_task: asyncio.Task[None] | None = None
         self._ssrc_to_mid: dict[int, str] = {}
+        # the server's RTX streams (retransmissions, probe padding): not a track's media, so
+        # they must not restart its loss accounting; counted apart, and acknowledged for
+        # transport-cc like any packet
+        self._rtx_ssrcs: set[int] = set()
+        self.rtx_packets = 0
         self._wire: glue.WireSender | None = None
         self._hooked = False
         self.senders: list[PacedRtpSender] = []
@@ -193,6 +198,7 @@ class Client:
         self._wire = None
         self.tracks.clear()
         self._ssrc_to_mid.clear()
+        self._rtx_ssrcs.clear()
         self._counted.clear()
         self._loss_prev.clear()
         self._probe_ssrc = None
@@ -296,6 +302,9 @@ class Client:
         for media in parsed.media:
             for ssrc in media.ssrc:
                 self._ssrc_to_mid[int(ssrc.ssrc)] = media.rtp.muxId
+            for group in media.ssrc_group:
+                if group.semantic == "FID" and len(group.items) == 2:
+                    self._rtx_ssrcs.add(int(group.items[1]))
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         for transceiver in pc.getTransceivers():
             glue.disable_media_pipeline(transceiver)  # we send ourselves (sfu/client/sender.py)
@@ -393,6 +402,12 @@ class Client:
             return
         mid = self._ssrc_to_mid.get(ssrc)
         if mid is None:
+            return
+        if ssrc in self._rtx_ssrcs:
+            self.rtx_packets += 1
+            self._rx_bytes += len(data)
+            if self._twcc_id is not None:
+                self._note_twcc(data, now)
             return
         stats = self.tracks.setdefault(mid, TrackStats(mid))
         if stats.stats is None or stats.ssrc != ssrc:

@@ -103,4 +103,8 @@ class _ScrapeCollector(Collector):
                                   value=c.nacks_sent)
         yield CounterMetricFamily("sfu_rtp_retransmitted", "Packets resent for NACKs",
                                   value=c.retransmitted)
+        yield CounterMetricFamily(
+            "sfu_rtp_retransmits_suppressed",
+            "NACKed packets not resent (resent within min(100 ms, 2 RTT) or 3 times already)",
+            value=c.retransmits_suppressed)
         yield CounterMetricFamily("sfu_pli", "Keyframe requests sent to publishers", value=c.plis)

@@ -26,7 +26,7 @@ class Counted(Protocol):
 
 class Counters:
     __slots__ = ("_streams", "_producers", "_retired_out", "_retired_in", "dropped", "nacks",
-                 "nacks_sent", "retransmitted", "plis")
+                 "nacks_sent", "retransmitted", "retransmits_suppressed", "plis")
 
     def __init__(self) -> None:
         self._streams: set[Counted] = set()
@@ -37,6 +37,7 @@ class Counters:
         self.nacks = 0
         self.nacks_sent = 0
         self.retransmitted = 0
+        self.retransmits_suppressed = 0  # NACKed packets not resent: just resent, or 3 times
         self.plis = 0
 
     def track_stream(self, stream: Counted) -> None:

@@ -458,7 +458,7 @@ class Endpoint:
                 if out is not None and out.consumer is not None and self.retransmit:
                     self.counters.nacks += 1
                     for seq in msg.lost[:64]:
-                        out.consumer.retransmit(seq, now)
+                        out.consumer.retransmit(seq, now, self.rtt)
             elif isinstance(msg, P.Pli):
                 self._keyframe_for(msg.media_ssrc, now)
             elif isinstance(msg, P.Fir):

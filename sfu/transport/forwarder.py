@@ -241,12 +241,17 @@ class PastAnchor(NamedTuple):
     ts_offset: int
 
 
+MAX_RETRANSMITS = 3  # times one packet is retransmitted at most
+RETRANSMIT_INTERVAL_S = 0.1  # not again within this (or twice the RTT, if shorter)
+RETRANSMIT_MEMORY = 1024  # retransmitted sequence numbers remembered per stream
+
+
 class OutStream:
     """One sending m-line of a subscriber: its SSRC, and continuity across sources."""
 
     __slots__ = ("ssrc", "mid", "kind", "sink", "mid_element", "last_seq", "last_ts",
                  "last_sent_at", "packets", "octets", "consumer", "clock_rate", "pt_map", "sent_srs",
-                 "twcc")
+                 "twcc", "retransmits")
 
     def __init__(self, *, ssrc: int, mid: str, kind: str, sink: PacketSink, clock_rate: int,
                  pt_map: dict[int, int], twcc: SendHistory | None = None) -> None:
@@ -268,6 +273,30 @@ class OutStream:
         # the endpoint's transport-wide sequence (shared by all its streams) while its peer
         # negotiated transport-cc; None: packets carry no transport-wide sequence number
         self.twcc = twcc
+        # outgoing seq -> (last retransmitted at, times): a receiver re-asks for a packet every
+        # RTT until it arrives; under congestion, answering each ask multiplies the overload
+        self.retransmits: dict[int, tuple[float, int]] = {}
+
+    def may_retransmit(self, seq: int, now: float, rtt: float | None) -> bool:
+        """Whether a NACKed packet may be sent again now, and note it if so: not within
+        ``min(100 ms, 2 x RTT)`` of its last retransmission, and at most
+        ``MAX_RETRANSMITS`` times (LiveKit's sequencer does the same)."""
+        seen = self.retransmits.get(seq)
+        if seen is not None:
+            at, times = seen
+            if times >= MAX_RETRANSMITS:
+                return False
+            if now - at < (RETRANSMIT_INTERVAL_S if rtt is None
+                           else min(RETRANSMIT_INTERVAL_S, 2 * rtt)):
+                return False
+            self.retransmits[seq] = (now, times + 1)
+            return True
+        retransmits = self.retransmits
+        retransmits[seq] = (now, 1)
+        if len(retransmits) > RETRANSMIT_MEMORY:
+            for old in list(retransmits)[:RETRANSMIT_MEMORY // 4]:  # the oldest asked
+                del retransmits[old]
+        return True
 
     def send_extra(self, b0_flags: int, marker: bool, pt: int, seq: int, ts: int, ssrc: int,
                    shared_ext: bytes, body: bytes | memoryview, now: float) -> int:
@@ -421,11 +450,15 @@ class Consumer:
         self.need_keyframe = False
         return anchor
 
-    def retransmit(self, out_seq: int, now: float) -> bool:
+    def retransmit(self, out_seq: int, now: float, rtt: float | None = None) -> bool:
         """Answer a NACK for an outgoing sequence number from the producer's cache (with a new
-        transport-wide sequence number, as any packet sent)."""
+        transport-wide sequence number, as any packet sent), unless the same packet was just
+        retransmitted or already three times (``OutStream.may_retransmit``)."""
         cache = self.producer.cache
         if cache is None or self.closed:
+            return False
+        if not self.out.may_retransmit(out_seq, now, rtt):
+            self._counters.retransmits_suppressed += 1
             return False
         for past in reversed(self.anchors):
             if (out_seq - past.out_start) & 0xFFFF < 0x8000:

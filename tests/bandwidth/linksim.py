@@ -96,8 +96,12 @@ def simulate(
     interval: float = 0.1,
     deliver: Deliver | None = None,
     change: Callable[[float, Link], None] | None = None,
+    send_rate: Callable[[float, float], float] | None = None,
 ) -> Run:
-    """Run the loop from ``start`` to ``until`` (seconds); returns the estimate per feedback."""
+    """Run the loop from ``start`` to ``until`` (seconds); returns the estimate per feedback.
+
+    The sender sends at the estimate, or at ``send_rate(t, estimate)`` (kbit/s) when given (a
+    sender that does not follow at once, as forwarded media whose publisher adapts later)."""
     run = Run()
     pending: deque[tuple[float, Feedback]] = deque()
     t = 0.0
@@ -123,6 +127,8 @@ def simulate(
         if change is not None:
             change(t, link)
         rate = est.estimate_kbps(t) or est.settings.start_kbps
+        if send_rate is not None:
+            rate = send_rate(t, rate)
         known, arrival = link.send(t, SIZE)
         pending.append(
             (known, (seq & 0xFFFF, t, SIZE, None if arrival is None else arrival + RX_CLOCK))

@@ -183,3 +183,22 @@ def test_smoother_backs_off_after_a_failed_upgrade() -> None:
     assert level(5.0, 2000.0) is Level.PAUSED
     assert level(8.0, 2000.0) is Level.PAUSED
     assert level(9.0, 2000.0) is Level.FULL
+
+
+def test_a_probe_confirmation_skips_the_hold_for_a_few_seconds_and_forgives_failures() -> None:
+    streams = [Stream("v", "x", "video", 1000.0, 150.0)]
+    smoother = AllocationSmoother(upgrade_hold_s=2.0, max_hold_s=8.0)
+
+    def level(now: float, capacity: float) -> Level:
+        proposed = allocate([Receiver("r", capacity)], streams, {"r": ["v"]})
+        return smoother.update(now, proposed, streams).allocation.get("r", "v").level
+
+    assert level(0.0, 100.0) is Level.PAUSED
+    assert level(2.0, 2000.0) is Level.PAUSED
+    assert level(4.0, 2000.0) is Level.FULL
+    assert level(5.0, 100.0) is Level.PAUSED  # failed soon after: the hold is now 4 s
+    smoother.confirm("r", 6.0)  # a probe proved the link
+    assert level(6.0, 100.0) is Level.PAUSED  # the proposal is not better yet (publisher lag)
+    assert level(7.0, 2000.0) is Level.FULL  # within the window: no hold
+    assert level(8.0, 100.0) is Level.PAUSED
+    assert level(10.0, 2000.0) is Level.PAUSED  # the window is over: held again

@@ -134,6 +134,29 @@ def test_twenty_percent_loss_decreases() -> None:
     assert values == sorted(values, reverse=True)
 
 
+def test_a_flood_the_sender_could_not_hold_back_does_not_starve_the_link() -> None:
+    # forwarded media: for its first 3 s the sender floods a 700 kbit/s link at 2 Mbit/s (a
+    # join's keyframes, publishers that adapt later), whatever the estimate; the link still
+    # delivers 700, so the loss-based cut stops at 0.85 x what arrived (without that floor it
+    # fell to 92 kbit/s and took 17 s to climb back to 300)
+    est = estimator(300)
+    run = simulate(est, Link(700, buffer_s=0.1), 20.0,
+                   send_rate=lambda t, e: 2100.0 if t < 3.0 else e)
+    assert run.max_queue(0.0, 3.0) >= 0.09  # the buffer was full: packets were dropped
+    assert min(run.between(0.0, 20.0)) >= 0.85 * 300  # measured 300
+    assert run.at(15.0) >= 600  # measured 716
+
+
+def test_loss_known_after_the_sender_went_quiet_is_judged_by_what_arrived_during_it() -> None:
+    # 1.5 s of flood, then the sender pauses video (150 kbit/s) before the loss is reported:
+    # what the link delivered during the lossy interval, not what arrives now, bounds the cut
+    # (with the acknowledged rate of the moment it fell to 419 kbit/s)
+    est = estimator(600)
+    run = simulate(est, Link(700, buffer_s=0.1), 12.0,
+                   send_rate=lambda t, e: 2100.0 if t < 1.5 else (150.0 if t < 4.0 else e))
+    assert min(run.between(0.0, 12.0)) >= 0.85 * 600  # measured 600
+
+
 def test_rtt_jump_is_a_transient_dip_that_recovers() -> None:
     def jump(t: float, link: Link) -> None:
         link.delay_s = 0.02 if t < 15.0 else 0.2

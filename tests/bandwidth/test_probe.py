@@ -51,7 +51,7 @@ def test_a_clean_probe_proves_its_rate_and_the_next_one_asks_more() -> None:
     pc = used(ProbeController())
     t, rate = run_until_probe(pc, 0.0, estimate=200, target=1200) or (0.0, 0.0)
     pc.observe(lossy=False, overusing=False)
-    assert pc.judge(t + 1.0) is None  # still sending / settling
+    assert pc.judge(t + 0.7) is None  # still sending / settling
     proved = pc.judge(t + 3.0)
     assert proved == rate == 400
     t2, rate2 = run_until_probe(pc, t + 3.0, estimate=proved, target=1200) or (0.0, 0.0)

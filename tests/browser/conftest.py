@@ -24,12 +24,6 @@ CHROMIUM_ARGS = [
 ]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "browser: end-to-end test in headless Chromium (needs playwright and chromium)"
-    )
-
-
 def chromium_path() -> str | None:
     path = os.environ.get("SFU_CHROMIUM") or "/usr/bin/chromium"
     if Path(path).is_file():

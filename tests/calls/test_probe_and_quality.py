@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -109,7 +110,9 @@ async def test_a_newcomer_whose_downlink_cannot_carry_the_call_is_refused_and_no
     await world.calls.close()
 
 
-async def test_a_lossy_downlink_loses_video_never_audio_and_gets_it_back_on_recovery() -> None:
+async def test_a_lossy_downlink_loses_video_never_audio_and_gets_it_back_on_recovery(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="sfu.calls.quality")
     world = make_world()
     _, patient, staff = consultation(world)
     receiver = world.endpoint(staff)
@@ -138,6 +141,13 @@ async def test_a_lossy_downlink_loses_video_never_audio_and_gets_it_back_on_reco
             break
     assert client.last("quality").level == "good"
     assert client.last("quality").reason == "link recovered"
+    # each change told is logged once, with ids and figures, never a name
+    told = [m.level for kind, m in client.messages if kind == "quality"]
+    logged = [r for r in caplog.records if r.getMessage().startswith(f"quality of {staff.id}:")]
+    assert [r.getMessage().split(": ")[1].split(" ")[0] for r in logged] == told
+    assert "audio_only (downlink about" in logged[0].getMessage()
+    assert all(getattr(r, "participant", None) == staff.id for r in logged)
+    assert not any("Pat" in r.getMessage() or "dr-a" in r.getMessage() for r in caplog.records)
     await world.calls.close()
 
 

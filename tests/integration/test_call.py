@@ -140,3 +140,25 @@ async def test_sender_reports_reach_subscribers_and_receiver_reports_reach_publi
         assert all(s.reports[-1].highest_seq > 0 for s in b.senders)
     finally:
         await close_all([a, b])
+
+
+async def test_probe_padding_on_the_rtx_stream_is_not_counted_as_the_video_track(
+        server, token, clip):
+    # the client maps its RTX SSRCs from the offer's FID groups: padding and retransmissions
+    # must not restart a track's loss accounting (they did, and made received rates look
+    # higher than the shaped link's)
+    a, b = await join_all(server.url, [token(sub="pa"), token(sub="pb")], clip, {"room": "team"})
+    try:
+        await wait_for(receives_everyone([a, b]), timeout=15)
+        video = b.received_from(a.participant or "", "video")
+        assert video is not None and video.stats is not None
+        ssrc, stats, packets = video.ssrc, video.stats, video.packets
+        (call,) = server.calls.by_key.values()
+        endpoint = call.participants[b.participant].endpoint
+        endpoint.send_padding(400.0, 0.3)
+        await wait_for(lambda: b.rtx_packets >= 10, timeout=5)
+        await wait_for(lambda: video.packets > packets + 10, timeout=5)
+        assert (video.ssrc, video.stats) == (ssrc, stats)  # same stream, same accounting
+        assert stats.expected - stats.received <= 2  # nothing lost on loopback
+    finally:
+        await close_all([a, b])

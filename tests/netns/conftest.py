@@ -15,11 +15,6 @@ import pytest
 from bench import netns
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "netns: needs root: network namespaces, veth pairs and tc tbf (real constrained links)")
-
-
 @pytest.fixture(scope="module")
 def lab() -> Iterator[netns.Lab]:
     ok, why = netns.available()

@@ -94,6 +94,26 @@ def test_nack_is_answered_from_the_cache_with_the_same_outgoing_numbers():
     assert not consumer.retransmit((lost.seq + 1000) & 0xFFFF, 1.0)
 
 
+def test_a_packet_asked_for_again_at_once_or_a_fourth_time_is_not_resent():
+    sink = Sink()
+    prod = producer()
+    counters = Counters()
+    consumer = Consumer(prod, out_stream(sink), counters)
+    for i in range(4):
+        prod.on_rtp(vp8(200 + i, 100 + i, key=(i == 0)), 0.0)
+    seq = P.parse_rtp(sink.rtp[2]).seq
+    sent = len(sink.rtp)
+    assert consumer.retransmit(seq, 1.0, rtt=0.2)
+    assert not consumer.retransmit(seq, 1.05, rtt=0.2)  # within 100 ms: the first is on its way
+    assert consumer.retransmit(seq, 1.11, rtt=0.2)
+    assert consumer.retransmit(seq, 1.122, rtt=0.005)  # a short RTT: 2 x RTT is the wait
+    assert not consumer.retransmit(seq, 5.0, rtt=0.005)  # three times is enough
+    assert len(sink.rtp) == sent + 3
+    assert (counters.retransmitted, counters.retransmits_suppressed) == (3, 2)
+    other = P.parse_rtp(sink.rtp[1]).seq
+    assert consumer.retransmit(other, 5.0)  # another packet is another matter
+
+
 def test_keyframe_requests_are_rate_limited_per_publisher_stream():
     feedback, timers = Sink(), Timers()
     prod = producer(feedback=feedback, timers=timers)
