@@ -22,7 +22,8 @@ An unknown estimate (None) counts as unconstrained, like an unknown downlink in 
 only evidence refuses anyone.
 
 :func:`precall_verdict` grades a pre-call test the same way: under ``block_kbps`` ``blocked``;
-under ``warn_kbps`` (video likely paused) or an RTT above ``WARN_RTT_S`` ``warn``; else ``ok``.
+under ``warn_kbps`` (video likely paused), under ``good_kbps`` (video reduced) or an RTT above
+``WARN_RTT_S`` ``warn``; else ``ok``. Only measured limits grade, not lower bounds.
 """
 
 from __future__ import annotations
@@ -194,13 +195,42 @@ def _fmt(value: float | None) -> str:
     return "unknown" if value is None else _k(value)
 
 
+def graded_link(up_kbps: float, down_kbps: float, *, up_at_least: bool = False,
+                down_at_least: bool = False) -> float:
+    """The figure a pre-call test is graded by: the lower of the two directions' limits
+    (infinite when neither showed one)."""
+    limits = [v for v, lower in ((up_kbps, up_at_least), (down_kbps, down_at_least)) if not lower]
+    return min(limits) if limits else float("inf")
+
+
+def precall_video(link_kbps: float, settings: BandwidthSettings) -> str:
+    """What a consultation's video can expect on a link graded ``link_kbps``: ``full``,
+    ``reduced`` (under ``good_kbps``), ``paused`` (under ``warn_kbps``: audio only at times)
+    or ``none`` (under ``block_kbps``)."""
+    if link_kbps < settings.block_kbps:
+        return "none"
+    if link_kbps < settings.warn_kbps:
+        return "paused"
+    return "reduced" if link_kbps < settings.good_kbps else "full"
+
+
 def precall_verdict(
-    up_kbps: float, down_kbps: float, rtt_s: float | None, settings: BandwidthSettings
+    up_kbps: float, down_kbps: float, rtt_s: float | None, settings: BandwidthSettings,
+    *, up_at_least: bool = False, down_at_least: bool = False,
 ) -> tuple[Verdict, str]:
-    """Grade a pre-call link test by the clinic's thresholds, with the numbers in the message."""
+    """Grade a pre-call link test by the clinic's thresholds, with the numbers in the message.
+
+    A figure is either the link's limit (it carried less than it was offered, or lost
+    packets) or, ``*_at_least``, a lower bound: the link carried all it was given. Only the
+    limits grade: a lower bound under a threshold is no evidence against the link (a browser
+    ramps its sending up over tens of seconds, so a few seconds of what it sent prove little),
+    as unknown estimates count as unconstrained in admission. Under ``block_kbps``
+    ``blocked``; under ``warn_kbps`` ``warn`` (video may be paused); under ``good_kbps``
+    ``warn`` (video reduced); an RTT over ``WARN_RTT_S`` ``warn``; else ``ok``."""
     s = settings
-    link = min(up_kbps, down_kbps)
-    measured = f"Upload {_k(up_kbps)}, download {_k(down_kbps)}"
+    link = graded_link(up_kbps, down_kbps, up_at_least=up_at_least, down_at_least=down_at_least)
+    measured = (f"Upload {'at least ' if up_at_least else ''}{_k(up_kbps)}, "
+                f"download {'at least ' if down_at_least else ''}{_k(down_kbps)}")
     if rtt_s is not None:
         measured += f", round trip {rtt_s * 1000:.0f} ms"
     if link < s.block_kbps:
@@ -208,6 +238,8 @@ def precall_verdict(
     reasons: list[str] = []
     if link < s.warn_kbps:
         reasons.append(f"below {_k(s.warn_kbps)} video may be paused (audio only)")
+    elif link < s.good_kbps:
+        reasons.append(f"below {_k(s.good_kbps)} video may be reduced in quality")
     if rtt_s is not None and rtt_s > WARN_RTT_S:
         reasons.append(f"a round trip over {WARN_RTT_S * 1000:.0f} ms delays conversation")
     if reasons:

@@ -70,6 +70,12 @@ class Client(Protocol):
         """The participant is out of the call (ended by staff, replaced, media failed...)."""
 
     def precall_result(self, result: dict[str, Any]) -> None: ...
+    def precall_upload(self, kbps: float, seconds: float) -> None:
+        """Ask a pre-call client to send ``kbps`` of filler over its socket within ``seconds``
+        (``precall_upload``): the uplink probe."""
+    def precall_uploaded(self, total: int) -> None:
+        """Acknowledge the filler counted so far (bytes): the client keeps little in flight, so
+        that a slow uplink is not left with seconds of it queued."""
 
 
 class CallEvents(Protocol):

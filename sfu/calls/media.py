@@ -87,9 +87,14 @@ class MediaEndpoint(Protocol):
     def listen_transport_feedback(
         self, listener: Callable[[Sequence[Feedback], float], None]) -> None: ...
 
+    @property
+    def padding_ready(self) -> bool: ...  # send_padding would reach the peer now
+
+    retransmit: bool  # answer the peer's NACKs
+
     def send_padding(self, kbps: float, seconds: float) -> None:
         """Send padding at ``kbps`` for ``seconds`` on top of the media (a bandwidth probe);
-        nothing when the peer offers no way to (no RTX stream to carry it)."""
+        nothing when the peer offers no way to (no RTX stream to carry it). 0 stops it."""
 
 
 # Makes the endpoint of a participant (or of a pre-call test): ``(id, listener)``. The edge

@@ -9,8 +9,10 @@ receiver reports for what it receives, and turns the server's PLIs into keyframe
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
+import os
 import struct
 import time
 from dataclasses import dataclass, field
@@ -29,6 +31,8 @@ from sfu.transport import aiortc_glue as glue
 from sfu.transport import packets as P
 from sfu.transport.packets import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID
 from sfu.transport.stats import ReceiveStats
+
+UPLOAD_IN_FLIGHT = 32_000  # pre-call filler sent but not acknowledged, at most (bytes)
 
 _SEQ_TS_SSRC = struct.Struct("!HII")
 
@@ -91,6 +95,8 @@ class Client:
     remb_settings: RembSettings | None = None
     # Accept transport-cc when the server offers it and send its feedback every 100 ms.
     send_twcc: bool = True
+    # Send the filler a pre-call test asks for (``precall_upload``), as the web client does.
+    send_precall_upload: bool = True
 
     def __post_init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
@@ -128,6 +134,8 @@ class Client:
         self._twcc_id: int | None = None
         self.twcc: TransportFeedback | None = None
         self._twcc_task: asyncio.Task[None] | None = None
+        self._upload_task: asyncio.Task[None] | None = None
+        self._upload_acked = 0  # filler bytes the server acknowledged (precall_uploaded)
 
     # -- signaling ------------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -167,8 +175,8 @@ class Client:
         if self.scheduler is not None:
             for sender in self.senders:
                 self.scheduler.discard(sender)
-        tasks = [t for t in (self._rtcp_task, self._twcc_task, *self._sender_tasks)
-                 if t is not None]
+        tasks = [t for t in (self._rtcp_task, self._twcc_task, self._upload_task,
+                             *self._sender_tasks) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -176,6 +184,7 @@ class Client:
                 await task
         self._rtcp_task = None
         self._twcc_task = None
+        self._upload_task = None
         self._sender_tasks = []
 
     async def _reset_media(self) -> None:
@@ -225,11 +234,37 @@ class Client:
                         # a new m-line, or a recycled one now carrying someone else: new counters
                         self.tracks[t["mid"]] = TrackStats(t["mid"], t["kind"], t["participant"],
                                                            assigned_at=time.monotonic())
+            elif kind == "precall_uploaded":
+                self._upload_acked = int(data.get("bytes") or 0)
+            elif kind == "precall_upload" and self.send_precall_upload and self._upload_task is None:
+                self._upload_task = asyncio.ensure_future(
+                    self._upload(data.get("kbps"), data.get("seconds")))
             elif kind == "error":
                 self.error = ClientError(data["code"], data.get("message", ""))
             elif kind == "ended":
                 self.ended = data.get("reason")
             self._changed.set()
+
+    async def _upload(self, kbps: object, seconds: object) -> None:
+        """The pre-call uplink probe: ``kbps`` x ``seconds`` of random bytes (base64) over the
+        socket, as fast as it takes them, for at most ``seconds``."""
+        if not isinstance(kbps, int | float) or not isinstance(seconds, int | float) \
+                or not 0 < kbps <= 100_000 or not 0 < seconds <= 5:
+            return
+        left = kbps * 1000 / 8 * seconds
+        end = time.monotonic() + seconds
+        sent = 0
+        self._upload_acked = 0
+        with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
+            while left > 0 and time.monotonic() < end and self._ws is not None \
+                    and not self._ws.closed:
+                if sent - self._upload_acked >= UPLOAD_IN_FLIGHT:
+                    await asyncio.sleep(0.002)  # as the web client: little unacknowledged
+                    continue
+                chunk = os.urandom(int(min(6000, left)) or 1)
+                await self.send({"type": "precall_upload", "data": base64.b64encode(chunk).decode()})
+                left -= len(chunk)
+                sent += len(chunk)
 
     async def wait_message(self, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:
         seen = 0

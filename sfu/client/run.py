@@ -19,6 +19,8 @@ per line, each with ``event``, ``t`` (seconds since the process started, monoton
   far), ``remb_in`` (the last REMB the server sent for our video, bit/s) and ``remb_out`` (the
   last REMB we sent, bit/s);
 * ``{"event": "refused", "code": ..., "message": ...}`` when the join is refused (exit status 2);
+* with ``--precall SECONDS`` instead of a target: ``{"event": "precall_result", "result": {...}}``
+  (the server's ``precall_result``) and nothing is joined;
 * ``{"event": "error", ...}`` on any other failure (exit status 1);
 * ``{"event": "left"}`` last.
 
@@ -78,6 +80,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--room", help="join this clinic room")
     target.add_argument("--space", help="join this waiting-area space")
+    target.add_argument("--precall", type=float, metavar="SECONDS",
+                        help="run only the pre-call link test (2-15 s), report its result, exit")
     p.add_argument("--seconds", type=float, default=30.0, help="how long to stay after joined")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between stats lines")
     p.add_argument("--ice-address", action="append", default=[],
@@ -135,11 +139,19 @@ async def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    target = {"room": args.room} if args.room else {"space": args.space}
+    target = {"room": args.room} if args.room else {"space": args.space} if args.space else {}
     emit("start", target=target, url=args.url)
     status = 0
     reported = 0
     try:
+        if args.precall is not None:
+            try:
+                result = await client.precall(seconds=args.precall, timeout=args.precall + 20)
+            except ClientError as exc:
+                emit("refused", code=exc.code, message=exc.message)
+                return 2
+            emit("precall_result", result=result)
+            return 0
         try:
             joined = await client.join(target, timeout=args.join_timeout)
         except ClientError as exc:

@@ -293,6 +293,8 @@ def _validate(cfg: Config, problems: list[str]) -> None:
                 problems.append(f"media.ice_servers[{i}].urls: not a stun:/turn: URL: {url!r}")
     if cfg.bandwidth.block_kbps > cfg.bandwidth.warn_kbps:
         problems.append("bandwidth.block_kbps: must not exceed bandwidth.warn_kbps")
+    if cfg.bandwidth.warn_kbps > cfg.bandwidth.good_kbps:
+        problems.append("bandwidth.warn_kbps: must not exceed bandwidth.good_kbps")
     if cfg.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems.append(f"logging.level: one of DEBUG, INFO, WARNING, ERROR, got {cfg.logging.level!r}")
     if cfg.logging.format not in ("text", "json"):

@@ -165,7 +165,8 @@ class SignalingSession:
         handler = {
             "join": self._on_join, "answer": self._on_answer, "candidate": self._on_candidate,
             "leave": self._on_leave, "watch": self._on_watch, "ping": self._on_ping,
-            "precall": self._on_precall,
+            "precall": self._on_precall, "precall_stats": self._on_precall_stats,
+            "precall_upload": self._on_precall_upload,
         }.get(kind)
         if handler is None:
             self.error("bad_request", f"unknown message type {kind!r}")
@@ -199,6 +200,26 @@ class SignalingSession:
         if self._media() is not None:
             raise bad_request("a pre-call test runs before joining, one at a time")
         self.precall = self.ctx.calls.precall(self, message.get("seconds", 5))
+
+    async def _on_precall_stats(self, message: dict[str, Any]) -> None:
+        """The client's own view during a pre-call test: ``outgoing_kbps`` (its uplink estimate)."""
+        if self.precall is None:
+            raise bad_request("'precall_stats' belongs to a pre-call test")
+        try:
+            self.precall.report_outgoing(message.get("outgoing_kbps"))
+        except ValueError as exc:
+            raise bad_request(str(exc)) from None
+        # (after the result it changes nothing: a report may cross the result on the wire)
+
+    async def _on_precall_upload(self, message: dict[str, Any]) -> None:
+        """Filler the client sends when asked (``precall_upload``): base64 of random bytes (which
+        the socket's compression cannot shrink); the uplink probe counts the bytes it carries."""
+        data = message.get("data")
+        if self.precall is None:
+            raise bad_request("'precall_upload' belongs to a pre-call test")
+        if not isinstance(data, str):
+            raise bad_request("'precall_upload' needs a string 'data'")
+        self.precall.on_upload(len(data) * 3 // 4)
 
     async def _on_ping(self, message: dict[str, Any]) -> None:
         self.send({"type": "pong"})
@@ -280,3 +301,9 @@ class SignalingSession:
 
     def precall_result(self, result: dict[str, Any]) -> None:
         self.send(result)
+
+    def precall_upload(self, kbps: float, seconds: float) -> None:
+        self.send({"type": "precall_upload", "kbps": round(kbps), "seconds": seconds})
+
+    def precall_uploaded(self, total: int) -> None:
+        self.send({"type": "precall_uploaded", "bytes": total})

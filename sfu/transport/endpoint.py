@@ -106,11 +106,16 @@ class Endpoint:
         # padding for bandwidth probes (send_padding)
         self._rtx_pts: dict[str, int] = {}  # mid -> RTX payload type the peer accepted
         self._padding_seq = random.randint(0, 0xFFFF)
-        self._padding_bursts = 0
-        self._padding_budget = 0.0
+        self._padding_until = 0.0  # padding is sent until then (our clock) ...
+        self._padding_rate = 0.0  # ... at this many bytes per second
+        self._padding_last: float | None = None  # when the last burst went
+        self._padding_credit = 0.0  # bytes due (negative: sent ahead)
         self._padding_running = False
         self.padding_octets = 0
         self.transport_cc = False
+        # answer the peer's NACKs with retransmissions (a pre-call test's echo does not: behind a
+        # link its probe floods, retransmissions of retransmissions would multiply its budget)
+        self.retransmit = True
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -315,19 +320,27 @@ class Endpoint:
         one of the video m-lines sent to this peer (its own SSRC, payload type and sequence, so
         the media streams' numbering is untouched), carry the transport-wide sequence number
         when transport-cc is negotiated, and are paced in 10 ms bursts. Nothing is sent when no
-        video m-line with RTX is negotiated, or while the transport is not up."""
+        video m-line with RTX is negotiated, or while the transport is not up. A rate or duration
+        of 0 stops the padding under way."""
         if self.closed or kbps <= 0 or seconds <= 0:
+            self._padding_until = 0.0
             return
         carrier = self._padding_carrier()
         if carrier is None:
             return
-        per_burst = kbps * 1000 / 8 * PADDING_BURST_S
-        bursts = max(1, int(seconds / PADDING_BURST_S))
-        self._padding_bursts = bursts
-        self._padding_budget = per_burst
+        self._padding_rate = kbps * 1000 / 8
+        self._padding_until = self.clock() + seconds
         if not self._padding_running:
             self._padding_running = True
+            self._padding_last = None
+            self._padding_credit = 0.0
             self.defer(0.0, self._pad)
+
+    @property
+    def padding_ready(self) -> bool:
+        """Padding sent now would reach the peer: the transport is up and a video m-line with
+        RTX is negotiated towards it."""
+        return not self.closed and self.peer.wire.ready() and self._padding_carrier() is not None
 
     def _padding_carrier(self) -> tuple[OutStream, int, int] | None:
         """(the m-line's out-stream, its RTX SSRC, the RTX payload type) of a video m-line."""
@@ -338,20 +351,26 @@ class Endpoint:
         return None
 
     def _pad(self, now: float) -> None:
+        """One burst: the bytes due since the last one (a late timer is caught up, up to five
+        bursts' worth, so that a busy event loop does not lower the rate asked for; a packet
+        sent beyond what was due is owed by the next burst)."""
         carrier = self._padding_carrier()
-        if self.closed or carrier is None or self._padding_bursts <= 0:
+        if self.closed or carrier is None or now >= self._padding_until:
             self._padding_running = False
             return
-        self._padding_bursts -= 1
+        elapsed = PADDING_BURST_S if self._padding_last is None else now - self._padding_last
+        self._padding_last = now
         out, ssrc, pt = carrier
         if self.peer.wire.ready():
-            budget = self._padding_budget
-            while budget > 0:
+            self._padding_credit = min(
+                self._padding_credit + self._padding_rate * max(elapsed, 0.0),
+                self._padding_rate * 5 * PADDING_BURST_S)
+            while self._padding_credit > 0:
                 self._padding_seq = (self._padding_seq + 1) & 0xFFFF
                 size = out.send_extra(0x20, False, pt, self._padding_seq, out.last_ts, ssrc, b"",
                                       PADDING_BODY, now)
                 self.padding_octets += size
-                budget -= size
+                self._padding_credit -= size
         self.defer(PADDING_BURST_S, self._pad)
 
     # -- what the control plane reads ---------------------------------------------------------
@@ -436,7 +455,7 @@ class Endpoint:
                 self._on_report_blocks(msg.reports, now)
             elif isinstance(msg, P.Nack):
                 out = self.out_by_ssrc.get(msg.media_ssrc)
-                if out is not None and out.consumer is not None:
+                if out is not None and out.consumer is not None and self.retransmit:
                     self.counters.nacks += 1
                     for seq in msg.lost[:64]:
                         out.consumer.retransmit(seq, now, self.rtt)

@@ -167,7 +167,9 @@ async function testConnection() {
   button.disabled = true;
   button.textContent = "Testing…";
   setBanner(result, "Testing your connection: this takes about 5 seconds…");
+  const held = call;
   try {
+    await holdVideo(held, true);
     const outcome = await test.run();
     if (precall !== test) return;
     const { kind, text } = describePrecall(outcome);
@@ -178,10 +180,30 @@ async function testConnection() {
     setBanner(result, describePrecallError(error), "error");
     result.dataset.verdict = "failed";
   } finally {
+    await holdVideo(held, false);
     if (precall === test) {
       precall = null;
       button.disabled = false;
       button.textContent = "Test again";
+    }
+  }
+}
+
+// While the test runs, the waiting-area connection sends no video (nobody receives it before the
+// consultation, whose start cancels the test): the test measures the link as a consultation
+// would use it, not what is left beside a second copy of the camera.
+async function holdVideo(held, hold) {
+  const pc = held && held.pc;
+  if (!pc || pc.connectionState === "closed") return;
+  for (const sender of pc.getSenders()) {
+    if (!sender.track || sender.track.kind !== "video") continue;
+    const params = sender.getParameters();
+    if (!params.encodings || !params.encodings.length) continue;
+    params.encodings.forEach((encoding) => { encoding.active = !hold; });
+    try {
+      await sender.setParameters(params);
+    } catch (error) {
+      // negotiating or closed meanwhile: it keeps sending as it was
     }
   }
 }

@@ -3,12 +3,18 @@
 // RTCPeerConnection, so that a call on the page's other socket is left as it is.
 //
 // The server sends `tracks` + `offer` (answered like a call's first offer: the local tracks go on
-// the first audio and video m-lines, sendonly), echoes the media back, and after `seconds` sends
-// `precall_result`. Then this socket and peer connection are closed.
+// the first audio and video m-lines, sendonly), echoes the media back with padding on top (it
+// probes the downlink), and after `seconds` sends `precall_result`. Meanwhile the page reports
+// its own uplink estimate twice a second (`precall_stats`: the selected candidate pair's
+// `availableOutgoingBitrate`), and when asked (`precall_upload`) sends filler over this socket
+// for the server to time: the uplink probe. Then this socket and peer connection are closed.
 
 import { explain, parseMessage, publishLocalTracks } from "./common.js";
 
 const EXTRA_WAIT_MS = 15000; // beyond `seconds`: connecting, and the server's last measurement
+const STATS_INTERVAL_MS = 500; // how often the page tells the server its uplink estimate
+const UPLOAD_CHUNK_BYTES = 6000; // random bytes per `precall_upload` message (8000 in base64)
+const UPLOAD_IN_FLIGHT = 32000; // filler bytes sent but not yet acknowledged (`precall_uploaded`)
 
 export class PrecallTest {
   // options: token, localStream (or null), seconds (2..15, default 5)
@@ -51,6 +57,12 @@ export class PrecallTest {
       case "offer":
         await this.answer(message.sdp);
         break;
+      case "precall_upload": // the uplink probe: filler over this socket, not awaited here
+        this.upload(message.kbps, message.seconds);
+        break;
+      case "precall_uploaded":
+        this.uploadAcked = message.bytes;
+        break;
       case "precall_result":
         this.finish();
         this.resolve(message);
@@ -81,6 +93,62 @@ export class PrecallTest {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) {
       this.ws.send(JSON.stringify({ type: "answer", sdp: pc.localDescription.sdp }));
     }
+    if (first) this.statsTimer = setInterval(() => this.reportStats(), STATS_INTERVAL_MS);
+  }
+
+  // Send `kbps` x `seconds` of filler as fast as the link takes it (within `seconds`): the
+  // server times what arrives and acknowledges it; no more than UPLOAD_IN_FLIGHT is ever
+  // unacknowledged (the socket's own buffers would hold seconds of it on a slow uplink).
+  async upload(kbps, seconds) {
+    if (!(kbps > 0 && kbps <= 100000 && seconds > 0 && seconds <= 5)) return;
+    let left = (kbps * 1000 / 8) * seconds;
+    let sent = 0;
+    this.uploadAcked = 0;
+    const end = performance.now() + seconds * 1000;
+    while (left > 0 && !this.done && performance.now() < end) {
+      const ws = this.ws;
+      if (!ws || ws.readyState !== WebSocket.OPEN) return;
+      if (sent - this.uploadAcked < UPLOAD_IN_FLIGHT) {
+        // random bytes: the socket's compression (permessage-deflate) cannot shrink them
+        const bytes = crypto.getRandomValues(new Uint8Array(Math.min(UPLOAD_CHUNK_BYTES, Math.ceil(left))));
+        const data = btoa(String.fromCharCode(...bytes));
+        ws.send(JSON.stringify({ type: "precall_upload", data }));
+        left -= bytes.length;
+        sent += bytes.length;
+      } else {
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+    }
+  }
+
+  // The browser's own estimate of what it can send (its congestion controller's), in kbit/s.
+  async reportStats() {
+    const pc = this.pc;
+    if (!pc || this.done) return;
+    let kbps = null;
+    try {
+      const stats = await pc.getStats();
+      stats.forEach((r) => {
+        if (r.type === "transport" && r.selectedCandidatePairId) {
+          const pair = stats.get(r.selectedCandidatePairId);
+          if (pair && typeof pair.availableOutgoingBitrate === "number") {
+            kbps = pair.availableOutgoingBitrate / 1000;
+          }
+        }
+      });
+      if (kbps === null) {
+        stats.forEach((r) => {
+          if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded"
+              && typeof r.availableOutgoingBitrate === "number") {
+            kbps = r.availableOutgoingBitrate / 1000;
+          }
+        });
+      }
+    } catch (error) {
+      return; // closed meanwhile
+    }
+    if (kbps === null || this.done || !this.ws || this.ws.readyState !== WebSocket.OPEN) return;
+    this.ws.send(JSON.stringify({ type: "precall_stats", outgoing_kbps: Math.round(kbps) }));
   }
 
   fail(code, text) {
@@ -99,6 +167,7 @@ export class PrecallTest {
   finish() {
     this.done = true;
     clearTimeout(this.timer);
+    clearInterval(this.statsTimer);
     if (this.pc) {
       this.pc.onconnectionstatechange = null;
       this.pc.close();
@@ -118,8 +187,13 @@ export class PrecallTest {
 export function precallFigures(result) {
   const parts = [];
   const number = (value) => typeof value === "number" && Number.isFinite(value);
-  if (number(result.up_kbps)) parts.push(`upload ${Math.round(result.up_kbps)} kbit/s`);
-  if (number(result.down_kbps)) parts.push(`download ${Math.round(result.down_kbps)} kbit/s`);
+  const atLeast = (flag) => (flag ? "at least " : "");
+  if (number(result.up_kbps)) {
+    parts.push(`upload ${atLeast(result.up_at_least)}${Math.round(result.up_kbps)} kbit/s`);
+  }
+  if (number(result.down_kbps)) {
+    parts.push(`download ${atLeast(result.down_at_least)}${Math.round(result.down_kbps)} kbit/s`);
+  }
   if (number(result.rtt_ms)) parts.push(`round trip ${Math.round(result.rtt_ms)} ms`);
   return parts.join(", ");
 }
@@ -134,6 +208,12 @@ export function describePrecall(result) {
     case "ok":
       return { kind: "info", text: `Your connection is good for a video consultation${measured}.` };
     case "warn":
+      if (result.video === "full") { // a long round trip
+        return { kind: "warn", text: `Your connection is slow to respond: expect short delays in the conversation${measured}.` };
+      }
+      if (result.video === "reduced") {
+        return { kind: "warn", text: `Your connection is fair: video may be less sharp at times${measured}.` };
+      }
       return {
         kind: "warn",
         text: `Your connection is weak: video may be paused or delayed, and the consultation may `

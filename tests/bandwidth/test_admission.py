@@ -6,7 +6,9 @@ from sfu.bandwidth.admission import (
     BandwidthSettings,
     ParticipantEstimate,
     decide,
+    graded_link,
     precall_verdict,
+    precall_video,
 )
 from sfu.bandwidth.allocator import ReceiverLevel
 
@@ -96,3 +98,23 @@ def test_precall_verdicts() -> None:
     assert verdict == "warn" and "800 ms" in message
     verdict, message = precall_verdict(2000.0, 150.0, None, SETTINGS)
     assert verdict == "blocked" and "150 kbit/s" in message and "180 kbit/s" in message
+
+
+def test_precall_grades_limits_not_lower_bounds() -> None:
+    # under good_kbps (1000): video reduced, a warning
+    verdict, message = precall_verdict(2000.0, 560.0, 0.02, SETTINGS)
+    assert verdict == "warn" and "1000 kbit/s" in message and "reduced" in message
+    assert precall_video(graded_link(2000.0, 560.0), SETTINGS) == "reduced"
+    # an uplink that carried all the browser sent (380) without loss is no evidence: ok
+    verdict, message = precall_verdict(380.0, 1300.0, 0.02, SETTINGS, up_at_least=True,
+                                       down_at_least=True)
+    assert verdict == "ok" and "Upload at least 380 kbit/s" in message
+    assert precall_video(graded_link(380.0, 1300.0, up_at_least=True, down_at_least=True),
+                         SETTINGS) == "full"
+    # ... but the same figure as a limit (it lost packets) is graded
+    verdict, _ = precall_verdict(380.0, 1300.0, 0.02, SETTINGS, down_at_least=True)
+    assert verdict == "warn"
+    verdict, _ = precall_verdict(90.0, 1300.0, None, SETTINGS, down_at_least=True)
+    assert verdict == "blocked"
+    assert precall_video(graded_link(90.0, 1300.0, down_at_least=True), SETTINGS) == "none"
+    assert precall_video(250.0, SETTINGS) == "paused"

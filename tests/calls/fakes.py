@@ -124,6 +124,12 @@ class FakeEndpoint:
                                      None]) -> None:
         self._feedback.append(listener)
 
+    retransmit = True
+
+    @property
+    def padding_ready(self) -> bool:
+        return self.got_media and not self.closed
+
     def send_padding(self, kbps: float, seconds: float) -> None:
         self.paddings.append((kbps, seconds))
 
@@ -211,6 +217,12 @@ class RecordingClient:
 
     def precall_result(self, result: dict[str, Any]) -> None:
         self.messages.append(("precall_result", result))
+
+    def precall_upload(self, kbps: float, seconds: float) -> None:
+        self.messages.append(("precall_upload", (kbps, seconds)))
+
+    def precall_uploaded(self, total: int) -> None:
+        self.messages.append(("precall_uploaded", total))
 
 
 @dataclass
