@@ -1,16 +1,19 @@
-"""Which pre-encoded rendition a synthetic publisher sends, following the REMB it receives.
+"""Which pre-encoded rendition a synthetic publisher sends, following REMB and its own estimate.
 
-A browser's encoder follows the send-side estimate (which REMB caps): it lowers its bitrate as soon
-as the estimate falls and raises it only once a higher rate has held for a while. The synthetic
-client cannot re-encode, so it switches between renditions of the same clip encoded at fixed
-bitrates (for example 150, 300, 600, 1200 kbit/s). Pure: the caller passes the time.
+A browser's encoder follows the send-side estimate, which REMB caps: libwebrtc's GoogCC takes the
+lower of its transport-cc estimate and the last REMB, and the encoder lowers its bitrate as soon
+as that falls and raises it only once a higher rate has held for a while. The synthetic client
+cannot re-encode, so it switches between renditions of the same clip encoded at fixed bitrates
+(for example 150, 300, 600, 1200 kbit/s). Pure: the caller passes the time.
 
-Rules:
+Rules, on the limit ``min(last REMB, last send-side estimate)`` (either alone while the other is
+unknown), re-evaluated whenever either arrives:
 
-* the allowed rendition is the highest whose bitrate is at most the REMB (the lowest if none is);
+* the allowed rendition is the highest whose bitrate is at most the limit (the lowest if none is);
 * a lower allowed rendition is taken at once;
-* a higher one only after every REMB for ``hold`` seconds has allowed it; then the lowest of what
-  those REMBs allowed is taken (a REMB that allows only the current one, or less, restarts the hold).
+* a higher one only after every limit for ``hold`` seconds has allowed it; then the lowest of what
+  those limits allowed is taken (a limit that allows only the current one, or less, restarts the
+  hold).
 """
 
 from __future__ import annotations
@@ -28,6 +31,14 @@ class RenditionSelector:
         self.current = self.allowed(start_kbps * 1000)
         self._up_since: float | None = None
         self._up_target = self.current
+        self.remb_bps: float | None = None
+        self.estimate_bps: float | None = None  # the send-side (transport-cc) estimate for video
+
+    @property
+    def limit_bps(self) -> float | None:
+        """What the rendition must fit: the lower of the REMB and the estimate that are known."""
+        known = [b for b in (self.remb_bps, self.estimate_bps) if b is not None]
+        return min(known) if known else None
 
     def allowed(self, bps: float) -> int:
         """Index of the highest rendition at most ``bps`` (0 when none is)."""
@@ -35,7 +46,18 @@ class RenditionSelector:
 
     def on_remb(self, bps: float, now: float) -> int | None:
         """Take a REMB; the index of the rendition to switch to, or None to stay."""
-        allowed = self.allowed(bps)
+        self.remb_bps = bps
+        return self._on_limit(now)
+
+    def on_estimate(self, bps: float, now: float) -> int | None:
+        """Take the send-side estimate (the share of it video may use); as :meth:`on_remb`."""
+        self.estimate_bps = bps
+        return self._on_limit(now)
+
+    def _on_limit(self, now: float) -> int | None:
+        limit = self.limit_bps
+        assert limit is not None
+        allowed = self.allowed(limit)
         if allowed < self.current:
             self._up_since = None
             self.current = allowed

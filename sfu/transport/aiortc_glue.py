@@ -254,12 +254,13 @@ def sender_ssrcs(transceiver: RTCRtpTransceiver) -> tuple[int, int]:
 def offer_transport_cc(sdp: str, ext_id: int, uri: str) -> str:
     """Add transport-wide congestion control to an offer aiortc made: the header extension
     ``uri`` as ``ext_id`` and ``a=rtcp-fb:<pt> transport-cc`` on every codec except RTX, on
-    every audio and video m-line the server sends on (``sendonly``).
+    every audio and video m-line the server sends (``sendonly``) or receives (``recvonly``) on;
+    not on inactive ones.
 
-    Not on the m-lines the client publishes on: a browser that stamps transport-wide numbers on
-    what it sends expects transport-cc feedback from us for its own send-side estimate, and
-    without it Chromium's video sender fell to about 60 kbit/s. Its uplink estimate keeps
-    resting on our receiver reports and REMB there.
+    On the m-lines the client publishes on, a browser that accepts it stamps transport-wide
+    numbers on what it sends and runs its send-side estimate on the feedback the server must
+    then send (``Endpoint`` does, every 100 ms); without that feedback Chromium's video sender
+    fell to about 60 kbit/s.
 
     aiortc cannot be told to offer it: ``createOffer`` resets each transceiver's extensions
     and codecs from its module-wide ``HEADER_EXTENSIONS`` and ``CODECS`` (changing those would
@@ -269,7 +270,7 @@ def offer_transport_cc(sdp: str, ext_id: int, uri: str) -> str:
     """
     parsed = aiortc_sdp.SessionDescription.parse(sdp)
     for media in parsed.media:
-        if media.kind not in ("audio", "video") or media.direction != "sendonly":
+        if media.kind not in ("audio", "video") or media.direction not in ("sendonly", "recvonly"):
             continue
         extensions = media.rtp.headerExtensions
         if any(e.id == ext_id and e.uri != uri for e in extensions):

@@ -133,11 +133,10 @@ async def test_a_rewritten_offer_is_kept_as_the_local_description_and_an_answer_
         await offerer.setLocalDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         local = aiortc_sdp.SessionDescription.parse(offerer.localDescription.sdp)
         assert len(local.media) == 3
-        # only where the server sends: a browser publishing with transport-wide numbers would
-        # wait for feedback on its uplink that the server does not give
+        # where the server sends and where it receives (it gives feedback on what it receives)
         assert [[e.id for e in m.rtp.headerExtensions if e.uri == URI_TRANSPORT_CC]
-                for m in local.media] == [[], [], [5]]
-        for media in local.media[2:]:
+                for m in local.media] == [[5], [5], [5]]
+        for media in local.media:
             for codec in media.rtp.codecs:
                 feedback = [(f.type, f.parameter) for f in codec.rtcpFeedback]
                 if codec.name == "rtx":
