@@ -14,12 +14,31 @@ unknown), re-evaluated whenever either arrives:
 * a higher one only after every limit for ``hold`` seconds has allowed it; then the lowest of what
   those limits allowed is taken (a limit that allows only the current one, or less, restarts the
   hold).
+
+The send-side estimate is libwebrtc's GCC (``sfu.bandwidth.SendSideEstimator``) on the server's
+transport feedback, made by :func:`publisher_estimator`.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
+
+from sfu.bandwidth import AimdSettings, GccSettings, SendSideEstimator
+
+# How far above what was acknowledged the publisher's estimate may grow. libwebrtc allows 1.5x
+# (+10 kbit/s): its encoder follows the estimate continuously and probes for more. Renditions are
+# about 2x apart and the synthetic publisher neither encodes nor probes: at 1.5x it could never
+# be allowed the next one. At 2.5x a rendition plus audio opens the next; a link that cannot
+# carry it shows overuse or loss and the estimate falls back (down at once, as an encoder).
+PUBLISHER_HEADROOM = 2.5
+
+
+def publisher_estimator(start_kbps: float) -> SendSideEstimator:
+    """The send-side estimator a synthetic publisher runs on the server's feedback, starting at
+    ``start_kbps`` (what it starts sending, as a browser starts its estimate at its start rate)."""
+    return SendSideEstimator(GccSettings(
+        start_kbps=start_kbps, aimd=AimdSettings(throughput_headroom=PUBLISHER_HEADROOM)))
 
 
 class RenditionSelector:

@@ -26,7 +26,8 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSess
 from aiortc import sdp as aiortc_sdp
 from aiortc.exceptions import InvalidStateError
 
-from sfu.bandwidth import GccSettings, SendSideEstimator
+from sfu.bandwidth import SendSideEstimator
+from sfu.client.adapt import publisher_estimator
 from sfu.client.media import Clip, ClipAudioTrack, ClipVideoTrack, Renditions, load_clip
 from sfu.client.remb import ReceiveEstimate, RembSettings
 from sfu.client.sender import PacedRtpSender, SendScheduler
@@ -311,7 +312,7 @@ class Client:
             if twcc_ids and first and self.senders == []:
                 self.twcc_out = SendHistory(min(twcc_ids))
                 start = self.start_kbps + (AUDIO_SHARE_KBPS if self.publish_audio else 0)
-                self.gcc = SendSideEstimator(GccSettings(start_kbps=start))
+                self.gcc = publisher_estimator(start)
         await pc.setLocalDescription(answer)
         if first:
             self._start_senders(pc, parsed)

@@ -129,14 +129,15 @@ class ReceiveHistory:
     feedback packet, as libwebrtc does, instead of being reported as lost.
     """
 
-    __slots__ = ("sender_ssrc", "fb_count", "packets", "late", "_arrivals", "_highest", "_next",
-                 "_reported")
+    __slots__ = ("sender_ssrc", "fb_count", "packets", "late", "reported_lost", "_arrivals",
+                 "_highest", "_next", "_reported")
 
     def __init__(self, sender_ssrc: int) -> None:
         self.sender_ssrc = sender_ssrc
         self.fb_count = 0  # the 8-bit feedback packet count of the next packet
         self.packets = 0  # feedback packets built
         self.late = 0  # arrivals for numbers already reported, skipped or seen
+        self.reported_lost = 0  # numbers reported as not received
         self._arrivals: dict[int, int] = {}  # unwrapped seq -> arrival, in 250 us ticks
         self._highest: int | None = None  # unwrapped
         self._next: int | None = None  # the first unwrapped seq of the next report
@@ -185,6 +186,7 @@ class ReceiveHistory:
                 at = arrivals.get(seq)
                 if at is None:
                     deltas.append(None)
+                    self.reported_lost += 1
                 else:
                     delta = at - previous
                     if deltas and not -0x8000 <= delta <= 0x7FFF:
