@@ -246,6 +246,15 @@ async def main() -> list[dict[str, Any]]:
         await expect(row.locator(".status")).to_have_text("In consultation")
         t0 = time.monotonic()
         print("joined; sampling", flush=True)
+        lag = [0.0]  # the server's event loop: the longest a 10 ms sleep overran, this second
+
+        async def watch_lag() -> None:
+            while True:
+                before = time.monotonic()
+                await asyncio.sleep(0.01)
+                lag[0] = max(lag[0], time.monotonic() - before - 0.01)
+
+        lag_task = asyncio.ensure_future(watch_lag())
 
         prev_bytes: dict[str, int] = {}
         prev_wire: dict[int, tuple[int, int]] = {}
@@ -328,9 +337,12 @@ async def main() -> list[dict[str, Any]]:
                       f"{'P' if srv.get('paused') else '.'} | {srv.get('wire_pkts', 0):5d} "
                       f"{srv.get('holes', 0):5d} {srv.get('dholes', 0):4d} {srv.get('resent', 0):5d} | "
                       f"{q.get('level', '')} | {srv.get('twcc_in', '-')} {srv.get('fb_sent', '-')} {srv.get('fb_lost', '-')}", flush=True)
-            print(f"    dropped={dict(server.counters.dropped)} nacks_in={server.counters.nacks} "
+            print(f"    loop lag max {lag[0] * 1000:.0f} ms; dropped={dict(server.counters.dropped)} nacks_in={server.counters.nacks} "
                   f"retx={server.counters.retransmitted} nacks_up={server.counters.nacks_sent} "
                   f"plis={server.counters.plis}", flush=True)
+            lag[0] = 0.0
+        lag_task.cancel()
+        await asyncio.gather(lag_task, return_exceptions=True)
         banners = {}
         for who, page in pages.items():
             try:
