@@ -139,6 +139,7 @@ class Client:
         self.gcc: SendSideEstimator | None = None
         self.feedback_received = 0  # transport feedback packets from the server
         self._sr_sent: dict[int, float] = {}  # middle 32 bits of our SRs' NTP -> sent at
+        self._rx_time = glue.RxTime()  # the kernel's receive time of the datagram being handled
 
     # -- signaling ------------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -286,7 +287,8 @@ class Client:
         if first:
             self._hooked = True
             dtls = glue.dtls_of(pc.getTransceivers()[0])
-            glue.install_gatherer(glue.ice_connection(dtls), glue.IceSettings(self.ice_addresses))
+            glue.install_gatherer(glue.ice_connection(dtls), glue.IceSettings(self.ice_addresses),
+                                  self._rx_time)
             glue.hook_dtls(dtls, self._on_rtp, self._on_rtcp, time.monotonic,
                            peek=self._count_protected if self.count_only else None)
             self._wire = glue.WireSender(dtls)
@@ -500,7 +502,7 @@ class Client:
         """Record the transport-wide sequence number of a packet (its clear header)."""
         seq = transport_seq(data, self._twcc_id or 0)
         if seq is not None and self.twcc is not None:
-            self.twcc.add(seq, now)
+            self.twcc.add(seq, self._rx_time.at or now)
 
     async def _run_twcc(self) -> None:
         while True:

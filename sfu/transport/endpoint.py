@@ -117,6 +117,7 @@ class Endpoint:
         # not negotiated), arrivals noted raw on the packet path, turned into feedback each round
         self._twcc_in_id = 0
         self._twcc_arrivals: list[tuple[bytes, float]] = []
+        self._rx_time = self.peer.rx_time  # arrivals are the kernel's receive times
         self.twcc_in: ReceiveHistory | None = None
         self.twcc_in_packets = 0  # packets that arrived with a transport-wide sequence number
         self.feedback_sent = 0  # transport feedback packets sent to the participant
@@ -441,7 +442,7 @@ class Endpoint:
             if value is not None:
                 arrivals = self._twcc_arrivals
                 if len(arrivals) < ARRIVALS_PENDING_MAX:
-                    arrivals.append((value, now))
+                    arrivals.append((value, self._rx_time.at or now))
                 else:
                     self.counters.drop("transport_arrivals_overflow")
         producer = self._by_ssrc.get(packet.ssrc)

@@ -179,7 +179,7 @@ def closed_loop(capacity_kbps: Callable[[float], float], seconds: float,
         t += 1 / FPS
         if t >= next_feedback:
             next_feedback += 0.1
-            for arrival, seq, at in [f for f in in_flight if f[0] <= t]:
+            for _, seq, at in [f for f in in_flight if f[0] <= t]:
                 received.add(seq & 0xFFFF, at)
             in_flight = [f for f in in_flight if f[0] > t]
             for packet in received.feedback(2):

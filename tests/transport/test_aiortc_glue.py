@@ -168,3 +168,40 @@ def test_an_id_aiortc_already_uses_is_refused():
            "a=sendonly\r\na=rtpmap:97 VP8/90000\r\n")
     with pytest.raises(ValueError):
         glue.offer_transport_cc(sdp, 1, URI_TRANSPORT_CC)
+
+
+async def test_datagrams_are_read_with_the_kernels_receive_time():
+    """The time a datagram reached the socket, not the time the (possibly busy) loop read it."""
+    import asyncio
+    import socket
+    import time
+
+    loop = asyncio.get_running_loop()
+    heard: list[tuple[bytes, float | None]] = []
+    rx = glue.RxTime()
+
+    class Protocol(asyncio.DatagramProtocol):
+        def datagram_received(self, data, addr):
+            heard.append((data, rx.at))
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    transport = glue.TimestampedUdpTransport(loop, sock, Protocol(), rx)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sent_at = time.monotonic()
+        sender.sendto(b"one", sock.getsockname())
+        time.sleep(0.2)  # the loop is busy: the datagram waits in the socket
+        busy_until = time.monotonic()
+        while not heard:
+            await asyncio.sleep(0.01)
+        [(data, at)] = heard
+        assert data == b"one" and at is not None
+        assert sent_at - 0.01 <= at < busy_until - 0.1, (at - sent_at, busy_until - sent_at)
+        assert rx.at is None  # only while a datagram is handled
+        transport.sendto(b"back", sender.getsockname())
+        assert sender.recv(10) == b"back"
+    finally:
+        transport.close()
+        sender.close()
+    assert sock.fileno() == -1
