@@ -22,6 +22,11 @@ Experiments (``--variant``) change one thing on the server to isolate the cause:
                 BURST=start,end,fraction overrides):
                 a transient loss episode; does paused video come back afterwards?
   burst-no-remb the same, with the receivers' REMB not capping the downlink estimate
+  loop-arrivals transport feedback reports arrival times as the event loop reads the packets
+                (no kernel receive timestamps): with --stall, what a busy server did before
+
+``--stall MS`` blocks the server's event loop for MS milliseconds once a second (a busy server:
+what a loaded machine does to it), without burning CPU.
 
 Run:  cd /work/wt-cc && /work/main/.venv/bin/python -m bench.browser_call --seconds 60
 """
@@ -164,6 +169,9 @@ def hook_rtcp() -> None:
 def apply_variant(variant: str) -> None:
     if variant in ("none", "min1"):
         return
+    if variant == "loop-arrivals":
+        aiortc_glue.SO_TIMESTAMPNS = -1  # never matches a control message: no kernel time
+        return
     if variant in ("burst", "burst-no-remb"):
         # a transient real-looking loss episode: every receiver report in seconds 8-11 after the
         # first report says 30 % lost; afterwards the reports are the browser's own (0 %)
@@ -202,6 +210,8 @@ async def main() -> list[dict[str, Any]]:
     ap.add_argument("--variant", default="none")
     ap.add_argument("--json", help="write the per-second rows here")
     ap.add_argument("--headful", action="store_true")
+    ap.add_argument("--stall", type=float, default=0.0,
+                    help="block the server's event loop this many ms once a second")
     args = ap.parse_args()
 
     hook_wire()
@@ -255,6 +265,13 @@ async def main() -> list[dict[str, Any]]:
                 lag[0] = max(lag[0], time.monotonic() - before - 0.01)
 
         lag_task = asyncio.ensure_future(watch_lag())
+
+        async def stall() -> None:
+            while True:
+                await asyncio.sleep(1.0)
+                time.sleep(args.stall / 1000)  # noqa: ASYNC251 - blocks the loop on purpose
+
+        stall_task = asyncio.ensure_future(stall()) if args.stall > 0 else None
 
         prev_bytes: dict[str, int] = {}
         prev_wire: dict[int, tuple[int, int]] = {}
@@ -341,8 +358,10 @@ async def main() -> list[dict[str, Any]]:
                   f"retx={server.counters.retransmitted} nacks_up={server.counters.nacks_sent} "
                   f"plis={server.counters.plis}", flush=True)
             lag[0] = 0.0
-        lag_task.cancel()
-        await asyncio.gather(lag_task, return_exceptions=True)
+        for task in (lag_task, stall_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         banners = {}
         for who, page in pages.items():
             try:
