@@ -81,7 +81,7 @@ def start_server(rooms: int, workdir: Path, probe_seconds: float = 3.0) -> tuple
     proc = subprocess.Popen([sys.executable, "-m", "sfu.cli", "serve", "--config", str(config)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # a loaded machine imports slowly
     while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(f"{url}/healthz", timeout=1)
