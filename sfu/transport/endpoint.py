@@ -116,7 +116,9 @@ class Endpoint:
         # transport-cc on what the participant publishes: the extension's id in its packets (0:
         # not negotiated), arrivals noted raw on the packet path, turned into feedback each round
         self._twcc_in_id = 0
-        self._twcc_arrivals: list[tuple[bytes, float]] = []
+        # two flat lists, not a list of tuples: no object the garbage collector tracks per packet
+        self._twcc_seqs: list[bytes] = []
+        self._twcc_times: list[float] = []
         self._rx_time = self.peer.rx_time  # arrivals are the kernel's receive times
         self.twcc_in: ReceiveHistory | None = None
         self.twcc_in_packets = 0  # packets that arrived with a transport-wide sequence number
@@ -255,12 +257,12 @@ class Endpoint:
     def send_transport_feedback(self) -> None:
         """Report what arrived since the last round to the publisher (off the packet path)."""
         history = self.twcc_in
-        arrivals = self._twcc_arrivals
-        if history is None or not arrivals:
+        seqs, times = self._twcc_seqs, self._twcc_times
+        if history is None or not seqs:
             return
-        self._twcc_arrivals = []
-        self.twcc_in_packets += len(arrivals)
-        for value, at in arrivals:
+        self._twcc_seqs, self._twcc_times = [], []
+        self.twcc_in_packets += len(seqs)
+        for value, at in zip(seqs, times, strict=True):
             if len(value) == 2:
                 history.add(value[0] << 8 | value[1], at)
             else:
@@ -440,9 +442,10 @@ class Endpoint:
         if self._twcc_in_id:  # note (number, arrival) raw: turned into feedback each round
             value = packet.ext.get(self._twcc_in_id)
             if value is not None:
-                arrivals = self._twcc_arrivals
-                if len(arrivals) < ARRIVALS_PENDING_MAX:
-                    arrivals.append((value, self._rx_time.at or now))
+                seqs = self._twcc_seqs
+                if len(seqs) < ARRIVALS_PENDING_MAX:
+                    seqs.append(value)
+                    self._twcc_times.append(self._rx_time.at or now)
                 else:
                     self.counters.drop("transport_arrivals_overflow")
         producer = self._by_ssrc.get(packet.ssrc)
