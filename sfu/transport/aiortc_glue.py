@@ -125,7 +125,10 @@ class WireSender:
             return False
         self._protect = dtls._tx_srtp.protect
         self._protect_rtcp = dtls._tx_srtp.protect_rtcp
-        self._sendto = pair.protocol.transport.sendto
+        transport = pair.protocol.transport
+        # our own transport: the socket's sendto directly (errors are counted below)
+        self._sendto = (transport.raw_sendto if isinstance(transport, TimestampedUdpTransport)
+                        else transport.sendto)
         self._addr = pair.remote_addr
         return True
 
@@ -220,8 +223,9 @@ class TimestampedUdpTransport(asyncio.DatagramTransport):
                     protocol.error_received(exc)
                     return
                 at = None
-                for level, kind, value in ancillary:
-                    if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS \
+                if ancillary:  # one control message: the timestamp
+                    level, kind, value = ancillary[0]
+                    if kind == SO_TIMESTAMPNS and level == socket.SOL_SOCKET \
                             and len(value) >= _TIMESPEC.size:
                         seconds, nanoseconds = _TIMESPEC.unpack_from(value)
                         at = seconds + nanoseconds * 1e-9 - offset
@@ -231,6 +235,11 @@ class TimestampedUdpTransport(asyncio.DatagramTransport):
                     return
         finally:
             rx.at = None
+
+    @property
+    def raw_sendto(self) -> Callable[..., Any]:
+        """The socket's own ``sendto``: for a sender that handles its errors (``WireSender``)."""
+        return self._sock.sendto
 
     def sendto(self, data: Any, addr: Any = None) -> None:
         if self._closing:
