@@ -10,7 +10,9 @@ tests/browser/test_patient_consultation.py), a consultation of ``--seconds``; on
 * per participant on the server: the link (RR loss, loss, downlink estimate, last REMB), whether
   the video it receives is paused, and per outgoing video SSRC what went on the wire: packets,
   sequence-number holes (what the browser counts as lost), resends of an already sent seq;
-* the transport's drop counters.
+* the transport's drop counters;
+* per participant, the packets that arrived with a transport-wide sequence number and the
+  transport feedback packets the server sent it (transport-cc on its uplink).
 
 Experiments (``--variant``) change one thing on the server to isolate the cause:
   none          the product as it is
@@ -20,6 +22,11 @@ Experiments (``--variant``) change one thing on the server to isolate the cause:
                 BURST=start,end,fraction overrides):
                 a transient loss episode; does paused video come back afterwards?
   burst-no-remb the same, with the receivers' REMB not capping the downlink estimate
+  loop-arrivals transport feedback reports arrival times as the event loop reads the packets
+                (no kernel receive timestamps): with --stall, what a busy server did before
+
+``--stall MS`` blocks the server's event loop for MS milliseconds once a second (a busy server:
+what a loaded machine does to it), without burning CPU.
 
 Run:  cd /work/wt-cc && /work/main/.venv/bin/python -m bench.browser_call --seconds 60
 """
@@ -54,7 +61,10 @@ PAGE_STATS_JS = """async () => {
   const call = window.sfuCall;
   if (!call || !call.pc) return null;
   const out = {inb: [], outb: [], pair: null, quality: call.quality || null};
-  (await call.pc.getStats()).forEach((r) => {
+  const stats = await call.pc.getStats();
+  let selected = null;
+  stats.forEach((r) => { if (r.type === "transport" && r.selectedCandidatePairId) selected = r.selectedCandidatePairId; });
+  stats.forEach((r) => {
     if (r.type === "inbound-rtp" && r.kind === "video") out.inb.push({ssrc: r.ssrc, mid: r.mid,
       rx: r.packetsReceived, lost: r.packetsLost, fd: r.framesDecoded, fps: r.framesPerSecond || 0,
       w: r.frameWidth || 0, nack: r.nackCount, bytes: r.bytesReceived, kfd: r.keyFramesDecoded,
@@ -63,7 +73,7 @@ PAGE_STATS_JS = """async () => {
       bytes: r.bytesSent, hdr: r.headerBytesSent, pad: r.paddingBytesSent || 0,
       rtx: r.retransmittedBytesSent || 0, target: r.targetBitrate || 0, pkts: r.packetsSent,
       qlr: r.qualityLimitationReason});
-    if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded")
+    if (r.type === "candidate-pair" && (selected ? r.id === selected : r.nominated && r.state === "succeeded"))
       out.pair = {aob: r.availableOutgoingBitrate || 0, aib: r.availableIncomingBitrate || 0,
                   rtt: r.currentRoundTripTime};
   });
@@ -159,6 +169,9 @@ def hook_rtcp() -> None:
 def apply_variant(variant: str) -> None:
     if variant in ("none", "min1"):
         return
+    if variant == "loop-arrivals":
+        aiortc_glue.SO_TIMESTAMPNS = -1  # never matches a control message: no kernel time
+        return
     if variant in ("burst", "burst-no-remb"):
         # a transient real-looking loss episode: every receiver report in seconds 8-11 after the
         # first report says 30 % lost; afterwards the reports are the browser's own (0 %)
@@ -197,6 +210,8 @@ async def main() -> list[dict[str, Any]]:
     ap.add_argument("--variant", default="none")
     ap.add_argument("--json", help="write the per-second rows here")
     ap.add_argument("--headful", action="store_true")
+    ap.add_argument("--stall", type=float, default=0.0,
+                    help="block the server's event loop this many ms once a second")
     args = ap.parse_args()
 
     hook_wire()
@@ -241,15 +256,31 @@ async def main() -> list[dict[str, Any]]:
         await expect(row.locator(".status")).to_have_text("In consultation")
         t0 = time.monotonic()
         print("joined; sampling", flush=True)
+        lag = [0.0]  # the server's event loop: the longest a 10 ms sleep overran, this second
+
+        async def watch_lag() -> None:
+            while True:
+                before = time.monotonic()
+                await asyncio.sleep(0.01)
+                lag[0] = max(lag[0], time.monotonic() - before - 0.01)
+
+        lag_task = asyncio.ensure_future(watch_lag())
+
+        async def stall() -> None:
+            while True:
+                await asyncio.sleep(1.0)
+                time.sleep(args.stall / 1000)  # noqa: ASYNC251 - blocks the loop on purpose
+
+        stall_task = asyncio.ensure_future(stall()) if args.stall > 0 else None
 
         prev_bytes: dict[str, int] = {}
         prev_wire: dict[int, tuple[int, int]] = {}
         prev_fd: dict[str, int] = {}
         prev_pl: dict[str, tuple[int, int]] = {}
         header = (f"{'t':>3} {'who':7} | {'rx':>5} {'lost':>4} {'dLost':>5} {'fd/s':>4} {'w':>4} "
-                  f"{'nack':>4} | {'tx kb':>5} {'tgt':>5} {'aob':>5} | {'RR%':>5} {'loss%':>5} "
+                  f"{'nack':>4} | {'tx':>5} {'tgt':>5} {'aob':>5} | {'RR%':>5} {'loss%':>5} "
                   f"{'down':>5} {'remb':>5} {'sent':>5} {'P':1} | {'wire':>5} {'holes':>5} {'dHol':>4} "
-                  f"{'resnt':>5} | quality")
+                  f"{'resnt':>5} | quality | twcc-in fb-sent fb-lost")
         print(header, flush=True)
         while time.monotonic() - t0 < args.seconds:
             await asyncio.sleep(1.0)
@@ -301,7 +332,12 @@ async def main() -> list[dict[str, Any]]:
                            "sent": dl.sent_kbps(now_mono), "paused": paused,
                            "wire_pkts": wire.get("pkts", 0), "holes": holes,
                            "dholes": holes - pw[1], "resent": wire.get("resent", 0),
-                           "out_ssrc": out_ssrc, "nack_in": log.get("nack", 0)}
+                           "out_ssrc": out_ssrc, "nack_in": log.get("nack", 0),
+                           # (getattr: the script also runs against an older sfu)
+                           "twcc_in": getattr(part.endpoint, "twcc_in_packets", None),
+                           "fb_sent": getattr(part.endpoint, "feedback_sent", None),
+                           "fb_lost": getattr(getattr(part.endpoint, "twcc_in", None),
+                                              "reported_lost", None)}
                 rec = {"t": round(t, 1), "who": who, "inb": inb, "outb": outb, "pair": st["pair"],
                        "tx_kbps": tx, "dfd": dfd, "dlost": dlost, "quality": st["quality"], **srv,
                        "dropped": dict(server.counters.dropped)}
@@ -317,10 +353,15 @@ async def main() -> list[dict[str, Any]]:
                       f"{f(srv.get('down'))} {f(srv.get('remb'))} {f(srv.get('sent'))} "
                       f"{'P' if srv.get('paused') else '.'} | {srv.get('wire_pkts', 0):5d} "
                       f"{srv.get('holes', 0):5d} {srv.get('dholes', 0):4d} {srv.get('resent', 0):5d} | "
-                      f"{q.get('level', '')}", flush=True)
-            print(f"    dropped={dict(server.counters.dropped)} nacks_in={server.counters.nacks} "
+                      f"{q.get('level', '')} | {srv.get('twcc_in', '-')} {srv.get('fb_sent', '-')} {srv.get('fb_lost', '-')}", flush=True)
+            print(f"    loop lag max {lag[0] * 1000:.0f} ms; dropped={dict(server.counters.dropped)} nacks_in={server.counters.nacks} "
                   f"retx={server.counters.retransmitted} nacks_up={server.counters.nacks_sent} "
                   f"plis={server.counters.plis}", flush=True)
+            lag[0] = 0.0
+        for task in (lag_task, stall_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         banners = {}
         for who, page in pages.items():
             try:

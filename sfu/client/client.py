@@ -4,6 +4,11 @@ It publishes the pre-encoded clip (no encoding at run time: aiortc packetizes ``
 and receives without decoding: RTP is taken after SRTP and only counted (packets, frames,
 keyframes per m-line). It answers the server's offers with ``bundlePolicy=max-bundle``, sends
 receiver reports for what it receives, and turns the server's PLIs into keyframes.
+
+Like Chromium, it accepts transport-cc when the server offers it, on both directions: it sends
+transport feedback on what it receives (every 100 ms), and it stamps what it publishes with
+transport-wide numbers and runs the send-side estimator (``sfu.bandwidth.SendSideEstimator``)
+on the server's feedback; its video follows the lower of that estimate and the server's REMB.
 """
 
 from __future__ import annotations
@@ -23,18 +28,23 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSess
 from aiortc import sdp as aiortc_sdp
 from aiortc.exceptions import InvalidStateError
 
+from sfu.bandwidth import SendSideEstimator
+from sfu.client.adapt import publisher_estimator
 from sfu.client.media import Clip, ClipAudioTrack, ClipVideoTrack, Renditions, load_clip
 from sfu.client.remb import ReceiveEstimate, RembSettings
 from sfu.client.sender import PacedRtpSender, SendScheduler
-from sfu.client.twcc import URI_TRANSPORT_CC, TransportFeedback
 from sfu.transport import aiortc_glue as glue
 from sfu.transport import packets as P
-from sfu.transport.packets import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID
+from sfu.transport.packets import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, URI_TRANSPORT_CC
 from sfu.transport.stats import ReceiveStats
+from sfu.transport.transportcc import ReceiveHistory, SendHistory
 
 UPLOAD_IN_FLIGHT = 32_000  # pre-call filler sent but not acknowledged, at most (bytes)
 
 _SEQ_TS_SSRC = struct.Struct("!HII")
+# what the published audio takes of the send-side estimate (Opus ~32 kbit/s and its headers):
+# video gets the rest, as libwebrtc's allocator gives audio its rate first
+AUDIO_SHARE_KBPS = 40
 
 
 class ClientError(Exception):
@@ -93,7 +103,8 @@ class Client:
     # grows like Chromium's (sfu/client/remb.py); False: receiver reports only (the old client).
     send_remb: bool = True
     remb_settings: RembSettings | None = None
-    # Accept transport-cc when the server offers it and send its feedback every 100 ms.
+    # Accept transport-cc when the server offers it: send its feedback every 100 ms, stamp what
+    # we publish and follow the server's feedback with a send-side estimate (GCC).
     send_twcc: bool = True
     # Send the filler a pre-call test asks for (``precall_upload``), as the web client does.
     send_precall_upload: bool = True
@@ -132,10 +143,16 @@ class Client:
         self._loss_total = (0, 0)  # packets expected and received, summed over streams
         # transport-cc, when the server's offer negotiates it: the extension's id, the arrivals
         self._twcc_id: int | None = None
-        self.twcc: TransportFeedback | None = None
+        self.twcc: ReceiveHistory | None = None
         self._twcc_task: asyncio.Task[None] | None = None
         self._upload_task: asyncio.Task[None] | None = None
         self._upload_acked = 0  # filler bytes the server acknowledged (precall_uploaded)
+        # ... and on what we publish: the numbers handed out and the estimate on the feedback
+        self.twcc_out: SendHistory | None = None
+        self.gcc: SendSideEstimator | None = None
+        self.feedback_received = 0  # transport feedback packets from the server
+        self._sr_sent: dict[int, float] = {}  # middle 32 bits of our SRs' NTP -> sent at
+        self._rx_time = glue.RxTime()  # the kernel's receive time of the datagram being handled
 
     # -- signaling ------------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -204,6 +221,8 @@ class Client:
         self._probe_ssrc = None
         self._twcc_id = None
         self.twcc = None
+        self.twcc_out = None
+        self.gcc = None
 
     async def _read(self) -> None:
         try:
@@ -312,7 +331,8 @@ class Client:
         if first:
             self._hooked = True
             dtls = glue.dtls_of(pc.getTransceivers()[0])
-            glue.install_gatherer(glue.ice_connection(dtls), glue.IceSettings(self.ice_addresses))
+            glue.install_gatherer(glue.ice_connection(dtls), glue.IceSettings(self.ice_addresses),
+                                  self._rx_time)
             glue.hook_dtls(dtls, self._on_rtp, self._on_rtcp, time.monotonic,
                            peek=self._count_protected if self.count_only else None)
             self._wire = glue.WireSender(dtls)
@@ -333,8 +353,12 @@ class Client:
                         if e.uri == URI_TRANSPORT_CC}
             if twcc_ids and self.twcc is None:
                 self._twcc_id = min(twcc_ids)  # BUNDLE: one id for every m-line
-                self.twcc = TransportFeedback(self.rtcp_ssrc)
+                self.twcc = ReceiveHistory(self.rtcp_ssrc)
                 self._twcc_task = asyncio.ensure_future(self._run_twcc())
+            if twcc_ids and first and self.senders == []:
+                self.twcc_out = SendHistory(min(twcc_ids))
+                start = self.start_kbps + (AUDIO_SHARE_KBPS if self.publish_audio else 0)
+                self.gcc = publisher_estimator(start)
         await pc.setLocalDescription(answer)
         if first:
             self._start_senders(pc, parsed)
@@ -355,9 +379,11 @@ class Client:
             if pt is None:
                 continue
             ext_ids = {names[e.uri]: e.id for e in media.rtp.headerExtensions if e.uri in names}
+            stamps = any(e.uri == URI_TRANSPORT_CC for e in media.rtp.headerExtensions)
             sender = PacedRtpSender(track, self._wire, ssrc=transceiver.sender._ssrc,
                                     payload_type=pt, clock_rate=48000 if track.kind == "audio" else 90000,
-                                    mid=media.rtp.muxId, ext_ids=ext_ids)
+                                    mid=media.rtp.muxId, ext_ids=ext_ids,
+                                    twcc=self.twcc_out if stamps else None)
             self.senders.append(sender)
             if self.scheduler is not None:
                 self.scheduler.add(sender)
@@ -461,6 +487,11 @@ class Client:
                         if sender.ssrc == block.ssrc:
                             sender.reports.append(block)
                             del sender.reports[:-8]
+                    sent_at = self._sr_sent.get(block.lsr) if block.lsr else None
+                    if sent_at is not None and self.gcc is not None:
+                        self.gcc.on_rtt(now, max(0.0, now - sent_at - block.dlsr / 65536))
+            if isinstance(msg, P.TransportFeedback):
+                self._on_transport_feedback(msg, now)
             if isinstance(msg, P.SenderReport):
                 for t in self.tracks.values():
                     if t.ssrc == msg.ssrc and t.stats is not None:
@@ -475,6 +506,23 @@ class Client:
                         s.ssrc in msg.ssrcs for s in self.senders if s.kind == "video")):
                     video.on_remb(msg.bitrate, now)
 
+    def _on_transport_feedback(self, msg: P.TransportFeedback, now: float) -> None:
+        """The server's feedback on what we publish: the send-side estimate, which the video
+        follows (its share: the estimate less what audio takes)."""
+        history, gcc = self.twcc_out, self.gcc
+        if history is None or gcc is None:
+            return
+        results = history.match(msg)
+        if not results:
+            return
+        self.feedback_received += 1
+        gcc.on_feedback(now, results)
+        estimate = gcc.estimate_kbps(now)
+        video = self.video_track
+        if estimate is not None and video is not None:
+            audio = AUDIO_SHARE_KBPS if self.publish_audio else 0
+            video.on_estimate(max(0.0, estimate - audio) * 1000, now)
+
     async def _run_rtcp(self) -> None:
         while True:
             await asyncio.sleep(1.0)
@@ -486,6 +534,9 @@ class Client:
                 sr = sender.sender_report(time.time())
                 if sr is not None:
                     parts.append(P.build_sr(sr))
+                    self._sr_sent[(sr.ntp >> 16) & 0xFFFFFFFF] = now
+                    if len(self._sr_sent) > 16:
+                        del self._sr_sent[next(iter(self._sr_sent))]
             blocks = [t.stats.report(t.ssrc, now) for t in self.tracks.values()
                       if t.stats is not None and t.ssrc is not None]
             if blocks:
@@ -501,7 +552,7 @@ class Client:
         """Record the transport-wide sequence number of a packet (its clear header)."""
         seq = transport_seq(data, self._twcc_id or 0)
         if seq is not None and self.twcc is not None:
-            self.twcc.on_packet(seq, now)
+            self.twcc.add(seq, self._rx_time.at or now)
 
     async def _run_twcc(self) -> None:
         while True:

@@ -554,7 +554,8 @@ class ClipVideoTrack(_ClipTrack):
     """The clip's VP8 frames at ``fps``, looped, with 90 kHz timestamps that never go back.
 
     Given :class:`Renditions`, it starts with the highest rendition at most ``start_kbps`` and
-    follows the REMBs passed to :meth:`on_remb` like an encoder adapting (rules in
+    follows the REMBs passed to :meth:`on_remb` and the send-side estimates passed to
+    :meth:`on_estimate` like an encoder adapting (rules in
     ``sfu/client/adapt.py``): a switch lands on the next frame, which is the next keyframe of the
     new rendition (the clip jumps ahead as for a keyframe request; timestamps go on as usual).
     """
@@ -583,6 +584,7 @@ class ClipVideoTrack(_ClipTrack):
         self.frames_skipped_for_keyframe = 0
         self.switches = 0  # rendition switches that have landed
         self.remb_bps: int | None = None  # the last REMB passed to on_remb
+        self.estimate_bps: float | None = None  # the last estimate passed to on_estimate
 
     @property
     def rendition_kbps(self) -> int:
@@ -594,7 +596,17 @@ class ClipVideoTrack(_ClipTrack):
         self.remb_bps = bps
         if len(self._renditions.clips) < 2:
             return
-        target = self._selector.on_remb(bps, now)
+        self._switch(self._selector.on_remb(bps, now))
+
+    def on_estimate(self, bps: float, now: float) -> None:
+        """Follow the publisher's send-side estimate (the share video may use), as an encoder
+        follows its transport's: the rendition fits the lower of it and the REMB."""
+        self.estimate_bps = bps
+        if len(self._renditions.clips) < 2:
+            return
+        self._switch(self._selector.on_estimate(bps, now))
+
+    def _switch(self, target: int | None) -> None:
         if target is not None:
             self._pending = None if target == self._rendition else target
 

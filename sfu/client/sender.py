@@ -5,7 +5,9 @@ cost the load tool more CPU per participant than the server spends forwarding to
 takes the clip's frames from the paced clip tracks (sfu/client/media.py), cuts VP8 frames into
 RFC 7741 packets and Opus frames into one packet each, writes the header and extensions with
 ``struct``, and sends through the same synchronous SRTP path as the server (``WireSender``).
-It also produces the sender reports the server translates for lip sync.
+It also produces the sender reports the server translates for lip sync. When transport-cc is
+negotiated, every packet carries the next number of the transport-wide sequence its senders share
+(a ``SendHistory``, which remembers send time and size for the server's transport feedback).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from typing import Any, Protocol
 
 from sfu.transport import packets as P
+from sfu.transport.transportcc import SendHistory
 
 MAX_PAYLOAD = 1200
 AUDIO_LEVEL = bytes((0x80 | 40,))  # voice activity, -40 dBov
@@ -35,7 +38,8 @@ class FrameSource(Protocol):
 
 class PacedRtpSender:
     def __init__(self, source: FrameSource, wire: Wire, *, ssrc: int, payload_type: int,
-                 clock_rate: int, mid: str, ext_ids: dict[str, int]) -> None:
+                 clock_rate: int, mid: str, ext_ids: dict[str, int],
+                 twcc: SendHistory | None = None) -> None:
         self.source = source
         self.wire = wire
         self.ssrc = ssrc
@@ -56,6 +60,7 @@ class PacedRtpSender:
             fixed += P.ext_element(ext_ids["audio_level"], AUDIO_LEVEL)
         self._fixed_ext = fixed
         self._ast_id = ext_ids.get("abs_send_time") if self.kind == "video" else None
+        self.twcc = twcc
 
     def poll(self, now: float) -> None:
         """Send the frames due at ``now`` (the loop's clock), for a ``SendScheduler``."""
@@ -95,7 +100,8 @@ class PacedRtpSender:
         ext_elements = self._fixed_ext
         if self._ast_id is not None:
             ext_elements += P.ext_element(self._ast_id, P.abs_send_time(now))
-        ext = P.ext_block(ext_elements)
+        # with transport-cc the block is made per packet (each has its own number)
+        ext = P.ext_block(ext_elements) if self.twcc is None else ext_elements
         if self.kind == "video":
             chunks = [data[i:i + MAX_PAYLOAD] for i in range(0, len(data), MAX_PAYLOAD)] or [b""]
             last = len(chunks) - 1
@@ -107,7 +113,12 @@ class PacedRtpSender:
 
     def _send(self, marker: bool, ts: int, ext: bytes, payload: bytes) -> None:
         self._seq = (self._seq + 1) & 0xFFFF
+        twcc = self.twcc
+        if twcc is not None:
+            ext = P.ext_block_twcc(ext, b"", twcc.header, (twcc.count + 1) & 0xFFFF)
         packet = P.build_rtp(0, marker, self.payload_type, self._seq, ts, self.ssrc, ext, payload)
+        if twcc is not None:
+            twcc.record(len(packet), time.monotonic())
         self.wire.send_rtp(packet)
         self.packets += 1
         self.octets += len(packet)

@@ -12,6 +12,8 @@ import asyncio
 import errno
 import random
 import socket
+import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -123,7 +125,10 @@ class WireSender:
             return False
         self._protect = dtls._tx_srtp.protect
         self._protect_rtcp = dtls._tx_srtp.protect_rtcp
-        self._sendto = pair.protocol.transport.sendto
+        transport = pair.protocol.transport
+        # our own transport: the socket's sendto directly (errors are counted below)
+        self._sendto = (transport.raw_sendto if isinstance(transport, TimestampedUdpTransport)
+                        else transport.sendto)
         self._addr = pair.remote_addr
         return True
 
@@ -162,6 +167,105 @@ class FastStunProtocol(StunProtocol):
         super().datagram_received(data, addr)
 
 
+class RxTime:
+    """When the kernel received the datagram being handled (``SO_TIMESTAMPNS``, on the monotonic
+    clock), or None outside a datagram's handling or without a timestamp.
+
+    Transport-wide feedback reports arrival times; taken when the event loop gets round to a
+    packet, a busy loop (a 100 ms stall) looks like a queue on the network to the publisher's
+    delay-based estimator. The kernel's time does not include that wait."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux
+_TIMESPEC = struct.Struct("@qq")
+_CMSG_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
+READS_PER_WAKEUP = 64
+
+
+class TimestampedUdpTransport(asyncio.DatagramTransport):
+    """What aioice needs of a UDP transport (``sendto``, ``close``, ``get_extra_info``), reading
+    with ``recvmsg`` to get each datagram's kernel receive time into ``rx`` for the protocol's
+    ``datagram_received``. Sending does not queue: a datagram the socket buffer cannot take is
+    dropped and counted (``send_dropped``), as the network would drop it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket,
+                 protocol: asyncio.DatagramProtocol, rx: RxTime) -> None:
+        super().__init__({"socket": sock, "sockname": sock.getsockname()})
+        self._loop = loop
+        self._sock = sock
+        self._protocol = protocol
+        self._rx = rx
+        self._closing = False
+        self.send_dropped = 0
+        sock.setblocking(False)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        except OSError:
+            pass  # no kernel timestamps: arrival times are taken when the loop reads
+        protocol.connection_made(self)
+        loop.add_reader(sock.fileno(), self._read_ready)
+
+    def _read_ready(self) -> None:
+        sock, rx, protocol = self._sock, self._rx, self._protocol
+        offset = time.time() - time.monotonic()
+        try:
+            for _ in range(READS_PER_WAKEUP):
+                try:
+                    data, ancillary, _, addr = sock.recvmsg(65536, _CMSG_SPACE)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:
+                    protocol.error_received(exc)
+                    return
+                at = None
+                if ancillary:  # one control message: the timestamp
+                    level, kind, value = ancillary[0]
+                    if kind == SO_TIMESTAMPNS and level == socket.SOL_SOCKET \
+                            and len(value) >= _TIMESPEC.size:
+                        seconds, nanoseconds = _TIMESPEC.unpack_from(value)
+                        at = seconds + nanoseconds * 1e-9 - offset
+                rx.at = at
+                protocol.datagram_received(data, addr)
+                if self._closing:
+                    return
+        finally:
+            rx.at = None
+
+    @property
+    def raw_sendto(self) -> Callable[..., Any]:
+        """The socket's own ``sendto``: for a sender that handles its errors (``WireSender``)."""
+        return self._sock.sendto
+
+    def sendto(self, data: Any, addr: Any = None) -> None:
+        if self._closing:
+            return
+        try:
+            self._sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self.send_dropped += 1
+        except OSError as exc:
+            self._protocol.error_received(exc)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+        self._loop.call_soon(self._protocol.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+
 def _bind_udp(address: str, port_range: tuple[int, int] | None) -> socket.socket:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -187,9 +291,13 @@ def _bind_udp(address: str, port_range: tuple[int, int] | None) -> socket.socket
         raise
 
 
-def install_gatherer(connection: Connection, settings: IceSettings) -> None:
+def install_gatherer(connection: Connection, settings: IceSettings,
+                     rx: RxTime | None = None) -> None:
     """Replace aioice's host gathering: chosen addresses (127.0.0.1 allowed), a port range,
-    and an announced address for 1:1 NAT. STUN/TURN candidates are not gathered by the server."""
+    and an announced address for 1:1 NAT. STUN/TURN candidates are not gathered by the server.
+    The sockets are read by ``TimestampedUdpTransport``, which puts each datagram's kernel
+    receive time into ``rx`` while it is handled."""
+    rx = rx if rx is not None else RxTime()
 
     async def gather_candidates() -> None:
         if connection._local_candidates_start:
@@ -199,8 +307,8 @@ def install_gatherer(connection: Connection, settings: IceSettings) -> None:
         addresses = list(settings.addresses) or get_host_addresses(use_ipv4=True, use_ipv6=False)
         for address in addresses:
             sock = _bind_udp(address, settings.port_range)
-            _, protocol = await loop.create_datagram_endpoint(
-                lambda: FastStunProtocol(connection), sock=sock)
+            protocol = FastStunProtocol(connection)
+            TimestampedUdpTransport(loop, sock, protocol, rx)
             port = sock.getsockname()[1]
             host = settings.announced_address or address
             protocol.local_candidate = Candidate(
@@ -254,12 +362,13 @@ def sender_ssrcs(transceiver: RTCRtpTransceiver) -> tuple[int, int]:
 def offer_transport_cc(sdp: str, ext_id: int, uri: str) -> str:
     """Add transport-wide congestion control to an offer aiortc made: the header extension
     ``uri`` as ``ext_id`` and ``a=rtcp-fb:<pt> transport-cc`` on every codec except RTX, on
-    every audio and video m-line the server sends on (``sendonly``).
+    every audio and video m-line the server sends (``sendonly``) or receives (``recvonly``) on;
+    not on inactive ones.
 
-    Not on the m-lines the client publishes on: a browser that stamps transport-wide numbers on
-    what it sends expects transport-cc feedback from us for its own send-side estimate, and
-    without it Chromium's video sender fell to about 60 kbit/s. Its uplink estimate keeps
-    resting on our receiver reports and REMB there.
+    On the m-lines the client publishes on, a browser that accepts it stamps transport-wide
+    numbers on what it sends and runs its send-side estimate on the feedback the server must
+    then send (``Endpoint`` does, every 100 ms); without that feedback Chromium's video sender
+    fell to about 60 kbit/s.
 
     aiortc cannot be told to offer it: ``createOffer`` resets each transceiver's extensions
     and codecs from its module-wide ``HEADER_EXTENSIONS`` and ``CODECS`` (changing those would
@@ -269,7 +378,7 @@ def offer_transport_cc(sdp: str, ext_id: int, uri: str) -> str:
     """
     parsed = aiortc_sdp.SessionDescription.parse(sdp)
     for media in parsed.media:
-        if media.kind not in ("audio", "video") or media.direction != "sendonly":
+        if media.kind not in ("audio", "video") or media.direction not in ("sendonly", "recvonly"):
             continue
         extensions = media.rtp.headerExtensions
         if any(e.id == ext_id and e.uri != uri for e in extensions):

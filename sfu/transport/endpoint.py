@@ -24,7 +24,7 @@ from sfu.transport.counters import Counters
 from sfu.transport.forwarder import Consumer, OutStream, Producer
 from sfu.transport.peer import CLOCK_RATES, AnswerInfo, SendSlot, WebRtcPeer
 from sfu.transport.settings import MediaSettings, parse_port_range
-from sfu.transport.transportcc import PacketResult, SendHistory
+from sfu.transport.transportcc import PacketResult, ReceiveHistory, SendHistory
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 RTCP_INTERVAL = 1.0  # seconds between the endpoint's RTCP compounds (SR, RR, SDES)
 PADDING_BURST_S = 0.01  # probe padding is paced in bursts this far apart
 PADDING_BODY = bytes(254) + bytes([255])  # 255 bytes of padding, the last one saying so
+FEEDBACK_INTERVAL = 0.1  # seconds between transport feedback to a publisher (libwebrtc: 100 ms)
+ARRIVALS_PENDING_MAX = 4096  # transport-wide arrivals kept between two feedback rounds
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,16 @@ class Endpoint:
         # answer the peer's NACKs with retransmissions (a pre-call test's echo does not: behind a
         # link its probe floods, retransmissions of retransmissions would multiply its budget)
         self.retransmit = True
+        # transport-cc on what the participant publishes: the extension's id in its packets (0:
+        # not negotiated), arrivals noted raw on the packet path, turned into feedback each round
+        self._twcc_in_id = 0
+        # two flat lists, not a list of tuples: no object the garbage collector tracks per packet
+        self._twcc_seqs: list[bytes] = []
+        self._twcc_times: list[float] = []
+        self._rx_time = self.peer.rx_time  # arrivals are the kernel's receive times
+        self.twcc_in: ReceiveHistory | None = None
+        self.twcc_in_packets = 0  # packets that arrived with a transport-wide sequence number
+        self.feedback_sent = 0  # transport feedback packets sent to the participant
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -217,6 +229,7 @@ class Endpoint:
         self._offer_in_flight = False
         self._negotiated_once = True
         self._apply_transport_cc(info.transport_cc)
+        self._apply_transport_cc_in(info.transport_cc_in)
         self._apply_payload_types(info)
         if self._update_producers(info):
             self.listener.producers_changed(self)
@@ -231,6 +244,39 @@ class Endpoint:
             self.twcc.set_ext_id(ext_id)
         for out in self.out_by_ssrc.values():
             out.twcc = self.twcc if ext_id is not None else None
+
+    def _apply_transport_cc_in(self, ext_id: int | None) -> None:
+        """Note the transport-wide sequence number of what the participant publishes, and send
+        it transport feedback every ``FEEDBACK_INTERVAL``, while its answer accepts it."""
+        self._twcc_in_id = ext_id or 0
+        if ext_id is not None and self.twcc_in is None:
+            self.twcc_in = ReceiveHistory(self.peer.rtcp_ssrc)
+            self._spawn(self._run_transport_feedback(), "transport-feedback")
+
+    async def _run_transport_feedback(self) -> None:
+        while True:
+            await asyncio.sleep(FEEDBACK_INTERVAL)
+            if self.peer.wire.ready():
+                self.send_transport_feedback()
+
+    def send_transport_feedback(self) -> None:
+        """Report what arrived since the last round to the publisher (off the packet path)."""
+        history = self.twcc_in
+        seqs, times = self._twcc_seqs, self._twcc_times
+        if history is None or not seqs:
+            return
+        self._twcc_seqs, self._twcc_times = [], []
+        self.twcc_in_packets += len(seqs)
+        for value, at in zip(seqs, times, strict=True):
+            if len(value) == 2:
+                history.add(value[0] << 8 | value[1], at)
+            else:
+                self.counters.drop("malformed_transport_seq")
+        video = self.producers.get("video") or self.producers.get("audio")
+        media_ssrc = video.ssrc if video is not None and video.ssrc is not None else 0
+        for packet in history.feedback(media_ssrc):
+            self.peer.wire.send_rtcp(packet)
+            self.feedback_sent += 1
 
     def _apply_payload_types(self, info: AnswerInfo) -> None:
         self._rtx_pts = {mid: names["rtx"] for mid, names in info.payload_types.items()
@@ -412,6 +458,15 @@ class Endpoint:
         except ValueError:
             self.counters.drop("malformed")
             return
+        if self._twcc_in_id:  # note (number, arrival) raw: turned into feedback each round
+            value = packet.ext.get(self._twcc_in_id)
+            if value is not None:
+                seqs = self._twcc_seqs
+                if len(seqs) < ARRIVALS_PENDING_MAX:
+                    seqs.append(value)
+                    self._twcc_times.append(self._rx_time.at or now)
+                else:
+                    self.counters.drop("transport_arrivals_overflow")
         producer = self._by_ssrc.get(packet.ssrc)
         if producer is not None:
             if not self.got_media:

@@ -546,9 +546,31 @@ def build_transport_feedback(fb: TransportFeedback) -> bytes:
     length in the last byte. Raises ValueError for a delta beyond 16 bits signed."""
     if not fb.deltas or len(fb.deltas) > 0xFFFF:
         raise ValueError("transport feedback needs 1 to 65535 packet statuses")
+    deltas = fb.deltas
+    if None not in deltas and 0 <= min(deltas) and max(deltas) <= 0xFF:  # type: ignore[type-var,operator]
+        # all received, small deltas (a healthy link): run-length chunks, as the general path
+        # below writes them, without its per-status work
+        n = len(deltas)
+        chunks = [0x2000 | min(0x1FFF, n - i) for i in range(0, n, 0x1FFF)]
+        delta_bytes = bytearray(deltas)  # type: ignore[arg-type]
+    else:
+        chunks, delta_bytes = _statuses(deltas)
+    body = b"".join((
+        struct.pack("!IIHHI", fb.sender_ssrc, fb.media_ssrc, fb.base_seq & 0xFFFF, len(fb.deltas),
+                    (fb.reference_time & 0xFFFFFF) << 8 | (fb.fb_count & 0xFF)),
+        struct.pack(f"!{len(chunks)}H", *chunks), delta_bytes))
+    padding = -len(body) & 3
+    if not padding:
+        return _rtcp(15, RTCP_RTPFB, body)
+    body += b"\x00" * (padding - 1) + bytes((padding,))
+    return struct.pack("!BBH", 0xA0 | 15, RTCP_RTPFB, len(body) // 4) + body
+
+
+def _statuses(deltas: list[int | None]) -> tuple[list[int], bytearray]:
+    """The packet status chunks and the receive delta bytes of a feedback packet."""
     symbols: list[int] = []
     delta_bytes = bytearray()
-    for delta in fb.deltas:
+    for delta in deltas:
         if delta is None:
             symbols.append(0)
         elif 0 <= delta <= 0xFF:
@@ -559,16 +581,7 @@ def build_transport_feedback(fb: TransportFeedback) -> bytes:
             delta_bytes += _I16.pack(delta)
         else:
             raise ValueError(f"receive delta {delta} does not fit 16 bits")
-    chunks = _encode_chunks(symbols)
-    body = b"".join((
-        struct.pack("!IIHHI", fb.sender_ssrc, fb.media_ssrc, fb.base_seq & 0xFFFF, len(fb.deltas),
-                    (fb.reference_time & 0xFFFFFF) << 8 | (fb.fb_count & 0xFF)),
-        struct.pack(f"!{len(chunks)}H", *chunks), delta_bytes))
-    padding = -len(body) & 3
-    if not padding:
-        return _rtcp(15, RTCP_RTPFB, body)
-    body += b"\x00" * (padding - 1) + bytes((padding,))
-    return struct.pack("!BBH", 0xA0 | 15, RTCP_RTPFB, len(body) // 4) + body
+    return _encode_chunks(symbols), delta_bytes
 
 
 def ntp_time(now_unix: float) -> int:

@@ -31,6 +31,7 @@ from sfu.transport.transportcc import EXT_TRANSPORT_CC
 log = logging.getLogger(__name__)
 
 CLOCK_RATES = {"audio": 48000, "video": 90000}
+PUBLISHING = ("sendonly", "sendrecv")  # answered directions of an m-line the client publishes on
 _EXT_NAMES = {URI_MID: "mid", URI_AUDIO_LEVEL: "audio_level", URI_ABS_SEND_TIME: "abs_send_time"}
 
 
@@ -67,15 +68,18 @@ class AnswerInfo:
     publish: dict[str, PublishInfo]  # kind -> info
     payload_types: dict[str, dict[str, int]]  # mid -> codec name -> payload type
     transport_cc: int | None = None  # the transport-wide sequence number's id, when accepted
+    transport_cc_in: int | None = None  # ... on the m-lines the client publishes on
 
 
-def accepted_transport_cc(parsed: aiortc_sdp.SessionDescription) -> int | None:
+def accepted_transport_cc(parsed: aiortc_sdp.SessionDescription,
+                          directions: tuple[str, ...] = ("recvonly",)) -> int | None:
     """The id of the transport-wide sequence number extension when the answer accepts it: on
-    every m-line the client receives on (it is offered only there), with one id throughout.
-    Else None (an aiortc answerer never accepts it; Chromium does)."""
+    every m-line whose answered direction is one of ``directions`` (``recvonly``: what the
+    client receives; ``sendonly``/``sendrecv``: what it publishes), with one id throughout.
+    Else None (an aiortc answerer does not accept it by itself; Chromium does)."""
     ids: set[int] = set()
     for media in parsed.media:
-        if media.direction != "recvonly":
+        if media.direction not in directions:
             continue
         found = [e.id for e in media.rtp.headerExtensions if e.uri == URI_TRANSPORT_CC]
         if not found:
@@ -109,7 +113,8 @@ class WebRtcPeer:
         for kind in ("audio", "video"):
             self.publish[kind] = self._transceiver(kind, "recvonly")
         self.dtls = glue.dtls_of(self.publish["audio"])
-        glue.install_gatherer(glue.ice_connection(self.dtls), ice)
+        self.rx_time = glue.RxTime()  # the kernel's receive time of the datagram being handled
+        glue.install_gatherer(glue.ice_connection(self.dtls), ice, self.rx_time)
         glue.hook_dtls(self.dtls, on_rtp, on_rtcp, clock)
         self.wire = glue.WireSender(self.dtls)
         self.rtcp_ssrc = glue.sender_ssrcs(self.publish["audio"])[0]
@@ -211,7 +216,10 @@ class WebRtcPeer:
                        if e.uri in _EXT_NAMES}
             publish[kind] = PublishInfo(kind, media.rtp.muxId, active, ssrc, rtx_ssrc,
                                         main or 0, ext_ids)
-        return AnswerInfo(publish, pts, accepted_transport_cc(parsed) if self._transport_cc else None)
+        if not self._transport_cc:
+            return AnswerInfo(publish, pts)
+        return AnswerInfo(publish, pts, accepted_transport_cc(parsed),
+                          accepted_transport_cc(parsed, PUBLISHING))
 
     async def add_ice_candidate(self, candidate: str, sdp_mid: str | None) -> None:
         """Trickled candidates: the peer-reflexive path makes them optional; parse and add."""

@@ -21,6 +21,7 @@ from sfu.transport.packets import (
     TWCC_REFERENCE_TICK,
     TWCC_REFERENCE_WRAP,
     TransportFeedback,
+    build_transport_feedback,
 )
 
 # the id the server offers for the extension: aiortc's own are mid=1, audio level=2, abs-send-time=3
@@ -118,4 +119,105 @@ class SendHistory:
                 unmatched += 1
             n += 1
         self.unmatched += unmatched
+        return out
+
+
+# ------------------------------------------------------------------------- the receiver's half
+
+TICKS_PER_SECOND = round(1 / TWCC_DELTA_TICK)  # 4000: receive deltas are 250 us ticks
+TICKS_PER_REFERENCE = round(TWCC_REFERENCE_TICK / TWCC_DELTA_TICK)  # 256 ticks in 64 ms
+MAX_PER_FEEDBACK = 1000  # statuses in one feedback packet (about 1.2 kB at most: fits a datagram)
+MAX_PENDING = 8192  # sequence numbers one round of feedback reports at most; older ones are skipped
+
+
+class ReceiveHistory:
+    """Arrival times of transport-wide sequence numbers, turned into transport feedback packets
+    as a receiver sends them (libwebrtc's ``RemoteEstimatorProxy`` in periodic mode).
+
+    ``add`` per received packet that carries the extension (16-bit number, arrival time in
+    seconds on the receiver's clock); ``feedback`` about every 100 ms reports every sequence
+    number from the one after the last report up to the highest received, as received (with
+    its arrival time) or not. Numbers are unwrapped around the highest seen; before the first
+    report a reordered packet moves the start back. A packet that arrives after its number was
+    reported (as lost) is not reported again, a duplicate counts once (both are counted in
+    ``late``). A report that would span ``MAX_PENDING`` numbers or more (a sender that jumped)
+    starts at the oldest arrival within that span. Packets are built by
+    ``packets.build_transport_feedback`` (libwebrtc's chunk encoding), at most
+    ``MAX_PER_FEEDBACK`` statuses each; a receive delta that does not fit 16 bits starts a new
+    feedback packet, as libwebrtc does, instead of being reported as lost.
+    """
+
+    __slots__ = ("sender_ssrc", "fb_count", "packets", "late", "reported_lost", "_arrivals",
+                 "_highest", "_next", "_reported")
+
+    def __init__(self, sender_ssrc: int) -> None:
+        self.sender_ssrc = sender_ssrc
+        self.fb_count = 0  # the 8-bit feedback packet count of the next packet
+        self.packets = 0  # feedback packets built
+        self.late = 0  # arrivals for numbers already reported, skipped or seen
+        self.reported_lost = 0  # numbers reported as not received
+        self._arrivals: dict[int, int] = {}  # unwrapped seq -> arrival, in 250 us ticks
+        self._highest: int | None = None  # unwrapped
+        self._next: int | None = None  # the first unwrapped seq of the next report
+        self._reported = False
+
+    def add(self, seq: int, now: float) -> None:
+        highest = self._highest
+        if highest is None:
+            unwrapped = seq & 0xFFFF
+            self._highest = self._next = unwrapped
+        else:
+            delta = (seq - highest) & 0xFFFF
+            unwrapped = highest + (delta - 0x10000 if delta >= 0x8000 else delta)
+            if unwrapped > highest:
+                self._highest = unwrapped
+            elif unwrapped < self._next:  # type: ignore[operator]
+                if self._reported:
+                    self.late += 1
+                    return
+                self._next = unwrapped  # reordered before the first report
+        arrivals = self._arrivals
+        if unwrapped in arrivals:
+            self.late += 1
+            return
+        arrivals[unwrapped] = int(now * TICKS_PER_SECOND)
+
+    def feedback(self, media_ssrc: int) -> list[bytes]:
+        """The feedback packets for what arrived since the last call (none if nothing did)."""
+        arrivals = self._arrivals
+        highest, seq = self._highest, self._next
+        if not arrivals or highest is None or seq is None:
+            return []
+        if highest - seq >= MAX_PENDING:
+            oldest = min(s for s in arrivals if s > highest - MAX_PENDING)
+            seq = oldest
+        out: list[bytes] = []
+        while seq <= highest:
+            first = seq
+            while first not in arrivals:  # the reference time is the first arrival's
+                first += 1
+            reference = arrivals[first] // TICKS_PER_REFERENCE
+            previous = reference * TICKS_PER_REFERENCE
+            start = seq
+            deltas: list[int | None] = []
+            while seq <= highest and len(deltas) < MAX_PER_FEEDBACK:
+                at = arrivals.get(seq)
+                if at is None:
+                    deltas.append(None)
+                    self.reported_lost += 1
+                else:
+                    delta = at - previous
+                    if deltas and not -0x8000 <= delta <= 0x7FFF:
+                        break  # more than 8 s from the previous arrival: a new packet
+                    deltas.append(delta)
+                    previous = at
+                seq += 1
+            out.append(build_transport_feedback(TransportFeedback(
+                self.sender_ssrc, media_ssrc, start & 0xFFFF, reference & 0xFFFFFF,
+                self.fb_count, deltas)))
+            self.fb_count = (self.fb_count + 1) & 0xFF
+        arrivals.clear()
+        self._next = highest + 1
+        self._reported = True
+        self.packets += len(out)
         return out

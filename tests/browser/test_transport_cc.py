@@ -1,6 +1,9 @@
 """Transport-wide congestion control with Chromium: a patient page and the staff dashboard in a
 consultation through the real server on loopback. The server offers transport-cc, both pages
-accept it, and each sends transport feedback that covers what the server sent it."""
+accept it, and each sends transport feedback that covers what the server sent it. On their
+uplinks, the pages stamp what they publish, the server sends them transport feedback, and their
+send-side estimates ramp up (the estimate collapsed to ~60 kbit/s when the numbers went
+unanswered)."""
 
 from __future__ import annotations
 
@@ -25,6 +28,17 @@ async def wait_until(condition: Callable[[], bool], within: float, what: str) ->
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+AVAILABLE_OUTGOING_JS = """async () => {
+  const call = window.sfuCall;
+  if (!call || !call.pc) return 0;
+  const stats = await call.pc.getStats();
+  let selected = null, out = 0;
+  stats.forEach((r) => { if (r.type === "transport") selected = r.selectedCandidatePairId; });
+  stats.forEach((r) => { if (r.id === selected) out = r.availableOutgoingBitrate || 0; });
+  return out;
+}"""
 
 
 def endpoints_by_role(server: Any) -> dict[str, Endpoint]:
@@ -100,6 +114,29 @@ async def test_chromium_negotiates_transport_cc_and_its_feedback_covers_what_was
         assert min(sizes) > 12 and max(sizes) <= 1500, (role, min(sizes), max(sizes))
     # for the record (not asserted): REMB from a receiver that does transport-cc
     print({role: (f.packets, f.rembs) for role, f in feedback.items()})
+
+    # the uplinks: each page stamps what it publishes and the server answers with feedback
+    for role, endpoint in endpoints.items():
+        assert endpoint.twcc_in is not None, f"{role}: no transport-cc on what it publishes"
+    before = {role: (e.twcc_in_packets, e.feedback_sent) for role, e in endpoints.items()}
+    await asyncio.sleep(2.0)
+    for role, endpoint in endpoints.items():
+        stamped = endpoint.twcc_in_packets - before[role][0]
+        sent = endpoint.feedback_sent - before[role][1]
+        assert stamped >= 100, (role, stamped)  # audio 50/s and video: all of it stamped
+        assert 10 <= sent <= 30, (role, sent)  # about one every 100 ms
+        assert endpoint.twcc_in.reported_lost <= 0.01 * endpoint.twcc_in_packets, role  # type: ignore[union-attr]
+    # ... and with that feedback each page's send-side estimate ramps up: above 1 Mbit/s on
+    # loopback (the server's REMB caps it at 2.5 Mbit/s)
+    pages = {"patient": patient, "staff": staff}
+    best = dict.fromkeys(pages, 0.0)
+    deadline = time.monotonic() + 20
+    while min(best.values()) < 1_000_000 and time.monotonic() < deadline:
+        for role, page in pages.items():
+            best[role] = max(best[role], await page.evaluate(AVAILABLE_OUTGOING_JS))
+        await asyncio.sleep(0.5)
+    print("availableOutgoingBitrate, highest:", best)
+    assert min(best.values()) >= 1_000_000, best
 
     for log in (patient_log, staff_log):
         assert not log.errors, log.errors

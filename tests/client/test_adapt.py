@@ -1,15 +1,20 @@
-"""A synthetic publisher follows REMB like an encoder: down at once, up after a hold."""
+"""A synthetic publisher follows REMB and its send-side estimate like an encoder: down at once, up
+after a hold."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from sfu.client.adapt import RenditionSelector
+from sfu.client.adapt import RenditionSelector, publisher_estimator
 from sfu.client.media import ClipParams, ClipVideoTrack, Renditions, load_renditions
 from sfu.client.sender import PacedRtpSender
 from sfu.transport import packets as P
+from sfu.transport.transportcc import ReceiveHistory, SendHistory
+from tests.bandwidth.linksim import RX_CLOCK
+from tests.bandwidth.linksim import Link as SimLink
 
 KBPS = (150, 300, 600, 1200)
 FPS = 30
@@ -144,3 +149,77 @@ def test_a_single_clip_ignores_remb(renditions: Renditions) -> None:
     track.on_remb(100_000, 0.0)
     assert track.remb_bps == 100_000
     assert track.rendition_kbps == 300 and track.switches == 0
+
+
+# --- following the send-side estimate on feedback ----------------------------------------------
+
+
+def closed_loop(capacity_kbps: Callable[[float], float], seconds: float,
+                remb_bps: Callable[[float], float | None] = lambda t: None,
+                start_kbps: int = 600) -> list[tuple[float, int]]:
+    """A publisher sending its rendition (30 fps of <= 1200-byte packets, plus 40 kbit/s of
+    audio) through a bottleneck; the receiver's transport feedback every 100 ms (bytes, as the
+    server builds them) feeds the publisher's estimator, whose share for video (less audio) and
+    the REMB choose the rendition. Returns (time, rendition kbit/s) at each feedback."""
+    selector = RenditionSelector(KBPS, start_kbps)
+    gcc = publisher_estimator(start_kbps + 40)
+    sent, received = SendHistory(), ReceiveHistory(1)
+    link = SimLink(capacity_kbps(0.0), delay_s=0.02)
+    in_flight: list[tuple[float, int, float]] = []  # (feedback reaches the sender, seq, arrival)
+    out: list[tuple[float, int]] = []
+    t, next_feedback = 0.0, 0.1
+    while t < seconds:
+        link.capacity_kbps = capacity_kbps(t)
+        frame = KBPS[selector.current] * 1000 / 8 / FPS + 40_000 / 8 / FPS
+        for size in [1200] * int(frame // 1200) + [int(frame % 1200) or 100]:
+            seq = sent.record(size, t)
+            _, arrival = link.send(t, size)
+            if arrival is not None:
+                in_flight.append((arrival, seq, arrival + RX_CLOCK))
+        t += 1 / FPS
+        if t >= next_feedback:
+            next_feedback += 0.1
+            for _, seq, at in [f for f in in_flight if f[0] <= t]:
+                received.add(seq & 0xFFFF, at)
+            in_flight = [f for f in in_flight if f[0] > t]
+            for packet in received.feedback(2):
+                [message] = P.parse_rtcp(packet)
+                assert isinstance(message, P.TransportFeedback)
+                gcc.on_feedback(t + 0.02, sent.match(message))
+            estimate = gcc.estimate_kbps(t)
+            if estimate is not None:
+                selector.on_estimate((estimate - 40) * 1000, t)
+            remb = remb_bps(t)
+            if remb is not None:
+                selector.on_remb(remb, t)
+            out.append((t, KBPS[selector.current]))
+    return out
+
+
+def rendition_at(run: list[tuple[float, int]], t: float) -> int:
+    return [kbps for when, kbps in run if when <= t][-1]
+
+
+def test_a_link_that_carries_more_takes_the_publisher_up_the_ladder() -> None:
+    run = closed_loop(lambda t: 5000, 25)
+    assert rendition_at(run, 2) == 600
+    assert rendition_at(run, 25) == 1200
+    assert min(kbps for _, kbps in run) == 600  # never down on a link that carries it all
+
+
+def test_a_link_that_narrows_takes_it_down_at_once_and_back_up_when_it_widens() -> None:
+    run = closed_loop(lambda t: 400 if 14 <= t < 20 else 3000, 36)
+    assert rendition_at(run, 14) == 1200
+    down = [when for when, kbps in run if 14 <= when and kbps <= 300]
+    assert down and down[0] < 15.5  # within 1.5 s of the cut
+    assert max(kbps for when, kbps in run if 16 <= when < 20) <= 300
+    up = [when for when, kbps in run if when >= 20 and kbps >= 600]
+    assert up and up[0] < 34, up[:1]  # the estimate grows additively near the old limit
+
+
+def test_the_remb_caps_what_the_estimate_allows_and_lifting_it_lets_it_back_up() -> None:
+    run = closed_loop(lambda t: 5000, 30,
+                      remb_bps=lambda t: 320_000 if 5 <= t < 12 else 2_500_000)
+    assert rendition_at(run, 4.9) == 600
+    assert max(kbps for when, kbps in run if 5 <= when < 12) == 300  # at once, and held there
+    assert rendition_at(run, 22) >= 600

@@ -133,11 +133,10 @@ async def test_a_rewritten_offer_is_kept_as_the_local_description_and_an_answer_
         await offerer.setLocalDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         local = aiortc_sdp.SessionDescription.parse(offerer.localDescription.sdp)
         assert len(local.media) == 3
-        # only where the server sends: a browser publishing with transport-wide numbers would
-        # wait for feedback on its uplink that the server does not give
+        # where the server sends and where it receives (it gives feedback on what it receives)
         assert [[e.id for e in m.rtp.headerExtensions if e.uri == URI_TRANSPORT_CC]
-                for m in local.media] == [[], [], [5]]
-        for media in local.media[2:]:
+                for m in local.media] == [[5], [5], [5]]
+        for media in local.media:
             for codec in media.rtp.codecs:
                 feedback = [(f.type, f.parameter) for f in codec.rtcpFeedback]
                 if codec.name == "rtx":
@@ -169,3 +168,41 @@ def test_an_id_aiortc_already_uses_is_refused():
            "a=sendonly\r\na=rtpmap:97 VP8/90000\r\n")
     with pytest.raises(ValueError):
         glue.offer_transport_cc(sdp, 1, URI_TRANSPORT_CC)
+
+
+async def test_datagrams_are_read_with_the_kernels_receive_time():
+    """The time a datagram reached the socket, not the time the (possibly busy) loop read it."""
+    import asyncio
+    import socket
+    import time
+
+    loop = asyncio.get_running_loop()
+    heard: list[tuple[bytes, float | None]] = []
+    rx = glue.RxTime()
+    got = asyncio.Event()
+
+    class Protocol(asyncio.DatagramProtocol):
+        def datagram_received(self, data, addr):
+            heard.append((data, rx.at))
+            got.set()
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    transport = glue.TimestampedUdpTransport(loop, sock, Protocol(), rx)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sent_at = time.monotonic()
+        sender.sendto(b"one", sock.getsockname())
+        time.sleep(0.2)  # noqa: ASYNC251 - the loop is busy: the datagram waits in the socket
+        busy_until = time.monotonic()
+        await asyncio.wait_for(got.wait(), 5)
+        [(data, at)] = heard
+        assert data == b"one" and at is not None
+        assert sent_at - 0.01 <= at < busy_until - 0.1, (at - sent_at, busy_until - sent_at)
+        assert rx.at is None  # only while a datagram is handled
+        transport.sendto(b"back", sender.getsockname())
+        assert sender.recv(10) == b"back"
+    finally:
+        transport.close()
+        sender.close()
+    assert sock.fileno() == -1

@@ -10,7 +10,7 @@ from sfu.transport import packets as P
 from sfu.transport.counters import Counters
 from sfu.transport.endpoint import Endpoint, EndpointListener
 from sfu.transport.forwarder import Consumer, OutStream
-from sfu.transport.peer import accepted_transport_cc
+from sfu.transport.peer import PUBLISHING, accepted_transport_cc
 from sfu.transport.settings import MediaSettings
 from sfu.transport.transportcc import HISTORY_SIZE, PacketResult, SendHistory
 from tests.transport.test_forwarder import Sink, producer, vp8
@@ -147,7 +147,7 @@ EXT5 = "a=extmap:5 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-e
 @pytest.mark.parametrize(("d0", "d1", "ext1", "id2", "expected"), [
     ("sendonly", "recvonly", EXT5, 5, 5),  # accepted on every m-line the client receives on
     ("sendonly", "inactive", "", 5, 5),  # an inactive m-line need not carry it
-    ("sendonly", "sendonly", "", 5, 5),  # nor one the client publishes on (never offered there)
+    ("sendonly", "sendonly", "", 5, 5),  # nor one the client publishes on (told apart below)
     ("sendonly", "recvonly", "", 5, None),  # a receiving m-line without it
     ("sendonly", "recvonly", EXT5, 6, None),  # two ids for one transport-wide sequence
 ])
@@ -173,3 +173,15 @@ def test_history_matches_the_same_across_the_ring_end_with_and_without_losses():
     assert [r[1:3] for r in inside] == [((99 + k) * 0.001, 100 + (99 + k) % 7) for k in range(10)]
     assert [r[3] for r in straddling][:5] == [r[3] for r in lossy][:5]
     assert lossy[5][3] is None and lossy[6][3] == straddling[5][3]
+
+
+@pytest.mark.parametrize(("d0", "d1", "ext1", "expected"), [
+    ("sendonly", "recvonly", EXT5, 5),  # the one m-line it publishes on carries it
+    ("sendonly", "sendonly", EXT5, 5),  # both
+    ("sendonly", "sendonly", "", None),  # a publishing m-line without it: no feedback
+    ("inactive", "inactive", EXT5, None),  # publishes nothing
+])
+def test_the_answer_says_whether_the_client_stamps_what_it_publishes(d0, d1, ext1, expected):
+    sdp = CHROME_LIKE.format(d0=d0, d1=d1, ext1=ext1, id2=5)
+    parsed = aiortc_sdp.SessionDescription.parse(sdp)
+    assert accepted_transport_cc(parsed, PUBLISHING) == expected
