@@ -259,6 +259,68 @@ class SyntheticMember(Member):
             await self._reader
 
 
+# -- CPU: ours (this process and its descendants, by kind) and the whole machine's ----------------
+def _children(proc: Path = Path("/proc")) -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        tree.setdefault(ppid, []).append(int(entry.name))
+    return tree
+
+
+def _group(pid: int) -> str:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return "gone"
+    if b"chrom" in cmd:
+        return "chromium"
+    if b"sfu.client.run" in cmd:
+        return "synthetic"
+    if pid == os.getpid():
+        return "server+driver"
+    return "other"
+
+
+def cpu_snapshot() -> tuple[float, dict[str, float], float, float]:
+    """(now, CPU seconds so far of this process and its descendants by kind, machine busy and
+    total CPU seconds from /proc/stat)."""
+    from bench.load_probe import CLK_TCK, read_cpu_rss
+
+    tree = _children()
+    groups: dict[str, float] = {}
+    todo = [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        todo += tree.get(pid, [])
+        got = read_cpu_rss(pid)
+        if got is not None:
+            name = _group(pid)
+            groups[name] = groups.get(name, 0.0) + got[0]
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return time.monotonic(), groups, (sum(fields) - idle) / CLK_TCK, sum(fields) / CLK_TCK
+
+
+def cpu_use(a: tuple[float, dict[str, float], float, float],
+            b: tuple[float, dict[str, float], float, float]) -> str:
+    """Cores used between two snapshots: ours by kind, and the machine's busy share."""
+    wall = max(b[0] - a[0], 1e-6)
+    ours = {k: (v - a[1].get(k, 0.0)) / wall for k, v in b[1].items()}
+    busy = (b[2] - a[2]) / max(b[3] - a[3], 1e-6)
+    cores = os.cpu_count() or 1
+    return (f"CPU over {wall:.0f} s: ours {sum(ours.values()):.2f} cores ("
+            + ", ".join(f"{k} {v:.2f}" for k, v in sorted(ours.items()))
+            + f"); machine {busy * 100:.0f}% busy of {cores} cores; "
+            f"load average {os.getloadavg()[0]:.1f}")
+
+
 def prepare_clips(clip_dir: Path, clip_seconds: float) -> None:
     """Encode (or find in the cache) what ``sfu.client.run`` publishes, once for all of them."""
     params = ClipParams(seconds=clip_seconds)
@@ -391,6 +453,41 @@ def server_view(server: Any, labels: dict[str, str]) -> dict[str, dict[str, Any]
     return out
 
 
+def server_summary(views: Sequence[tuple[float, dict[str, dict[str, Any]]]], t0: float,
+                   t1: float) -> list[str]:
+    """Per receiver over [t0, t1], from per-second ``server_view``s: how many seconds some video
+    was paused for it (and whose), its downlink estimate (min / median), the GCC delay-based
+    estimate and acknowledged rate, the detector's states, the worst loss it reported."""
+    out = []
+    window = [(t, v) for t, v in views if t0 <= t <= t1]
+    labels = sorted({k for _, v in window for k in v})
+    for label in labels:
+        rows = [v[label] for _, v in window if label in v]
+        if not rows:
+            continue
+        paused: dict[str, int] = {}
+        for r in rows:
+            for who in r["paused"]:
+                paused[who] = paused.get(who, 0) + 1
+        downs = sorted(r["down"] for r in rows if r["down"] is not None)
+        states: dict[str, int] = {}
+        for r in rows:
+            states[str(r["gcc"])] = states.get(str(r["gcc"]), 0) + 1
+
+        def lo_med(key: str, rows: list[dict[str, Any]] = rows) -> str:
+            vals = sorted(r[key] for r in rows if r[key] is not None)
+            return f"{vals[0]:.0f}/{vals[len(vals) // 2]:.0f}" if vals else "-"
+        out.append(
+            f"{label}: {len(rows)} s; video paused for it (s): {paused or '-'}; down min/median "
+            f"{f'{downs[0]:.0f}/{downs[len(downs) // 2]:.0f}' if downs else '-'} kbit/s, "
+            f"delay-based {lo_med('delay_based')}, acknowledged {lo_med('acked')}, sent "
+            f"{lo_med('sent')}; detector {states}; worst loss RR "
+            f"{max(r['loss'] or 0 for r in rows) * 100:.1f}% feedback "
+            f"{max(r['gcc_loss'] or 0 for r in rows) * 100:.1f}%; REMB cap on its video "
+            f"{lo_med('cap')}; rtt max {max((r['rtt'] or 0) for r in rows) * 1000:.0f} ms")
+    return out
+
+
 def fmt(v: float | None, spec: str = "4.0f") -> str:
     return format(v, spec) if v is not None else "-".rjust(int(spec.split(".")[0]))
 
@@ -486,17 +583,28 @@ async def main() -> None:
                 print(f"joined in {time.monotonic() - room.start:.0f} s; refused: {refused}",
                       flush=True)
                 print_header(room)
+                cpu = [cpu_snapshot()]
+                views = []
                 while (t := time.monotonic() - room.start) < args.seconds:
+                    tick = time.monotonic()
                     await room.sample()
+                    views.append((time.monotonic(), server_view(server, room.labels())))
                     print_second(room, t, server)
-                    await asyncio.sleep(1.0)
+                    if len(cpu) == 1 and t >= args.seconds - 20:
+                        cpu.append(cpu_snapshot())
+                    await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
+                cpu.append(cpu_snapshot())
                 print_summary(room, 20.0)
-                for m in room.members:
-                    if isinstance(m, PageMember) and m.errors:
-                        print(f"{m.label} page errors: {m.errors}")
+                now = time.monotonic()
+                print("\nthe server's view of each receiver, last 20 s:")
+                print("\n".join(server_summary(views, now - 20, now)))
+                print(cpu_use(cpu[0], cpu[-1]))
+                print("last 20 s: " + cpu_use(cpu[-2], cpu[-1]))
             finally:
                 await room.close()
                 await browser.close()
+                print("\n".join(room.notes()))
+                print(f"load average {os.getloadavg()}")
     finally:
         await server.close()
     if args.json:

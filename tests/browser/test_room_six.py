@@ -29,7 +29,18 @@ from typing import Any
 
 import pytest
 
-from bench.browser_room import PageMember, Room, Sample, pair_rates, prepare_clips, sent_rates
+from bench.browser_room import (
+    PageMember,
+    Room,
+    Sample,
+    cpu_snapshot,
+    cpu_use,
+    pair_rates,
+    prepare_clips,
+    sent_rates,
+    server_summary,
+    server_view,
+)
 from tests.conftest import make_config
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(360)]
@@ -92,15 +103,23 @@ async def test_three_pages_and_three_synthetic_participants_see_each_other_for_a
         assert len(room.labels()) == 6
 
         banners: list[str] = []
+        views = []  # the server's view of every participant, each second
+        cpu = [cpu_snapshot()]
         while (elapsed := time.monotonic() - room.start) < CALL_SECONDS:
             tick = time.monotonic()
             samples = await room.sample()
+            views.append((time.monotonic(), server_view(room_server, room.labels())))
+            if len(cpu) == 1 and elapsed >= CALL_SECONDS - LAST_WINDOW:
+                cpu.append(cpu_snapshot())
             for label, sample in samples.items():
                 if sample is not None and sample.banner:
                     banners.append(f"{label} at {elapsed:.0f} s: {sample.banner}")
             await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
         end = time.monotonic()
         await room.sample()
+        cpu.append(cpu_snapshot())
+        machine = f"{cpu_use(cpu[0], cpu[-1])}\nlast 20 s: {cpu_use(cpu[-2], cpu[-1])}"
+        server = "\n".join(server_summary(views, end - LAST_WINDOW, end))
         try:
             report = check(room, end)
         except AssertionError as exc:
@@ -108,8 +127,9 @@ async def test_three_pages_and_three_synthetic_participants_see_each_other_for_a
                             if r.levelno >= logging.WARNING or "quality" in r.getMessage()
                             or "left" in r.getMessage() or "failed" in r.getMessage()]
             notes = "\n".join(room.notes() + server_lines[-40:])
-            raise AssertionError(f"{exc}\n{notes}") from None
-        print("\n" + report)
+            raise AssertionError(f"{exc}\nthe server's view of each receiver, last 20 s:\n"
+                                 f"{server}\n{machine}\n{notes}") from None
+        print(f"\n{report}\n{server}\n{machine}")
         assert not banners, f"quality banners shown: {banners[:6]}\n{report}"
         for m in room.members:
             if isinstance(m, PageMember):
