@@ -321,6 +321,15 @@ def cpu_use(a: tuple[float, dict[str, float], float, float],
             f"load average {os.getloadavg()[0]:.1f}")
 
 
+def chromium_args(base: Sequence[str], capture_fps: int | None) -> list[str]:
+    """``base`` with the fake camera delivering ``capture_fps`` frames/s (Chromium's fake
+    device option ``fps=``), or unchanged: the page's own constraints still apply."""
+    if not capture_fps:
+        return list(base)
+    flag = "--use-fake-device-for-media-stream"
+    return [a for a in base if a != flag] + [f"{flag}=fps={capture_fps}"]
+
+
 def prepare_clips(clip_dir: Path, clip_seconds: float) -> None:
     """Encode (or find in the cache) what ``sfu.client.run`` publishes, once for all of them."""
     params = ClipParams(seconds=clip_seconds)
@@ -547,7 +556,15 @@ async def main() -> None:
                     "alternating, a synthetic one last)")
     ap.add_argument("--clip-dir", default="", help="default: SFU_CLIP_DIR or ~/.cache/sfu-clip")
     ap.add_argument("--json", help="write every sample here")
+    ap.add_argument("--capture-fps", type=int, default=0,
+                    help="fake camera frames/s in Chromium (default: Chromium's own, 30; the "
+                         "page asks for 20)")
+    ap.add_argument("--log", help="write the server's log (INFO) here")
     args = ap.parse_args()
+    if args.log:
+        import logging
+        logging.basicConfig(filename=args.log, level=logging.INFO,
+                            format="%(relativeCreated)7.0f %(name)s %(levelname)s %(message)s")
     order = args.order or "".join(
         ("p" if i < args.pages else "") + ("s" if i < args.synthetic else "")
         for i in range(max(args.pages, args.synthetic)))
@@ -572,11 +589,13 @@ async def main() -> None:
         return mint_token(SECRET, sub=sub, role="staff", clinic="demo", name=name)
 
     room = Room(url, mint, clip_dir, order=order, seconds=args.seconds)
-    print(f"server {url}; order {order}", flush=True)
+    print(f"server {url}; order {order}; capture fps {args.capture_fps or 'default'}; "
+          f"load average {os.getloadavg()}", flush=True)
     try:
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                              args=CHROMIUM_ARGS)
+                                              args=chromium_args(CHROMIUM_ARGS,
+                                                                 args.capture_fps))
             try:
                 await room.join_all(browser)
                 refused = [(m.label, m.refused) for m in room.members if m.refused]
