@@ -288,31 +288,35 @@ def _group(pid: int) -> str:
     return "other"
 
 
-def cpu_snapshot() -> tuple[float, dict[str, float], float, float]:
-    """(now, CPU seconds so far of this process and its descendants by kind, machine busy and
-    total CPU seconds from /proc/stat)."""
+Snapshot = tuple[float, dict[int, tuple[str, float]], float, float]
+
+
+def cpu_snapshot() -> Snapshot:
+    """(now, per process of ours (this one and its descendants): kind and CPU seconds so far,
+    the machine's busy and total CPU seconds from /proc/stat)."""
     from bench.load_probe import CLK_TCK, read_cpu_rss
 
     tree = _children()
-    groups: dict[str, float] = {}
+    ours: dict[int, tuple[str, float]] = {}
     todo = [os.getpid()]
     while todo:
         pid = todo.pop()
         todo += tree.get(pid, [])
         got = read_cpu_rss(pid)
         if got is not None:
-            name = _group(pid)
-            groups[name] = groups.get(name, 0.0) + got[0]
+            ours[pid] = (_group(pid), got[0])
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]
-    return time.monotonic(), groups, (sum(fields) - idle) / CLK_TCK, sum(fields) / CLK_TCK
+    return time.monotonic(), ours, (sum(fields) - idle) / CLK_TCK, sum(fields) / CLK_TCK
 
 
-def cpu_use(a: tuple[float, dict[str, float], float, float],
-            b: tuple[float, dict[str, float], float, float]) -> str:
-    """Cores used between two snapshots: ours by kind, and the machine's busy share."""
+def cpu_use(a: Snapshot, b: Snapshot) -> str:
+    """Cores used between two snapshots: ours by kind (a process gone by ``b`` is not counted
+    for the interval), and the machine's busy share."""
     wall = max(b[0] - a[0], 1e-6)
-    ours = {k: (v - a[1].get(k, 0.0)) / wall for k, v in b[1].items()}
+    ours: dict[str, float] = {}
+    for pid, (kind, cpu) in b[1].items():
+        ours[kind] = ours.get(kind, 0.0) + (cpu - a[1].get(pid, (kind, 0.0))[1]) / wall
     busy = (b[2] - a[2]) / max(b[3] - a[3], 1e-6)
     cores = os.cpu_count() or 1
     return (f"CPU over {wall:.0f} s: ours {sum(ours.values()):.2f} cores ("
