@@ -352,7 +352,9 @@ class Room:
     room: str = "team"
     clinic: str = "demo"
     order: str = "ppssps"  # p: a Chromium page, s: a synthetic participant; the last fills the call
-    seconds: float = 60.0  # how long the synthetic participants stay (they leave on their own)
+    # how long the measured call lasts: the synthetic participants stay that long after everyone
+    # is in, however long the joins took (they are stopped at close())
+    seconds: float = 60.0
     members: list[Member] = field(default_factory=list)
     start: float = 0.0  # when everyone was in
 
@@ -370,7 +372,7 @@ class Room:
                 label = f"S{synth}"
                 member = await SyntheticMember.spawn(
                     label, self.url, self.mint(f"synthetic-{synth}", f"Synthetic {synth}"),
-                    self.room, self.seconds + 30, self.clip_dir, self.clip_seconds)
+                    self.room, self.seconds + 300, self.clip_dir, self.clip_seconds)
             self.members.append(member)
             await member.wait_joined(within)  # type: ignore[attr-defined]
         self.start = time.monotonic()

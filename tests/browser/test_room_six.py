@@ -95,7 +95,7 @@ async def test_three_pages_and_three_synthetic_participants_see_each_other_for_a
         return token(role="staff", sub=sub, name=name)
 
     room = Room(room_server.url, mint, room_clip_dir, clip_seconds=CLIP_SECONDS, order="pspsps",
-                seconds=CALL_SECONDS + LAST_WINDOW)
+                seconds=CALL_SECONDS)
     try:
         await room.join_all(browser, within=60.0)
         refused = [(m.label, m.refused) for m in room.members if m.refused]
