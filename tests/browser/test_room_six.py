@@ -118,7 +118,7 @@ async def test_three_pages_and_three_synthetic_participants_see_each_other_for_a
         end = time.monotonic()
         await room.sample()
         cpu.append(cpu_snapshot())
-        machine = f"{cpu_use(cpu[0], cpu[-1])}\nlast 20 s: {cpu_use(cpu[-2], cpu[-1])}"
+        machine = f"joins took {room.join_seconds:.0f} s; {cpu_use(cpu[0], cpu[-1])}\nlast 20 s: {cpu_use(cpu[-2], cpu[-1])}"
         server = "\n".join(server_summary(views, end - LAST_WINDOW, end))
         try:
             report = check(room, end)
