@@ -13,11 +13,12 @@ per line, each with ``event``, ``t`` (seconds since the process started, monoton
 * ``{"event": "stats", "sent_packets": N, "first_media_wall": W, "tracks": [...]}`` every
   ``--interval`` seconds (``first_media_wall``: when the first RTP packet arrived, or null), one
   entry per received track with *cumulative* counters: ``mid``, ``participant``, ``kind``,
-  ``ssrc``, ``packets``, ``bytes``, ``keyframes``, ``expected`` and ``lost`` (RFC 3550, from the
-  sequence numbers since the track's current SSRC started: a new SSRC restarts them), and
-  ``rendition_kbps`` (the video rendition being published), ``switches`` (rendition switches so
-  far), ``remb_in`` (the last REMB the server sent for our video, bit/s) and ``remb_out`` (the
-  last REMB we sent, bit/s);
+  ``ssrc``, ``packets``, ``bytes``, ``frames`` (video: frames begun; audio: packets),
+  ``keyframes``, ``expected`` and ``lost`` (RFC 3550, from the sequence numbers since the track's
+  current SSRC started: a new SSRC restarts them), and ``rendition_kbps`` (the video rendition
+  being published), ``frames_sent`` (video frames published so far), ``switches`` (rendition
+  switches so far), ``remb_in`` (the last REMB the server sent for our video, bit/s) and
+  ``remb_out`` (the last REMB we sent, bit/s);
 * ``{"event": "refused", "code": ..., "message": ...}`` when the join is refused (exit status 2);
 * with ``--precall SECONDS`` instead of a target: ``{"event": "precall_result", "result": {...}}``
   (the server's ``precall_result``) and nothing is joined;
@@ -64,7 +65,7 @@ def track_stats(client: Client) -> list[dict[str, Any]]:
         rs = t.stats
         out.append({
             "mid": t.mid, "participant": t.participant, "kind": t.kind, "ssrc": t.ssrc,
-            "packets": t.packets, "bytes": t.bytes, "keyframes": t.keyframes,
+            "packets": t.packets, "bytes": t.bytes, "frames": t.frames, "keyframes": t.keyframes,
             "expected": rs.expected if rs is not None and rs.started else 0,
             "received": rs.received if rs is not None else 0,
             "lost": max(0, rs.expected - rs.received) if rs is not None and rs.started else 0,
@@ -175,6 +176,7 @@ async def run(args: argparse.Namespace) -> int:
                 emit("stats", sent_packets=client.packets_sent(), first_media_wall=first_media,
                      tracks=track_stats(client),
                      rendition_kbps=video.rendition_kbps if video else None,
+                     frames_sent=video.frames_sent if video else 0,
                      switches=video.switches if video else 0,
                      remb_in=video.remb_bps if video else None, remb_out=client.remb_bps)
                 next_stats += args.interval

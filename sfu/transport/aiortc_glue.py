@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import random
 import socket
 import struct
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pylibsrtp
+from aioice import stun
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aioice.ice import Connection, StunProtocol, get_host_addresses
 from aiortc import RTCRtpTransceiver
@@ -28,6 +30,8 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpHeaderExtensionParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
+
+log = logging.getLogger(__name__)
 
 RtpHandler = Callable[[bytes, float], None]
 RtcpHandler = Callable[[bytes, float], None]
@@ -321,6 +325,49 @@ def install_gatherer(connection: Connection, settings: IceSettings,
 
     connection.gather_candidates = gather_candidates  # type: ignore[method-assign]
     keep_selected_pair(connection)
+    patient_consent(connection)
+
+
+# RFC 7675: a consent check every 5 s (x0.8-1.2); consent expires 30 s after the last answer.
+CONSENT_INTERVAL_S = 5.0
+CONSENT_EXPIRY_S = 30.0
+CONSENT_RETRANSMISSIONS = 3  # the check's answer may take 0.5 + 1 + 2 + 4 = 7.5 s
+
+
+def patient_consent(connection: Connection, interval_s: float = CONSENT_INTERVAL_S,
+                    expiry_s: float = CONSENT_EXPIRY_S,
+                    retransmissions: int = CONSENT_RETRANSMISSIONS) -> None:
+    """Consent freshness as RFC 7675 says: expired 30 s after the last answered check.
+
+    aioice sends each check once and counts it failed when no answer comes within 0.5 s; six such
+    failures in a row close the transport. A path whose round trip stays above 0.5 s for 30 s
+    (a bloated uplink, a busy peer or host) lost its call although every check was answered.
+    Here a check is retransmitted with STUN's usual back-off (an answer to any copy counts) and
+    only 30 s without any answer ends consent."""
+
+    async def query_consent() -> None:
+        assert connection.remote_password is not None
+        key = connection.remote_password.encode("utf8")
+        loop = asyncio.get_running_loop()
+        answered = loop.time()
+        while True:
+            await asyncio.sleep(interval_s * (0.8 + 0.4 * random.random()))
+            for pair in list(connection._nominated.values()):
+                request = connection.build_request(pair, nominate=False)
+                try:
+                    await pair.protocol.request(request, pair.remote_addr, integrity_key=key,
+                                                retransmissions=retransmissions)
+                    answered = loop.time()
+                except stun.TransactionError:
+                    pass
+            if loop.time() - answered >= expiry_s:
+                log.info("ICE consent expired: no answer to consent checks for %.0f s",
+                         loop.time() - answered)
+                connection._query_consent_task = None
+                await connection.close()
+                return
+
+    connection.query_consent = query_consent  # type: ignore[method-assign]
 
 
 def keep_selected_pair(connection: Connection) -> None:

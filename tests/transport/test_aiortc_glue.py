@@ -3,6 +3,8 @@ one of them fails here, loudly, instead of silently decoding or dropping media."
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 from importlib.metadata import version
 
@@ -206,3 +208,72 @@ async def test_datagrams_are_read_with_the_kernels_receive_time():
         transport.close()
         sender.close()
     assert sock.fileno() == -1
+def test_aioice_consent_internals_replaced_by_patient_consent():
+    # why: aioice counts a check failed unless answered within 0.5 s (one send, no retransmission)
+    assert "retransmissions=0" in inspect.getsource(Connection.query_consent)
+    assert "self.query_consent()" in inspect.getsource(Connection.connect)
+    conn = Connection(ice_controlling=True)
+    for name in ("_query_consent_task", "build_request", "remote_password"):
+        assert hasattr(conn, name), name
+
+
+class _ConsentPair:
+    """A nominated pair whose peer answers consent checks after ``delay`` seconds (None: never)."""
+
+    def __init__(self, delay: float | None) -> None:
+        from aioice.candidate import Candidate
+        from aioice.ice import CandidatePair
+
+        class Protocol:
+            local_candidate = Candidate(foundation="l", component=1, transport="udp", priority=1,
+                                        host="127.0.0.1", port=1, type="host")
+
+            async def request(self_, request, addr, integrity_key=None, retransmissions=None):
+                from aioice import stun
+
+                self.retransmissions = retransmissions
+                if delay is None:
+                    raise stun.TransactionTimeout()
+                await asyncio.sleep(delay)
+                self.answered += 1
+
+        self.retransmissions: int | None = None
+        self.answered = 0
+        self.pair = CandidatePair(Protocol(), Candidate(
+            foundation="r", component=1, transport="udp", priority=1, host="127.0.0.1", port=2,
+            type="host"))
+
+
+async def _consent(delay: float | None, run_s: float) -> tuple[bool, _ConsentPair]:
+    conn = Connection(ice_controlling=True)
+    conn.remote_username, conn.remote_password = "peer", "secret"
+    fake = _ConsentPair(delay)
+    conn._nominated[1] = fake.pair
+    closed = asyncio.Event()
+
+    async def close() -> None:
+        closed.set()
+
+    conn.close = close
+    glue.patient_consent(conn, interval_s=0.05, expiry_s=0.4, retransmissions=3)
+    task = asyncio.ensure_future(conn.query_consent())
+    try:
+        await asyncio.wait_for(closed.wait(), run_s)
+    except TimeoutError:
+        pass
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return closed.is_set(), fake
+
+
+async def test_consent_answered_slowly_holds():
+    # every answer takes 0.2 s here (scaled: a 3 s round trip against 30 s expiry is the same)
+    closed, fake = await _consent(0.2, run_s=1.5)
+    assert not closed and fake.answered >= 3
+    assert fake.retransmissions == 3  # STUN back-off: an answer to any copy counts
+
+
+async def test_consent_expires_when_nothing_answers():
+    closed, _ = await _consent(None, run_s=2.0)
+    assert closed
