@@ -113,8 +113,17 @@ def _used_blocks() -> set[int]:
     return {int(m.group(1)) for m in re.finditer(r"inet 10\.77\.(\d+)\.", out)}
 
 
-def tbf_args(kbit: float, burst: str = "16kb", latency_ms: int = 100) -> list[str]:
-    """``tbf`` parameters for a rate in kbit/s (16 kB bucket, 100 ms of queue by default)."""
+def tbf_args(kbit: float, burst: str | None = None, latency_ms: int = 100) -> list[str]:
+    """``tbf`` parameters for a rate in kbit/s: a bottleneck link of that rate with 100 ms of queue.
+
+    The bucket holds 20 ms of the rate, at least 4 KiB (a few full-size packets): what passes at
+    line rate above the shaped rate is a few packets, as on a link whose capacity is the rate. A
+    bucket of 16 KiB (this module's first default) is a policer's: 190 ms of a 700 kbit/s link and
+    0.9 s of a 150 kbit/s one pass at line rate, so a 150 ms probe cluster, or a pre-call test's
+    first second, measures the line and not the link (libwebrtc's probes are fooled the same way
+    by such policers)."""
+    if burst is None:
+        burst = str(max(4096, int(kbit * 1000 / 8 * 0.020)))
     return ["tbf", "rate", f"{int(kbit)}kbit", "burst", burst, "latency", f"{latency_ms}ms"]
 
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from bench import netns
 from bench.browser_call import CHROMIUM_ARGS, SECRET
-from bench.browser_link import chromium_in
+from bench.chromium_ns import chromium_in
 
 # case -> (downlink kbit/s, uplink kbit/s); None: unshaped (the root namespace for loopback)
 CASES: dict[str, tuple[float | None, float | None]] = {
