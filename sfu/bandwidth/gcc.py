@@ -110,6 +110,7 @@ class SendSideEstimator:
         self._last_loss_decrease = -math.inf
         self._min_history: deque[tuple[float, float]] = deque()
         self._target: float | None = None
+        self._hold: tuple[float, float] | None = None  # (until, floor kbit/s): a probe in flight
         self.loss = 0.0
         self.ignored = 0  # packets skipped: non-finite, negative size, too old
 
@@ -356,7 +357,24 @@ class SendSideEstimator:
                     self._last_loss_decrease = now
                     self._decreased_since_report = True
         target = min(target, self._aimd.estimate_kbps)
+        hold = self._hold
+        if hold is not None:
+            if now < hold[0]:
+                # the probe's own queue or loss: it failed, which costs the probe, not the link
+                if self._aimd.estimate_kbps < hold[1]:
+                    self._aimd.set_estimate(now, hold[1])
+                target = max(target, hold[1])
+            else:
+                self._hold = None
         self._target = min(max(target, s.min_kbps), s.max_kbps)
+
+    def hold(self, until: float, kbps: float) -> None:
+        """A probe cluster is in flight until ``until`` (sent, and its feedback back): the delay
+        and loss it causes itself say that it failed, not that the link carries less than the
+        ``kbps`` known before it, so neither part cuts below that meanwhile (LiveKit's stream
+        allocator likewise returns to the committed estimate when a probe fails). After
+        ``until`` the estimator reacts to what it sees as usual."""
+        self._hold = (until, kbps)
 
     def on_probe(self, now: float, kbps: float) -> None:
         """A probe cluster proved the link carries ``kbps``: both parts may start from there

@@ -23,14 +23,18 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class ProbeSettings:
     first_after_s: float = 1.0  # a downlink must have been limited (and clean) this long
-    interval_s: float = 0.5  # after a success: the next, higher step (exponential probing)
+    interval_s: float = 0.0  # after a success: the next, higher step (exponential probing) at
+    # once, in the tick that judged the last one (its proven rate is already allocated)
     retry_s: float = 1.0  # after the first failure; each further failure doubles it
-    max_interval_s: float = 4.0  # ... up to this: a link that comes back is found within it
-    duration_s: float = 0.15  # one cluster of padding: short, so that queues absorb it
+    max_interval_s: float = 1.0  # ... up to this: a link that comes back is found within it
+    # (with the cluster judged a tick later and the publishers following, video is back in 5 s)
+    duration_s: float = 0.1  # one cluster of padding: short, so that queues absorb it (at 2x
+    # the estimate its excess is 100 ms of the link: what a 100 ms buffer holds)
     settle_s: float = 0.6  # feedback after the cluster that still belongs to it; with the
     # cluster, under the 1 s quality tick: a probe is judged at the next tick, not the one after
     max_factor: float = 2.0  # a probe asks for at most this times what is known to pass
     min_kbps: float = 250.0  # a probe asks for at least this (a paused video's minimum, and audio)
+    carried_fraction: float = 0.7  # a cluster that arrived slower than this found the limit
     initial_factor: float = 3.0  # a link never probed is probed at once, this much higher
     # (libwebrtc probes a new connection at 3x its start rate before it has sent anything)
 
@@ -47,6 +51,11 @@ class ProbeController:
         self._spoiled = False
         self.probes = 0
         self.successes = 0
+        self.last_carried = False  # the last cluster judged arrived at its rate (or near it)
+        self.last_rate = 0.0  # ... and the rate it was sent at
+        # what the last call of judge concluded: None (nothing judged), "carried" (a success),
+        # "limit" (it arrived slower: the link's limit), "spoiled" (loss or delay overuse)
+        self.verdict: str | None = None
 
     @property
     def active(self) -> bool:
@@ -65,8 +74,7 @@ class ProbeController:
             self._wait = s.retry_s
             self._next_at = 0.0
             return None
-        if not clean:
-            self._limited_since = None
+        if not clean:  # not now: a lossy or queued link has to clear first
             return None
         if self._limited_since is None:
             self._limited_since = now
@@ -89,9 +97,15 @@ class ProbeController:
         if self._probing is not None and (lossy or overusing):
             self._spoiled = True
 
-    def judge(self, now: float) -> float | None:
+    def judge(self, now: float, received_kbps: float | None = None) -> float | None:
         """Once the cluster has been sent and settled: the rate it proved, or None (a failure,
-        or nothing to judge yet)."""
+        or nothing to judge yet). ``received_kbps``: the cluster's arrival rate where transport-cc
+        measures it; a link that only queued what it was offered proves no more than 95 % of
+        what arrived (libwebrtc's probe bitrate estimator). A cluster that arrived at under
+        ``carried_fraction`` of its rate found the link's limit: what it proved is returned, but
+        probing backs off as after a failure (libwebrtc probes further only above 70 % of the
+        target), or a link at its limit would be flooded with a cluster every tick."""
+        self.verdict = None
         if self._probing is None:
             return None
         started, rate = self._probing
@@ -99,11 +113,19 @@ class ProbeController:
         if now - started < s.duration_s + s.settle_s:
             return None
         self._probing = None
-        if self._spoiled:
+        self.last_rate = rate
+        proved = None if self._spoiled else rate
+        if proved is not None and received_kbps is not None:
+            proved = min(proved, 0.95 * received_kbps)
+        if proved is None or proved < s.carried_fraction * rate:
             self._next_at = now + self._wait
             self._wait = min(self._wait * 2.0, s.max_interval_s)
-            return None
+            self.last_carried = False
+            self.verdict = "spoiled" if proved is None else "limit"
+            return proved
         self.successes += 1
+        self.last_carried = True
+        self.verdict = "carried"
         self._wait = s.retry_s
         self._next_at = now + s.interval_s
-        return rate
+        return proved

@@ -82,9 +82,15 @@ class Link:
                     if self.probe_last is None or arrival > self.probe_last:
                         self.probe_last = arrival
 
-    def start_probe(self, now: float, seconds: float) -> None:
-        """Measure what arrives of everything sent from ``now`` for ``seconds`` (a cluster)."""
+    def start_probe(self, now: float, seconds: float, hold_s: float = 0.0) -> None:
+        """Measure what arrives of everything sent from ``now`` for ``seconds`` (a cluster); for
+        ``hold_s`` the send-side estimate does not fall below what it is now (the cluster's own
+        queue and loss are its failure, not the link's)."""
         self.probe_window = (now, now + seconds)
+        if self.gcc is not None and hold_s > 0:
+            estimate = self.gcc.estimate_kbps(now)
+            if estimate is not None:
+                self.gcc.hold(now + hold_s, estimate)
         self.probe_bytes = self.probe_packets = 0
         self.probe_first = self.probe_last = None
 

@@ -113,20 +113,32 @@ class QualityController:
             probe = self._probes.get(p.id)
             if probe is None:
                 continue
-            # a probe's own padding counts: transport-cc feedback reports it lost or not
-            lossy = p.link.loss > 0.02 or p.link.take_feedback_loss() > 0.02
+            # a probe's own padding counts: transport-cc feedback reports it lost or not, packet
+            # by packet, within 100 ms; with it, receiver reports (a second or more behind, on
+            # media streams only) are not the cluster's evidence (libwebrtc judges probes on
+            # transport feedback alone)
+            feedback_loss = p.link.take_feedback_loss()
+            if p.link.gcc is not None:
+                lossy = feedback_loss > 0.02
+            else:
+                lossy = p.link.loss > 0.02
             probe.observe(lossy=lossy, overusing=p.link.overusing)
-            proved = probe.judge(now)
+            # with transport-cc the cluster's arrival rate says what the link carried
+            received = p.link.probe_received_kbps()
+            proved = probe.judge(now, received)
+            if probe.verdict == "spoiled":
+                log.info("probe of %s at %.0f kbit/s failed: %s (receiver reports %.1f %%, "
+                         "transport-cc %.1f %% lost)", p.id, probe.last_rate,
+                         "loss" if lossy else "delay overuse", 100 * p.link.loss,
+                         100 * feedback_loss, extra=p.log_context())
+            elif probe.verdict == "limit":
+                log.info("probe of %s at %.0f kbit/s arrived at %.0f kbit/s: the link's limit",
+                         p.id, probe.last_rate, received or 0.0, extra=p.log_context())
             if proved is None:
                 continue
-            # with transport-cc the cluster's arrival rate says what the link carried: a link
-            # that only queued what it was offered proves no more than that (libwebrtc's probe
-            # bitrate estimator)
-            received = p.link.probe_received_kbps()
-            if received is not None:
-                proved = min(proved, 0.95 * received)
-            p.link.on_probe(now, proved)
-            self.smoother.confirm(p.id, now)
+            p.link.on_probe(now, proved)  # raises the estimate only
+            if probe.last_carried:  # a measure of the limit is no reason to hurry upgrades
+                self.smoother.confirm(p.id, now)
 
     def _plan_probes(self, participants: list[Participant], allocation: Allocation,
                      demand: dict[str, float], now: float) -> None:
@@ -152,7 +164,8 @@ class QualityController:
                 padding = max(0.0, rate - p.link.sent_kbps)
                 log.info("probing the downlink of %s at %.0f kbit/s (%.0f of padding)", p.id,
                          rate, padding, extra=p.log_context())
-                p.link.start_probe(now, probe.settings.duration_s)
+                p.link.start_probe(now, probe.settings.duration_s,
+                                   probe.settings.duration_s + probe.settings.settle_s)
                 p.endpoint.send_padding(padding, probe.settings.duration_s)
 
     def _publisher_caps(self, allocation: Allocation, streams: list[Stream],

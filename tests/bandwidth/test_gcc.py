@@ -339,3 +339,31 @@ def test_estimates_are_pinned_on_a_fixed_feedback_sequence():
         (448.811, 448.811, 0.0121, "normal"), (482.0, 484.716, 0.0063, "normal"),
         (517.577, 523.493, 0.0187, "normal"), (555.715, 565.373, 0.0118, "normal"),
     ]
+
+
+def test_a_probe_cluster_that_overloads_the_link_costs_the_probe_not_the_estimate() -> None:
+    """A 150 ms cluster at 3x the estimate over a 1000 kbit/s bottleneck: its own queue is delay
+    overuse. Without the hold GCC cuts to 0.85x the acknowledged rate (832 here); held at the
+    pre-probe estimate for the cluster and its feedback, the estimate does not fall below it."""
+
+    def run(hold: bool) -> tuple[float, float, float]:
+        est = estimator()
+        state: dict[str, float] = {}
+
+        def change(t: float, link: Link) -> None:
+            if t >= 20.0 and "floor" not in state:
+                state["floor"] = est.estimate_kbps(t) or 0.0
+                if hold:
+                    est.hold(t + 0.75, state["floor"])
+
+        def send_rate(t: float, rate: float) -> float:
+            return 3.0 * state["floor"] if 20.0 <= t < 20.15 else rate
+
+        r = simulate(est, Link(1000), 24.0, change=change, send_rate=send_rate)
+        return state["floor"], min(r.between(20.0, 20.75)), r.at(24.0)
+
+    floor, during, _ = run(hold=False)
+    assert during < 0.9 * floor  # the cut the hold prevents
+    floor, during, end = run(hold=True)
+    assert floor > 900 and during >= floor
+    assert end < 1100  # after the hold it follows the link as before

@@ -107,3 +107,24 @@ def test_what_is_sent_counts_as_passing() -> None:
         found = pc.plan(t, estimate_kbps=20, target_kbps=1200, limited=True, sent_kbps=300)
         t += 0.5
     assert found == 600  # twice the 300 kbit/s that flow, not twice the estimate
+
+
+def test_a_cluster_the_link_only_queued_proves_its_arrival_rate_and_probing_backs_off() -> None:
+    """Behind a 700 kbit/s bottleneck a cluster at 1230 arrives at about 700: it measures the
+    limit (95 % of what arrived) but is no success: without backing off, such a link got a
+    cluster every tick (seen behind tbf: 1.05 Mbit/s of padding for 150 ms every second)."""
+    pc = used(ProbeController())
+    t, rate = run_until_probe(pc, 0.0, estimate=650, target=2000) or (0.0, 0.0)
+    assert rate == 1300
+    pc.observe(lossy=False, overusing=False)
+    proved = pc.judge(t + 1.0, received_kbps=700.0)
+    assert proved == 0.95 * 700
+    assert not pc.last_carried
+    # the next cluster only after the back-off, not in the tick that judged this one
+    t2, _ = run_until_probe(pc, t + 1.0, estimate=650, target=2000) or (0.0, 0.0)
+    assert t2 - (t + 1.0) >= ProbeSettings().retry_s
+    # one that arrived at 90 % of its rate is a success: the next step follows at once
+    pc.observe(lossy=False, overusing=False)
+    assert pc.judge(t2 + 1.0, received_kbps=1200.0) == 1140
+    assert pc.last_carried
+    assert pc.plan(t2 + 1.0, estimate_kbps=1140, target_kbps=3000, limited=True) == 2280
