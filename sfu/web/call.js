@@ -10,6 +10,8 @@ import { el, explain, parseMessage, publishLocalTracks, setBanner } from "./comm
 
 const RECONNECT_DELAYS = [1000, 2000, 4000, 8000, 8000];
 const DISCONNECTED_GRACE_MS = 8000;
+const DEGRADED_BANNER_AFTER_MS = 5000; // a reduced picture is told only once it lasts this long
+const SMALL_VIDEO_FROM = 4; // participants in the call from which pictures are sent at half size
 
 export class SfuCall {
   // options: token, target ({space} or {room}), localStream (or null), grid (element for tiles),
@@ -104,6 +106,7 @@ export class SfuCall {
     await pc.setLocalDescription(answer);
     this.send({ type: "answer", sdp: pc.localDescription.sdp });
     for (const transceiver of pc.getTransceivers()) this.place(transceiver);
+    this.fitSentVideo();
   }
 
   createPeerConnection() {
@@ -224,7 +227,39 @@ export class SfuCall {
   }
 
   emitParticipants() {
+    this.fitSentVideo();
     if (this.options.onParticipants) this.options.onParticipants([...this.participants.values()]);
+  }
+
+  // In a call of four or more each picture is a small tile on the others' screens: send it at half
+  // the size and at most 15 frames/s (a quarter of the pixels, so each receiver decodes a quarter
+  // as much and each sender encodes less), as conferencing clients do for grids; back to full size
+  // when the call shrinks. Changes the encoder only: no renegotiation. One change at a time (each
+  // setParameters must follow its own getParameters).
+  fitSentVideo() {
+    this.fitting = (this.fitting || Promise.resolve()).then(() => this.fitSentVideoNow());
+    return this.fitting;
+  }
+
+  async fitSentVideoNow() {
+    const pc = this.pc;
+    if (!pc || !this.ownMids) return;
+    const small = this.participants.size + 1 >= SMALL_VIDEO_FROM;
+    for (const transceiver of pc.getTransceivers()) {
+      const sender = transceiver.sender;
+      if (!this.ownMids.has(transceiver.mid) || !sender.track || sender.track.kind !== "video") continue;
+      const params = sender.getParameters();
+      const encoding = params.encodings && params.encodings[0];
+      if (!encoding || (encoding.scaleResolutionDownBy || 1) === (small ? 2 : 1)) continue;
+      encoding.scaleResolutionDownBy = small ? 2 : 1;
+      if (small) encoding.maxFramerate = 15;
+      else delete encoding.maxFramerate;
+      try {
+        await sender.setParameters(params);
+      } catch (error) {
+        console.warn("could not change the sent video's size:", error);
+      }
+    }
   }
 
   onQuality(message) {
@@ -235,8 +270,15 @@ export class SfuCall {
     const other = this.participants.get(message.participant);
     const whose = own ? "Your connection" : `The connection of ${other ? other.name || "a participant" : "a participant"}`;
     const reason = message.reason ? ` (${String(message.reason).replace(/_/g, " ")})` : "";
+    clearTimeout(this.degradedTimer);
     if (message.level === "degraded") {
-      setBanner(banner, `${whose} is weak: video quality is reduced${reason}.`, "warn");
+      // a reduced picture for a few seconds (a dip the estimate recovers from) is nothing a
+      // person can act on: say so only when it lasts; audio only is said at once
+      const text = `${whose} is weak: video quality is reduced${reason}.`;
+      setBanner(banner, ""); // an "audio only" told before is over: video is back, reduced
+      this.degradedTimer = setTimeout(() => {
+        if (this.quality && this.quality.level === "degraded") setBanner(banner, text, "warn");
+      }, DEGRADED_BANNER_AFTER_MS);
     } else if (message.level === "audio_only") {
       setBanner(banner, `${whose} is too weak for video: audio only for now${reason}.`, "warn");
     } else {
@@ -303,6 +345,7 @@ export class SfuCall {
   finish() {
     this.finished = true;
     clearTimeout(this.reconnectTimer);
+    clearTimeout(this.degradedTimer);
     this.reconnectTimer = null;
     this.resetMedia();
     if (this.ws) {

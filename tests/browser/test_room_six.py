@@ -12,7 +12,9 @@ After 60 s with everyone in, over the last 20 s:
   than 5 frames/s, and in each 5 s quarter of the window at a quarter of that or more (no freeze of
   several seconds hides behind a good average);
 * audio flows from everyone to everyone throughout the minute (more packets in every 5 s window);
-* no page shows a quality banner, no page logs an uncaught error.
+* no page shows a quality banner, no page logs an uncaught error;
+* the pages send at most 15 frames/s: in a call of four or more the web client sends half-size
+  pictures at 15 frames/s (``fitSentVideo`` in sfu/web/call.js).
 
 Measured figures (per pair) are printed; ``python -m bench.browser_room`` prints the same scenario
 second by second with the server's estimates.
@@ -168,6 +170,12 @@ def check(room: Room, end: float) -> str:
             "    ." if r == x else f"{video.get((r, x)) or 0:5.1f}" for x in labels))
     lines.append("sent  " + " ".join(f"{sent.get(x) or 0:5.1f}" for x in labels))
     report = "\n".join(lines)
+
+    # in a call of four or more the web client sends half-size pictures at 15 frames/s (each is a
+    # small tile): without it three pages on two cores starved each other's decoders
+    heavy = [f"{x}: {sent.get(x) or 0:.1f}" for x in labels if x.startswith("P")
+             and (sent.get(x) or 0.0) > 16.0]
+    assert not heavy, f"pages sending over 15 frames/s in a room of six: {heavy}\n{report}"
 
     short = []
     for (r, s), fps in video.items():
