@@ -51,7 +51,8 @@ def test_a_clean_probe_proves_its_rate_and_the_next_one_asks_more() -> None:
     pc = used(ProbeController())
     t, rate = run_until_probe(pc, 0.0, estimate=200, target=1200) or (0.0, 0.0)
     pc.observe(lossy=False, overusing=False)
-    assert pc.judge(t + 0.7) is None  # still sending / settling
+    settings = ProbeSettings()
+    assert pc.judge(t + settings.duration_s + settings.settle_s - 0.05) is None  # not settled
     proved = pc.judge(t + 3.0)
     assert proved == rate == 400
     t2, rate2 = run_until_probe(pc, t + 3.0, estimate=proved, target=1200) or (0.0, 0.0)
@@ -62,7 +63,9 @@ def test_a_clean_probe_proves_its_rate_and_the_next_one_asks_more() -> None:
 
 
 def test_a_spoiled_probe_proves_nothing_and_backs_off() -> None:
-    pc = used(ProbeController())
+    # the defaults wait 1 s after any failure (retry_s == max_interval_s): doubling shown up to 4 s
+    settings = ProbeSettings(max_interval_s=4.0)
+    pc = used(ProbeController(settings))
     waits = []
     t = 0.0
     for _ in range(5):
@@ -74,7 +77,6 @@ def test_a_spoiled_probe_proves_nothing_and_backs_off() -> None:
         waits.append(t)
         t += 3.0
     gaps = [b - a for a, b in zip(waits, waits[1:], strict=False)]
-    settings = ProbeSettings()
     assert gaps == sorted(gaps) and gaps[-1] > gaps[0]  # doubling waits ...
     assert gaps[-1] <= 3.0 + settings.max_interval_s + 0.5  # ... up to the most
     assert pc.successes == 1  # only the first probe of the link, in used()

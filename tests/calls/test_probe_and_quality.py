@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from sfu.bandwidth.probe import ProbeSettings
 from sfu.calls.call import Participant
 from tests.calls.conftest import World, make_world
 from tests.calls.fakes import FakeEndpoint
@@ -203,6 +204,6 @@ async def test_a_paused_downlink_is_probed_and_video_comes_back_within_seconds()
             break
     assert receiver.paddings, "the paused downlink is probed once its loss is over"
     kbps, seconds = receiver.paddings[0]
-    assert kbps > 0 and seconds == 0.15
+    assert kbps > 0 and seconds == ProbeSettings().duration_s
     assert back_after is not None and back_after <= 6, back_after
     await world.calls.close()
