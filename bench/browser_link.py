@@ -26,7 +26,7 @@ from typing import Any
 
 from bench import netns
 from bench.browser_call import SECRET
-from bench.chromium_ns import PAGE_STATS_JS, launch, open_room
+from bench.chromium_ns import PAGE_STATS_JS, lab_server, launch, open_room
 from sfu.auth import mint_token
 
 
@@ -39,23 +39,13 @@ async def run(steps: list[tuple[float, float]], *, n_senders: int = 2,
               verbose: bool = True) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 
-    from sfu.service.config import config_from_dict
-    from sfu.service.server import Server
-
     ok, why = netns.available()
     if not ok:
         raise SystemExit(f"needs network namespaces: {why}")
     rows: list[dict[str, Any]] = []
     with netns.Lab() as lab, tempfile.TemporaryDirectory() as tmp:
         address = lab.server_address
-        config = config_from_dict({
-            "auth": {"secret": SECRET},
-            "media": {"ice_addresses": [address]},
-            "clinics": [{"id": "demo", "name": "Demo", "rooms": [{"id": "team", "name": "Team"}]}],
-        }, environ={})
-        server = Server(config)
-        await server.start(address, 0)
-        url = f"http://{address}:{server.port}"
+        server, url = await lab_server(address, SECRET)
         link = lab.add(down_kbit=steps[0][0])
         async with async_playwright() as p:
             host = await launch(p, url)

@@ -47,6 +47,22 @@ PAGE_STATS_JS = """async () => {
 }"""
 
 
+async def lab_server(address: str, secret: str) -> tuple[Any, str]:
+    """A server on the lab's server address (the embedded demo clinic and its "team" room, ICE
+    on that address), started: (the server, its base URL). The caller closes it."""
+    from sfu.service.config import config_from_dict
+    from sfu.service.server import Server
+
+    config = config_from_dict({
+        "auth": {"secret": secret},
+        "media": {"ice_addresses": [address]},
+        "clinics": [{"id": "demo", "name": "Demo", "rooms": [{"id": "team", "name": "Team"}]}],
+    }, environ={})
+    server = Server(config)
+    await server.start(address, 0)
+    return server, f"http://{address}:{server.port}"
+
+
 def chromium_in(ns: str, directory: Path) -> str:
     """An executable that runs Debian's chromium inside network namespace ``ns``."""
     path = directory / f"chromium-{ns}"

@@ -20,20 +20,10 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter
 
+from bench.sinks import NullSink
 from sfu.transport import packets as P
 from sfu.transport.counters import Counters
 from sfu.transport.forwarder import Consumer, OutStream, Producer
-
-
-class NullSink:
-    def ready(self) -> bool:
-        return True
-
-    def send_rtp(self, data: bytes) -> None:
-        return None
-
-    def send_rtcp(self, data: bytes) -> None:
-        return None
 
 
 class UncountedConsumer(Consumer):

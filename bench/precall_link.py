@@ -35,7 +35,7 @@ from typing import Any
 
 from bench import netns
 from bench.browser_call import CHROMIUM_ARGS, SECRET
-from bench.chromium_ns import chromium_in
+from bench.chromium_ns import chromium_in, lab_server
 
 # case -> (downlink kbit/s, uplink kbit/s); None: unshaped (the root namespace for loopback)
 CASES: dict[str, tuple[float | None, float | None]] = {
@@ -90,23 +90,13 @@ async def run(cases: list[str], repeats: int = 1, *, verbose: bool = True) -> di
     """Every case ``repeats`` times; the results per case (see :func:`run_case`)."""
     from playwright.async_api import async_playwright
 
-    from sfu.service.config import config_from_dict
-    from sfu.service.server import Server
-
     ok, why = netns.available()
     if not ok:
         raise netns.NetnsError(f"needs network namespaces: {why}")
     results: dict[str, list[dict[str, Any]]] = {case: [] for case in cases}
     with netns.Lab() as lab, tempfile.TemporaryDirectory() as tmp:
         address = lab.server_address
-        config = config_from_dict({
-            "auth": {"secret": SECRET},
-            "media": {"ice_addresses": [address]},
-            "clinics": [{"id": "demo", "name": "Demo", "rooms": [{"id": "team", "name": "Team"}]}],
-        }, environ={})
-        server = Server(config)
-        await server.start(address, 0)
-        url = f"http://{address}:{server.port}"
+        server, url = await lab_server(address, SECRET)
         link = lab.add()
         args = [*CHROMIUM_ARGS, f"--unsafely-treat-insecure-origin-as-secure={url}"]
         try:

@@ -15,21 +15,11 @@ import statistics
 import struct
 import time
 
+from bench.sinks import NullSink
 from sfu.transport import packets as P
 from sfu.transport.counters import Counters
 from sfu.transport.forwarder import EXT_ABS_SEND_TIME, Consumer, OutStream, Producer
 from sfu.transport.transportcc import SendHistory
-
-
-class NullSink:
-    def ready(self) -> bool:
-        return True
-
-    def send_rtp(self, data: bytes) -> None:
-        return None
-
-    def send_rtcp(self, data: bytes) -> None:
-        return None
 
 
 def old_ext_block(elements: bytes) -> bytes:

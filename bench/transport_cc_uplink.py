@@ -18,6 +18,7 @@ import asyncio
 import statistics
 import time
 
+from bench import sinks
 from sfu.transport import packets as P
 from sfu.transport.counters import Counters
 from sfu.transport.endpoint import Endpoint, EndpointListener
@@ -28,16 +29,7 @@ from sfu.transport.transportcc import ReceiveHistory
 SSRC = 1234
 
 
-class NullSink:
-    def ready(self) -> bool:
-        return True
-
-    def send_rtp(self, data: bytes) -> None:
-        return None
-
-    def send_rtcp(self, data: bytes) -> None:
-        return None
-
+class NullSink(sinks.NullSink):
     def reset(self) -> None:
         return None
 
