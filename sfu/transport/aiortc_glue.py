@@ -63,12 +63,19 @@ def disable_media_pipeline(transceiver: RTCRtpTransceiver, *, keep_sender: bool 
 
 def hook_dtls(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler,
               clock: Callable[[], float], *, pass_rtcp: bool = False,
-              peek: Callable[[bytes, float], bool] | None = None) -> None:
+              peek: Callable[[bytes, float], bool] | None = None,
+              on_drop: Callable[[str], None] | None = None) -> None:
     """Take unprotected RTP/RTCP from ``dtls`` before aiortc routes it.
 
     ``pass_rtcp`` keeps aiortc's own RTCP routing as well (a client's sender answers NACKs).
     ``peek`` sees each still-protected SRTP packet first (its fixed header is in clear text) and
     may consume it by returning True: a load generator that only counts skips the decryption.
+
+    A datagram that is neither DTLS (first byte 20-63) nor RTP/RTCP (128-191, at least a fixed
+    header) by RFC 7983's demultiplexing is dropped here and told to ``on_drop`` (its reason):
+    aiortc's DTLS reader indexes the first byte of whatever it is given, so one empty datagram
+    from anywhere raised IndexError there and closed the transport, ending the call of everyone
+    on it. (STUN, first byte 0-3, is taken by aioice before this.)
     """
     original_rtcp = dtls._handle_rtcp_data
 
@@ -91,8 +98,18 @@ def hook_dtls(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler,
     slow = connection.data_received
 
     def data_received(data: bytes, component: int) -> None:
+        first = data[0] if data else 0
+        if 127 < first < 192:
+            if len(data) < 12:
+                if on_drop is not None:
+                    on_drop("short_datagram")
+                return
+        elif not 19 < first < 64:
+            if on_drop is not None:
+                on_drop("not_dtls_or_rtp")
+            return
         srtp = dtls._rx_srtp
-        if srtp is None or len(data) < 12 or not 127 < data[0] < 192:
+        if srtp is None or first < 128:
             slow(data, component)
             return
         try:

@@ -83,7 +83,7 @@ class Endpoint:
                        for s in settings.ice_servers]
         self.peer = WebRtcPeer(ice=ice, ice_servers=ice_servers,
                                on_rtp=self._on_rtp, on_rtcp=self._on_rtcp,
-                               on_state=self._on_state, clock=clock)
+                               on_state=self._on_state, clock=clock, on_drop=counters.drop)
         self.producers: dict[str, Producer] = {}  # kind -> producer
         self._by_ssrc: dict[int, Producer] = {}
         self._by_rtx: dict[int, Producer] = {}

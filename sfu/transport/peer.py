@@ -103,7 +103,8 @@ class WebRtcPeer:
     def __init__(self, *, ice: glue.IceSettings, ice_servers: list[RTCIceServer],
                  on_rtp: glue.RtpHandler, on_rtcp: glue.RtcpHandler,
                  on_state: Callable[[str], None], clock: Callable[[], float],
-                 transport_cc: bool = True) -> None:
+                 transport_cc: bool = True,
+                 on_drop: Callable[[str], None] | None = None) -> None:
         self._pc = RTCPeerConnection(RTCConfiguration(
             iceServers=ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self._on_state = on_state
@@ -115,7 +116,7 @@ class WebRtcPeer:
         self.dtls = glue.dtls_of(self.publish["audio"])
         self.rx_time = glue.RxTime()  # the kernel's receive time of the datagram being handled
         glue.install_gatherer(glue.ice_connection(self.dtls), ice, self.rx_time)
-        glue.hook_dtls(self.dtls, on_rtp, on_rtcp, clock)
+        glue.hook_dtls(self.dtls, on_rtp, on_rtcp, clock, on_drop=on_drop)
         self.wire = glue.WireSender(self.dtls)
         self.rtcp_ssrc = glue.sender_ssrcs(self.publish["audio"])[0]
         self._offer_mids: list[tuple[str, str]] = []

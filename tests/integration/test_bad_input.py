@@ -119,6 +119,49 @@ async def test_join_twice_and_unknown_rooms(server, token, clip):
         await c.leave()
 
 
+def hostile_datagrams() -> list[bytes]:
+    """What a stranger can send to a live media port: an empty datagram, every single byte,
+    short RTP/RTCP, truncated and garbage DTLS records (handshake, alert, application data),
+    STUN-looking and TURN-channel-looking junk."""
+    out = [b"", b"\x00" * 3, b"\x80" * 11, b"\x80\xc8", b"\x00\x01\x00\x00"]
+    out += [bytes([i]) for i in range(256)]
+    for content_type in (20, 21, 22, 23, 63):
+        header = bytes([content_type, 0xFE, 0xFD]) + bytes(8) + b"\x00\x40"
+        out += [header[:n] for n in range(1, len(header) + 1)]
+        out += [header + bytes(range(20)), header + b"\xff" * 100]
+    out += [bytes([0x40 | i]) + bytes(30) for i in range(4)]  # TURN channel data, not ours
+    return out
+
+
+async def test_hostile_datagrams_at_a_live_media_port_do_not_end_the_call(server, token, clip):
+    """One empty datagram made aiortc's DTLS reader raise IndexError and close the transport:
+    both participants left with ``failed``. Now each is dropped and counted, and media flows."""
+    a, b = await join_all(server.url, [token(sub="a"), token(sub="b")], clip, {"room": "team"})
+    try:
+        await wait_for(receives_everyone([a, b]), timeout=15)
+        ports = set()
+        for c in (a, b):
+            offer = (await c.wait_message(lambda m: m["type"] == "offer"))["sdp"]
+            ports |= {int(line.split()[5]) for line in offer.splitlines()
+                      if line.startswith("a=candidate")}
+        dropped_before = sum(server.counters.dropped.values())
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for port in ports:
+                for datagram in hostile_datagrams():
+                    s.sendto(datagram, ("127.0.0.1", port))
+        await asyncio.sleep(1.0)
+        pairs = ((a, b), (b, a))
+        before = [c.received_from(o.participant, "video").packets for c, o in pairs]
+        await asyncio.sleep(2.0)
+        after = [c.received_from(o.participant, "video").packets for c, o in pairs]
+        assert after[0] > before[0] and after[1] > before[1], (before, after)
+        assert not [m for c in (a, b) for m in c.messages
+                    if m.get("type") in ("error", "ended", "participant_left")]
+        assert sum(server.counters.dropped.values()) > dropped_before
+    finally:
+        await close_all([a, b])
+
+
 async def test_garbage_datagrams_at_the_media_port_change_nothing(server, token, clip):
     a, b = await join_all(server.url, [token(sub="a"), token(sub="b")], clip, {"room": "team"})
     try:
