@@ -96,6 +96,7 @@ def hook_dtls(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler,
     # packet). DTLS and anything before the keys still take aiortc's path.
     connection = dtls.transport._connection
     slow = connection.data_received
+    queue = connection._queue
 
     def data_received(data: bytes, component: int) -> None:
         first = data[0] if data else 0
@@ -110,6 +111,13 @@ def hook_dtls(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler,
             return
         srtp = dtls._rx_srtp
         if srtp is None or first < 128:
+            # aioice queues it for aiortc's DTLS reader, which only runs once an answer has
+            # started the transport: unbounded, a join that never answers kept every datagram
+            # anyone sent its port (40 MB of junk: +24 MB of RSS, never given back)
+            if queue.qsize() >= MAX_QUEUED_DATAGRAMS:
+                if on_drop is not None:
+                    on_drop("receive_queue_full")
+                return
             slow(data, component)
             return
         try:
@@ -179,12 +187,26 @@ class WireSender:
 
 class FastStunProtocol(StunProtocol):
     """aioice's protocol, minus a failed STUN parse per media datagram: a first byte of 128-191
-    is RTP or RTCP (RFC 7983), never STUN, so it goes straight to the connection."""
+    is RTP or RTCP (RFC 7983), never STUN, so it goes straight to the connection.
+
+    Once ICE has selected a pair, only its remote address is heard for anything but STUN (DTLS,
+    RTP, RTCP): aioice passed every datagram from any address on to DTLS and SRTP, so anyone
+    who learned the port could feed them. Dropped datagrams are told to ``on_drop``."""
+
+    on_drop: Callable[[str], None] | None = None
 
     def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
-        if isinstance(data, bytes) and len(data) > 1 and 127 < data[0] < 192:
-            self.receiver.data_received(data, self.local_candidate.component)
-            return
+        if isinstance(data, bytes) and data and data[0] > 3:  # not STUN (RFC 7983)
+            pair = self.receiver._nominated.get(1)
+            if pair is not None:
+                remote = pair.remote_addr
+                if addr[1] != remote[1] or addr[0] != remote[0]:
+                    if self.on_drop is not None:
+                        self.on_drop("unknown_address")
+                    return
+            if len(data) > 1 and 127 < data[0] < 192:
+                self.receiver.data_received(data, self.local_candidate.component)
+                return
         super().datagram_received(data, addr)
 
 
@@ -206,6 +228,8 @@ SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux
 _TIMESPEC = struct.Struct("@qq")
 _CMSG_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 READS_PER_WAKEUP = 64
+# datagrams waiting for aiortc's DTLS reader (a handshake takes a few; media skips the queue)
+MAX_QUEUED_DATAGRAMS = 64
 
 
 class TimestampedUdpTransport(asyncio.DatagramTransport):
@@ -313,7 +337,8 @@ def _bind_udp(address: str, port_range: tuple[int, int] | None) -> socket.socket
 
 
 def install_gatherer(connection: Connection, settings: IceSettings,
-                     rx: RxTime | None = None) -> None:
+                     rx: RxTime | None = None,
+                     on_drop: Callable[[str], None] | None = None) -> None:
     """Replace aioice's host gathering: chosen addresses (127.0.0.1 allowed), a port range,
     and an announced address for 1:1 NAT. STUN/TURN candidates are not gathered by the server.
     The sockets are read by ``TimestampedUdpTransport``, which puts each datagram's kernel
@@ -329,6 +354,7 @@ def install_gatherer(connection: Connection, settings: IceSettings,
         for address in addresses:
             sock = _bind_udp(address, settings.port_range)
             protocol = FastStunProtocol(connection)
+            protocol.on_drop = on_drop
             TimestampedUdpTransport(loop, sock, protocol, rx)
             port = sock.getsockname()[1]
             host = settings.announced_address or address

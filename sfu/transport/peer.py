@@ -115,7 +115,7 @@ class WebRtcPeer:
             self.publish[kind] = self._transceiver(kind, "recvonly")
         self.dtls = glue.dtls_of(self.publish["audio"])
         self.rx_time = glue.RxTime()  # the kernel's receive time of the datagram being handled
-        glue.install_gatherer(glue.ice_connection(self.dtls), ice, self.rx_time)
+        glue.install_gatherer(glue.ice_connection(self.dtls), ice, self.rx_time, on_drop)
         glue.hook_dtls(self.dtls, on_rtp, on_rtcp, clock, on_drop=on_drop)
         self.wire = glue.WireSender(self.dtls)
         self.rtcp_ssrc = glue.sender_ssrcs(self.publish["audio"])[0]

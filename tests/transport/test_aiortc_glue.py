@@ -288,3 +288,46 @@ async def test_consent_answered_slowly_holds():
 async def test_consent_expires_when_nothing_answers():
     closed, _ = await _consent(None, run_s=2.0)
     assert closed
+
+
+class _FakeConnection:
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[tuple[bytes, int] | None] = asyncio.Queue()
+        self.seen: list[bytes] = []
+
+    def data_received(self, data: bytes, component: int) -> None:
+        self.seen.append(data)
+        self._queue.put_nowait((data, component))
+
+
+class _FakeDtls:
+    def __init__(self) -> None:
+        self._rx_srtp = None
+        self.transport = type("T", (), {})()
+        self.transport._connection = _FakeConnection()
+
+    async def _handle_rtp_data(self, data: bytes, arrival_time_ms: int) -> None:
+        return None
+
+    async def _handle_rtcp_data(self, data: bytes) -> None:
+        return None
+
+
+def test_what_is_neither_dtls_nor_rtp_never_reaches_aiortc_and_its_queue_is_bounded() -> None:
+    """aiortc's DTLS reader indexes the first byte of what it reads: an empty datagram raised
+    IndexError and closed the transport. Its queue is read only once an answer started DTLS:
+    a join that never answered kept all that anyone sent."""
+    dtls = _FakeDtls()
+    dropped: list[str] = []
+    glue.hook_dtls(dtls, lambda d, t: None, lambda d, t: None, lambda: 0.0,  # type: ignore[arg-type]
+                   on_drop=dropped.append)
+    connection = dtls.transport._connection
+    deliver = connection.data_received
+    for junk in (b"", b"\x00", b"\x13abc", b"\x40" * 20, b"\xc0" * 20, b"\xff", b"\x80" * 11):
+        deliver(junk, 1)
+    assert connection.seen == []
+    assert dropped.count("not_dtls_or_rtp") == 6 and dropped.count("short_datagram") == 1
+    for i in range(glue.MAX_QUEUED_DATAGRAMS + 36):
+        deliver(bytes([22, 0xFE, 0xFD]) + i.to_bytes(2, "big"), 1)  # DTLS-looking
+    assert len(connection.seen) == glue.MAX_QUEUED_DATAGRAMS
+    assert dropped.count("receive_queue_full") == 36
