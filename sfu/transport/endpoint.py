@@ -91,7 +91,7 @@ class Endpoint:
         self._slots: dict[Producer, tuple[SendSlot, OutStream, Consumer]] = {}
         self._offer_in_flight = False
         self._dirty = False
-        self._negotiated_once = False
+        self._offered_at: float | None = None  # when the first offer went out
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self.last_rx = clock()
@@ -188,7 +188,9 @@ class Endpoint:
             await asyncio.sleep(1.0)
             now = self.clock()
             if not self.connected:
-                if self._negotiated_once and now - self.created > s.connect_timeout:
+                # from the first offer: a peer that never answers holds a port and queues too
+                offered = self._offered_at
+                if offered is not None and now - offered > s.connect_timeout:
                     self.listener.failed(self, "connect timeout")
                     return
             elif now - self.last_rx > s.inactivity_timeout:
@@ -213,6 +215,8 @@ class Endpoint:
             for slot, out, _ in self._slots.values():
                 if slot.mid is not None and out.mid != slot.mid:
                     out.set_mid(slot.mid)
+            if self._offered_at is None:
+                self._offered_at = self.clock()
             await self.listener.send_offer(self, sdp, self.tracks())
         except Exception as exc:  # noqa: BLE001 - a failure at the participant's boundary
             log.exception("endpoint %s: offer failed", self.id)
@@ -227,7 +231,6 @@ class Endpoint:
             raise NegotiationError("no offer is waiting for an answer")
         info = await self.peer.apply_answer(sdp)
         self._offer_in_flight = False
-        self._negotiated_once = True
         self._apply_transport_cc(info.transport_cc)
         self._apply_transport_cc_in(info.transport_cc_in)
         self._apply_payload_types(info)

@@ -179,3 +179,28 @@ async def test_garbage_datagrams_at_the_media_port_change_nothing(server, token,
         assert b.received_from(a.participant, "video").packets > before
     finally:
         await close_all([a, b])
+
+
+async def test_a_join_that_never_answers_its_offer_is_let_go_after_the_connect_timeout(token):
+    """The connect timer started only once an answer arrived: a join that never answered kept
+    its endpoint and UDP port (and whatever anyone sent there) for as long as its socket stayed."""
+    from sfu.service.server import Server
+    from tests.conftest import make_config
+
+    srv = Server(make_config(media={"connect_timeout": 2.0}))
+    await srv.start("127.0.0.1", 0)
+    srv.url = f"http://127.0.0.1:{srv.port}"  # type: ignore[attr-defined]
+    session, sock = await ws(srv, token(sub="silent"))
+    try:
+        await sock.send_str(json.dumps({"type": "join", "target": {"room": "team"}}))
+        seen = []
+        while not any(m["type"] == "offer" for m in seen):
+            seen.append(await next_json(sock))
+        assert len(srv.calls.by_key) == 1
+        # no answer: within the timeout and a liveness tick it is told and let go
+        told = await next_json(sock, timeout=6.0)
+        assert told["type"] == "error" and told["code"] == "media_failed", told
+        await wait_for(lambda: not srv.calls.by_key, timeout=3)
+    finally:
+        await session.close()
+        await srv.close()
