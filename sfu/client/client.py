@@ -108,6 +108,8 @@ class Client:
     send_twcc: bool = True
     # Send the filler a pre-call test asks for (``precall_upload``), as the web client does.
     send_precall_upload: bool = True
+    # Put the token in the WebSocket URL (``?token=``) instead of a first ``auth`` message.
+    url_token: bool = False
 
     def __post_init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
@@ -158,8 +160,12 @@ class Client:
     async def connect(self) -> None:
         self._session = aiohttp.ClientSession()
         ws_url = self.url.replace("http://", "ws://").replace("https://", "wss://")
-        self._ws = await self._session.ws_connect(f"{ws_url}/v1/ws?token={self.token}",
-                                                  max_msg_size=4 << 20)
+        if self.url_token:  # the older form, for servers before the 'auth' message
+            self._ws = await self._session.ws_connect(f"{ws_url}/v1/ws?token={self.token}",
+                                                      max_msg_size=4 << 20)
+        else:
+            self._ws = await self._session.ws_connect(f"{ws_url}/v1/ws", max_msg_size=4 << 20)
+            await self.send({"type": "auth", "token": self.token})
         self._reader = asyncio.ensure_future(self._read())
 
     async def send(self, message: dict[str, Any]) -> None:

@@ -58,7 +58,8 @@ class Server:
             calls=self.calls, feed=self.feed, events=self.events, secret=config.auth.secret,
             max_message_bytes=config.server.max_message_bytes,
             ice_servers=self.ice_servers_json(),
-            on_outbox_full=lambda: self.counters.drop("signaling_outbox_full"))
+            on_outbox_full=lambda: self.counters.drop("signaling_outbox_full"),
+            url_token=config.auth.url_token)
         self.app = self._make_app()
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()

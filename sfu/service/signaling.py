@@ -6,7 +6,8 @@ and renders the control plane's notifications (the ``sfu.calls.events.Client`` i
 messages. It holds no call state: only a handle on what it drives, a participant or a pre-call
 test.
 
-The token is checked before anything else. Outgoing messages go through a bounded queue and one
+The token is checked before anything else: the one in the URL, or the first message's (``auth``),
+which may come again later to refresh it. Outgoing messages go through a bounded queue and one
 writer task, so that notifying a participant never awaits its socket; a socket that cannot keep up
 with signaling is closed. Every refusal is an ``error`` with a contract code.
 """
@@ -29,6 +30,7 @@ from sfu.calls.events import CallEvents, CallKey, Member, QualityNotice
 from sfu.calls.manager import Calls
 from sfu.calls.precall import PrecallTest
 from sfu.errors import ApiError, NegotiationError, bad_request
+from sfu.rooms.text import iso_time
 from sfu.transport.endpoint import TrackInfo
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,8 @@ class SessionContext:
     max_message_bytes: int
     ice_servers: list[dict[str, Any]]
     on_outbox_full: Callable[[], None]
+    url_token: bool = True  # ``?token=`` on the WebSocket URL accepted
+    auth_timeout: float = 10.0  # a socket without a token in its URL must send ``auth`` by then
 
 
 class SignalingSession:
@@ -110,15 +114,21 @@ class SignalingSession:
 
     # -- the session --------------------------------------------------------------------------
     async def run(self, token: str | None) -> None:
+        """``token``: the one in the URL (``?token=``), or None: then the first message must be
+        ``auth`` (API.md), within ``auth_timeout``."""
         writer = asyncio.ensure_future(self._writer())
         try:
-            try:
-                self.claims = verify_token(token or "", self.ctx.secret)
-            except ApiError as exc:
-                self.ctx.events.join_refused("unknown", "unauthorized", {})
-                self.error(exc.code, exc.message)
-                self.close_soon()
-                return
+            if token is not None:
+                if not self.ctx.url_token:
+                    self._refuse("this server takes the token only in an 'auth' message")
+                    return
+                try:
+                    self.claims = verify_token(token, self.ctx.secret)
+                except ApiError as exc:
+                    self._refuse(exc.message)
+                    return
+            else:
+                self._spawn(self._auth_deadline())
             await self._read_loop()
         finally:
             self.ctx.feed.unwatch(self)
@@ -135,6 +145,37 @@ class SignalingSession:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _refuse(self, message: str) -> None:
+        """An unusable token: ``unauthorized`` and the socket closes (nothing else is read)."""
+        self.ctx.events.join_refused("unknown", "unauthorized", {})
+        self.error("unauthorized", message)
+        self.close_soon()
+
+    async def _auth_deadline(self) -> None:
+        await asyncio.sleep(self.ctx.auth_timeout)
+        if self.claims is None and not self._closing:
+            self._refuse(f"no 'auth' message within {self.ctx.auth_timeout:g} s")
+
+    async def _on_auth(self, message: dict[str, Any]) -> None:
+        """The token (first message, or a refresh before ``exp``): ``authenticated`` with its
+        expiry. A refresh must name the same identity and scope; anything else is refused."""
+        token = message.get("token")
+        if not isinstance(token, str) or not token:
+            self._refuse("'auth' needs a string 'token'")
+            return
+        try:
+            claims = verify_token(token, self.ctx.secret)
+        except ApiError as exc:
+            self._refuse(exc.message)
+            return
+        old = self.claims
+        if old is not None and (claims.sub, claims.role, claims.clinic, claims.space, claims.room) \
+                != (old.sub, old.role, old.clinic, old.space, old.room):
+            self._refuse("a refreshed token must be for the same participant and scope")
+            return
+        self.claims = claims
+        self.send({"type": "authenticated", "expires_at": iso_time(claims.exp)})
 
     async def _read_loop(self) -> None:
         limit = self.ctx.max_message_bytes
@@ -162,6 +203,12 @@ class SignalingSession:
             self.error("bad_request", "message must be a JSON object with a string 'type'")
             return
         kind = message["type"]
+        if kind == "auth":
+            await self._on_auth(message)
+            return
+        if self.claims is None:
+            self._refuse("the first message must be 'auth' with a token")
+            return
         handler = {
             "join": self._on_join, "answer": self._on_answer, "candidate": self._on_candidate,
             "leave": self._on_leave, "watch": self._on_watch, "ping": self._on_ping,

@@ -42,9 +42,13 @@ export class SfuCall {
 
   connect() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const ws = new WebSocket(`${scheme}//${location.host}/v1/ws?token=${encodeURIComponent(this.token)}`);
+    const ws = new WebSocket(`${scheme}//${location.host}/v1/ws`);
     this.ws = ws;
-    ws.onopen = () => this.send({ type: "join", target: this.target });
+    ws.onopen = () => {
+      // the token goes in the first message, not the URL (URLs end up in proxy logs)
+      this.send({ type: "auth", token: this.token });
+      this.send({ type: "join", target: this.target });
+    };
     ws.onmessage = (event) => {
       const message = parseMessage(event);
       if (!message) return;

@@ -102,9 +102,12 @@ function tick() {
 
 function watch() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const ws = new WebSocket(`${scheme}//${location.host}/v1/ws?token=${encodeURIComponent(token)}`);
+  const ws = new WebSocket(`${scheme}//${location.host}/v1/ws`);
   watcher = ws;
-  ws.onopen = () => ws.send(JSON.stringify({ type: "watch", waiting_area: true }));
+  ws.onopen = () => {
+    ws.send(JSON.stringify({ type: "auth", token })); // the token in a message, not in the URL
+    ws.send(JSON.stringify({ type: "watch", waiting_area: true }));
+  };
   ws.onmessage = (event) => {
     const message = parseMessage(event);
     if (!message) return;

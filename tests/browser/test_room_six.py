@@ -142,17 +142,21 @@ async def test_three_pages_and_three_synthetic_participants_see_each_other_for_a
 
 
 def longest_stall(samples: list[Sample], sender: str, start: float, end: float) -> float:
-    """The longest time between samples in [start, end] over which audio from ``sender`` did
-    not grow (bounded below by the sampling interval)."""
-    longest, since, count = 0.0, start, None
+    """The longest time in [start, end] over which samples prove that audio from ``sender`` did
+    not grow: from the first sample showing a count to the last one still showing it. Audio that
+    grew between two samples far apart (a test loop starved of CPU) proves no stall; with one
+    sample a second, a real stall of S seconds shows as at least S - 1."""
+    longest, first_at, last_at, count = 0.0, None, None, None
     for s in samples:
         if s.t < start or s.t > end:
             continue
         packets = s.audio.get(sender, 0)
         if count is None or packets > count:
-            longest = max(longest, s.t - since)
-            since, count = s.t, packets
-    return max(longest, end - since)
+            first_at, count = s.t, packets
+        last_at = s.t
+        assert first_at is not None
+        longest = max(longest, last_at - first_at)
+    return longest
 
 
 def check(room: Room, end: float) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 
@@ -201,6 +202,89 @@ async def test_a_join_that_never_answers_its_offer_is_let_go_after_the_connect_t
         told = await next_json(sock, timeout=6.0)
         assert told["type"] == "error" and told["code"] == "media_failed", told
         await wait_for(lambda: not srv.calls.by_key, timeout=3)
+    finally:
+        await session.close()
+        await srv.close()
+
+
+async def ws_plain(server):
+    session = aiohttp.ClientSession()
+    sock = await session.ws_connect(f"{server.url.replace('http', 'ws')}/v1/ws")
+    return session, sock
+
+
+async def test_the_token_in_a_first_auth_message_then_join_and_a_refresh(server, token):
+    session, sock = await ws_plain(server)
+    try:
+        await sock.send_str(json.dumps({"type": "auth", "token": token(sub="a")}))
+        told = await next_json(sock)
+        assert told["type"] == "authenticated" and told["expires_at"].endswith("Z")
+        await sock.send_str(json.dumps({"type": "join", "target": {"room": "team"}}))
+        assert (await next_json(sock))["type"] == "joined"
+        # a fresh token for the same participant: accepted; for someone else: refused, closed
+        await sock.send_str(json.dumps({"type": "auth", "token": token(sub="a", ttl=7200)}))
+        seen = [await next_json(sock)]
+        while seen[-1]["type"] != "authenticated":
+            seen.append(await next_json(sock))
+        await sock.send_str(json.dumps({"type": "auth", "token": token(sub="b")}))
+        while (msg := await next_json(sock))["type"] not in ("error", "closed"):
+            pass
+        assert msg.get("code") == "unauthorized", msg
+        assert (await next_json(sock))["type"] == "closed"
+        await wait_for(lambda: not server.calls.by_key, timeout=5)
+    finally:
+        await session.close()
+
+
+@pytest.mark.parametrize("first", [
+    {"type": "join", "target": {"room": "team"}},  # no auth at all
+    {"type": "auth"},
+    {"type": "auth", "token": "not a token"},
+    {"type": "auth", "token": 42},
+])
+async def test_without_a_good_first_auth_nothing_else_is_read(server, first):
+    session, sock = await ws_plain(server)
+    try:
+        await sock.send_str(json.dumps(first))
+        msg = await next_json(sock)
+        assert msg["type"] == "error" and msg["code"] == "unauthorized", msg
+        assert (await next_json(sock))["type"] == "closed"
+        assert server.calls.by_key == {}
+    finally:
+        await session.close()
+
+
+async def test_a_socket_that_never_authenticates_is_closed(token):
+    from sfu.service.server import Server
+    from tests.conftest import make_config
+
+    srv = Server(make_config())
+    srv._session_context = dataclasses.replace(srv._session_context, auth_timeout=0.5)
+    await srv.start("127.0.0.1", 0)
+    srv.url = f"http://127.0.0.1:{srv.port}"  # type: ignore[attr-defined]
+    session, sock = await ws_plain(srv)
+    try:
+        msg = await next_json(sock, timeout=3.0)
+        assert msg["type"] == "error" and msg["code"] == "unauthorized", msg
+        assert (await next_json(sock))["type"] == "closed"
+    finally:
+        await session.close()
+        await srv.close()
+
+
+async def test_the_operator_may_refuse_tokens_in_the_url(token):
+    from sfu.service.server import Server
+    from tests.conftest import make_config
+
+    srv = Server(make_config(auth={"url_token": False}))
+    await srv.start("127.0.0.1", 0)
+    srv.url = f"http://127.0.0.1:{srv.port}"  # type: ignore[attr-defined]
+    session, sock = await ws(srv, token(sub="a"))
+    try:
+        await sock.send_str(json.dumps({"type": "join", "target": {"room": "team"}}))
+        msg = await next_json(sock)
+        assert msg["type"] == "error" and msg["code"] == "unauthorized", msg
+        assert srv.calls.by_key == {}
     finally:
         await session.close()
         await srv.close()
