@@ -56,6 +56,11 @@ def too_large(message: str) -> ApiError:
     return ApiError("too_large", message, 413)
 
 
+def unsupported_media_type(message: str) -> ApiError:
+    """415 (an extension of the contract's codes): a body that is not declared JSON."""
+    return ApiError("unsupported_media_type", message, 415)
+
+
 def rate_limited(message: str) -> ApiError:
     return ApiError("rate_limited", message, 429)
 

@@ -231,7 +231,8 @@ async def test_bodies_over_64_kib_are_413(env: Env) -> None:
     await error(await env.client.post("/v1/clinics/c1/waiting-area", data=chunks()), 413, "too_large")
     assert len(env.registry.get("c1").waiting_area) == 0
     ok = json.dumps({"name": "A", "pad": "x" * (MAX_BODY - 100)}).encode()
-    assert (await env.client.post("/v1/clinics/c1/waiting-area", data=ok)).status == 201
+    assert (await env.client.post("/v1/clinics/c1/waiting-area", data=ok,
+                                  headers={"Content-Type": "application/json"})).status == 201
 
 
 async def test_entry_is_rate_limited_per_address(env: Env) -> None:
@@ -493,3 +494,19 @@ async def test_a_field_the_types_do_not_list_fails_the_served_schema(env: Env) -
     jsonschema.Draft202012Validator(root).validate(body)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(root).validate({**body, "patient_name": "Ada"})
+
+
+async def test_patient_entry_takes_only_a_body_declared_json(env: Env) -> None:
+    """A cross-origin text/plain or form POST needs no CORS preflight: any web page could have
+    made its visitors' browsers create spaces. Entry answers 415 and creates nothing."""
+    c = env.client
+    body = json.dumps({"name": "Ann"}).encode()
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+        resp = await c.post("/v1/clinics/c1/waiting-area", data=body,
+                            headers={"Content-Type": content_type})
+        await error(resp, 415, "unsupported_media_type")
+    assert len(env.registry.get("c1").waiting_area) == 0
+    for content_type in ("application/json", "application/json; charset=utf-8"):
+        resp = await c.post("/v1/clinics/c1/waiting-area", data=body,
+                            headers={"Content-Type": content_type})
+        assert resp.status == 201, await resp.text()

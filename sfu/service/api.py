@@ -18,7 +18,7 @@ import msgspec
 from aiohttp import web
 
 from sfu.auth import GUEST, PATIENT, Claims, bearer_claims, mint_token
-from sfu.errors import ApiError, bad_request, too_large
+from sfu.errors import ApiError, bad_request, too_large, unsupported_media_type
 from sfu.rooms import (
     ClinicRegistry,
     clean_message,
@@ -83,8 +83,10 @@ async def api_error_middleware(request: web.Request, handler: Handler) -> web.St
         return response
 
 
-async def read_json(request: web.BaseRequest, *, required: bool = True) -> dict[str, Any]:
-    """The request's JSON object body: 413 over 64 KiB, 400 when malformed or not an object."""
+async def read_json(request: web.BaseRequest, *, required: bool = True,
+                    json_only: bool = False) -> dict[str, Any]:
+    """The request's JSON object body: 413 over 64 KiB, 400 when malformed or not an object;
+    with ``json_only``, 415 unless it is declared ``application/json`` (or ``+json``)."""
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise too_large(f"request body over {MAX_BODY} bytes")
     body = bytearray()
@@ -99,6 +101,11 @@ async def read_json(request: web.BaseRequest, *, required: bool = True) -> dict[
         if required:
             raise bad_request("a JSON object body is required")
         return {}
+    if json_only and not (request.content_type == "application/json"
+                          or request.content_type.endswith("+json")):
+        # a cross-origin form or text/plain POST needs no CORS preflight: any web page could
+        # make its visitors' browsers enter the waiting area
+        raise unsupported_media_type("the body must be sent as Content-Type: application/json")
     try:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -157,7 +164,7 @@ class _Api:
     async def enter_waiting_area(self, request: web.Request) -> web.Response:
         clinic_id = request.match_info["clinic"]
         self.registry.get(clinic_id)
-        body = await read_json(request)
+        body = await read_json(request, json_only=True)
         now = self.clock()
         address = request.remote or "unknown"
         space = self.registry.enter_waiting_area(clinic_id, body.get("name"), address, now)

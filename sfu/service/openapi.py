@@ -44,6 +44,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         404: "NotFound",
         409: "Conflict",
         413: "TooLarge",
+        415: "UnsupportedMediaType",
         429: "RateLimited",
     }
     return {str(status): _error(names[status]) for status in statuses}
@@ -74,6 +75,8 @@ _RESPONSES: dict[str, Any] = {
         ("NotFound", "not_found: no such clinic, room or space"),
         ("Conflict", "conflict: e.g. the waiting area is closed (message says why) or full"),
         ("TooLarge", "too_large: request body over 64 KiB"),
+        ("UnsupportedMediaType",
+         "unsupported_media_type: the body is not sent as Content-Type: application/json"),
         ("RateLimited", "rate_limited: too many waiting-area entries from this address"),
     ]
 }
@@ -183,7 +186,7 @@ def _paths() -> dict[str, Any]:
                 "requestBody": _body(_ref("NameBody")),
                 "responses": {
                     "201": _json(_ref("Entry"), "The new space."),
-                    **_errors(400, 404, 409, 413, 429),
+                    **_errors(400, 404, 409, 413, 415, 429),
                 },
             },
             "get": {
