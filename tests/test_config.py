@@ -11,7 +11,7 @@ from sfu.rooms.settings import ClinicSettings, RoomSettings
 from sfu.service.config import Config, config_from_dict, default_config, load_config
 from sfu.transport.settings import IceServer, MediaSettings
 
-SECRET = {"auth": {"secret": "a-secret-of-at-least-16"}}
+SECRET = {"auth": {"secret": "a-secret-of-at-least-32-characters"}}
 
 
 def problems(raw: dict[str, Any]) -> list[str]:
@@ -88,7 +88,7 @@ def test_every_problem_is_reported_at_once() -> None:
         "server.colour: unknown key",
         "media.packet_cache_size: expected an integer, got 1.5",
         # the semantic checks still run on what was well typed
-        "auth.secret: too short, use at least 16 characters",
+        "auth.secret: too short, use at least 32 characters (32 random bytes, e.g. secrets.token_urlsafe(32))",
         "limits.max_participants: must be 2-16, got 99",
         "media.udp_ports: expected 'LOW-HIGH' or 'PORT', got '9-1'",
     ]
@@ -97,7 +97,7 @@ def test_every_problem_is_reported_at_once() -> None:
 def test_the_environment_secret_overrides_the_file(tmp_path: Any) -> None:
     path = tmp_path / "sfu.toml"
     path.write_text('[auth]\nsecret = "short"\n')
-    env_secret = "from-the-environment-0123456789"
+    env_secret = "from-the-environment-0123456789abcdef"
     assert load_config(path, environ={"SFU_AUTH_SECRET": env_secret}).auth.secret == env_secret
     with pytest.raises(ConfigError, match="auth.secret: too short"):
         load_config(path, environ={})
@@ -119,3 +119,15 @@ def test_a_bad_list_item_does_not_hide_the_semantic_problems() -> None:
         "clinics[0].rooms[0].id: expected a string, got 7",
         "limits.max_participants: must be 2-16, got 1",
     ]
+
+
+@pytest.mark.parametrize("secret", ["change-me", "change-me-to-a-long-random-string", "CHANGEME" * 5])
+def test_a_placeholder_secret_is_refused(secret: str) -> None:
+    with pytest.raises(ConfigError, match="auth.secret: the example's placeholder"):
+        config_from_dict({"auth": {"secret": secret}}, environ={})
+
+
+def test_a_secret_under_32_characters_is_refused() -> None:
+    with pytest.raises(ConfigError, match="at least 32 characters"):
+        config_from_dict({"auth": {"secret": "x" * 31}}, environ={})
+    assert config_from_dict({"auth": {"secret": "x" * 32}}, environ={}).auth.secret == "x" * 32

@@ -53,6 +53,12 @@ __all__ = [
     "valid_id",
 ]
 
+# Every token is checked against this HS256 secret, and anyone can get a token signed with it
+# (patient entry), to test guesses offline: 32 characters at least (the embedded default and the
+# generator below give 43 of base64, i.e. 32 random bytes); placeholders are refused.
+MIN_SECRET_CHARS = 32
+PLACEHOLDER_SECRETS = ("change-me", "changeme", "secret", "your-secret")
+
 
 @dataclass(frozen=True)
 class Config:
@@ -261,8 +267,12 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append(f"metrics.port: must be 0-65535, got {cfg.metrics.port}")
     if not cfg.auth.secret:
         problems.append("auth.secret: required (or set SFU_AUTH_SECRET)")
-    elif len(cfg.auth.secret) < 16:
-        problems.append("auth.secret: too short, use at least 16 characters")
+    elif cfg.auth.secret.lower().startswith(PLACEHOLDER_SECRETS):
+        problems.append("auth.secret: the example's placeholder; generate one, e.g. "
+                        "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
+    elif len(cfg.auth.secret) < MIN_SECRET_CHARS:
+        problems.append(f"auth.secret: too short, use at least {MIN_SECRET_CHARS} characters "
+                        "(32 random bytes, e.g. secrets.token_urlsafe(32))")
     if not 2 <= cfg.limits.max_participants <= 16:
         problems.append(f"limits.max_participants: must be 2-16, got {cfg.limits.max_participants}")
     positive("server.max_message_bytes", cfg.server.max_message_bytes)

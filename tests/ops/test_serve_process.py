@@ -17,7 +17,7 @@ from sfu.client.client import Client
 
 from .conftest import eventually, free_port
 
-SECRET = "process-secret-0123456789abcdef"
+SECRET = "process-secret-0123456789abcdef-0123"
 HOOK_SECRET = "process-hook-secret-0123"
 DRAIN_TIMEOUT = 3.0
 ROOT = Path(__file__).resolve().parents[2]
