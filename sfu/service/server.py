@@ -9,6 +9,7 @@ close sessions and endpoints, await every task.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -20,10 +21,11 @@ from aiohttp import web
 from sfu.calls.events import CallKey
 from sfu.calls.manager import Calls
 from sfu.calls.media import MediaEndpoint
+from sfu.errors import ApiError
 from sfu.rooms import IN_CONSULTATION, ON_HOLD, WAITING
 from sfu.rooms import events as ev
 from sfu.rooms.clinic import ClinicRegistry
-from sfu.service.api import setup_api_routes
+from sfu.service.api import error_response, setup_api_routes
 from sfu.service.config import Config
 from sfu.service.events import ServerEvents
 from sfu.service.feed import WaitingAreaFeed
@@ -86,7 +88,7 @@ class Server:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         if not self.config.metrics.port:  # otherwise served on its own port (start)
-            app.router.add_get("/metrics", self._metrics)
+            app.router.add_get("/metrics", self._public_metrics)
         app.router.add_get("/v1/ws", self._ws)
         setup_api_routes(app, self.registry, self.config, clock=self.clock)
         if WEB_DIR.is_dir():
@@ -181,6 +183,22 @@ class Server:
         if self.loop_lag > 1.0:
             return web.json_response({"status": "overloaded", "loop_lag": self.loop_lag}, status=503)
         return web.json_response({"status": "ready"})
+
+    async def _public_metrics(self, request: web.Request) -> web.Response:
+        """/metrics on the main (public) port: patient counts and timings are not for anyone
+        who asks. Loopback without forwarding headers (a local scraper, not a request relayed by
+        a local reverse proxy), the scrape token, or ``metrics.public``."""
+        m = self.config.metrics
+        token = request.headers.get("Authorization", "")
+        local = (request.remote in ("127.0.0.1", "::1")
+                 and not any(h in request.headers for h in ("Forwarded", "X-Forwarded-For",
+                                                            "X-Real-IP")))
+        if not (m.public or local
+                or (m.token and hmac.compare_digest(token, f"Bearer {m.token}"))):
+            return error_response(ApiError(
+                "forbidden", "metrics are served to loopback clients or with the scrape token "
+                "(metrics.token); or set metrics.public, or a separate metrics.port", 403))
+        return await self._metrics(request)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.render(),

@@ -18,6 +18,11 @@ class ServerSettings:
 @dataclass(frozen=True)
 class MetricsSettings:
     port: int = 0  # 0: /metrics on the main port
+    # On the main port /metrics answers only loopback clients that came without a proxy's
+    # forwarding headers, or a request with ``Authorization: Bearer <token>``; ``public`` opens it
+    # to everyone. (The separate ``port`` listener is the operator's to firewall.)
+    token: str = ""
+    public: bool = False
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,26 @@ async def test_metrics_on_a_separate_port_when_configured(make_server) -> None:
     assert status == 404  # not on the public port
 
 
+async def get_with(url: str, headers: dict[str, str]) -> int:
+    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as response:
+        return response.status
+
+
+async def test_metrics_on_the_main_port_only_for_loopback_or_the_scrape_token(make_server) -> None:
+    """Patient counts and timings are not for whoever asks the public port: a request relayed by
+    a (local) reverse proxy carries forwarding headers and is refused without the token."""
+    srv = await make_server(metrics={"token": "scrape-token-0123456789"})
+    url = f"{srv.url}/metrics"
+    relayed = {"X-Forwarded-For": "203.0.113.9"}
+    assert (await get(url))[0] == 200  # a local scraper
+    assert await get_with(url, relayed) == 403
+    assert await get_with(url, {"Forwarded": "for=203.0.113.9"}) == 403
+    assert await get_with(url, {**relayed, "Authorization": "Bearer wrong"}) == 403
+    assert await get_with(url, {**relayed, "Authorization": "Bearer scrape-token-0123456789"}) == 200
+    opened = await make_server(metrics={"public": True})
+    assert await get_with(f"{opened.url}/metrics", relayed) == 200
+
+
 # -- health, readiness, drain ---------------------------------------------------------------------
 async def test_readiness_is_503_while_draining_and_joins_are_refused(server, token, clip) -> None:
     assert (await get(f"{server.url}/readyz"))[0] == 200
