@@ -41,6 +41,11 @@ class ServerEvents:
 
     def join_refused(self, role: str, code: str, ids: dict[str, str]) -> None:
         self.metrics.join_outcome(role, code)
+        if role == "unknown":
+            # no valid token: anyone on the internet can open such sockets by the thousand; as
+            # events they would push the clinic's real ones out of the bounded webhook queue.
+            # Counted (sfu_joins_total{outcome="unauthorized"}), not told.
+            return
         self.emit("join.refused", {"role": role, "code": code, **ids})
 
     def quality_changed(self, participant: str, level: str) -> None:

@@ -240,3 +240,20 @@ async def test_event_payloads_carry_opaque_ids_never_names(server, token, clip) 
     for name, payload in seen:
         assert not {"name", "display_name", "patient_name"} & keys(payload), (name, payload)
         assert not re.search(r"Alice|Pat Example", repr(payload)), (name, payload)
+
+
+async def test_sockets_without_a_valid_token_are_counted_not_told(server) -> None:
+    """A flood of token-less sockets queued a join.refused webhook each, pushing a clinic's real
+    events out of the bounded queue; they are counted in the metrics instead."""
+    seen: list[str] = []
+    server.event_listeners.append(lambda name, payload: seen.append(name))
+    _, before = await get(f"{server.url}/metrics")
+    async with aiohttp.ClientSession() as http:
+        for _ in range(20):
+            async with http.ws_connect(f"{server.url.replace('http', 'ws')}/v1/ws") as sock:
+                await sock.send_json({"type": "auth", "token": "not a token"})
+                await sock.receive()
+    _, after = await get(f"{server.url}/metrics")
+    assert "join.refused" not in seen
+    assert sample(after, "sfu_joins_total", outcome="unauthorized", role="unknown") \
+        - sample(before, "sfu_joins_total", outcome="unauthorized", role="unknown") == 20
