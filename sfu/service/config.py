@@ -277,6 +277,7 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append(f"limits.max_participants: must be 2-16, got {cfg.limits.max_participants}")
     positive("server.max_message_bytes", cfg.server.max_message_bytes)
     positive("server.drain_timeout", cfg.server.drain_timeout)
+    positive("server.keepalive_timeout", cfg.server.keepalive_timeout)
     positive("media.inactivity_timeout", cfg.media.inactivity_timeout)
     positive("media.connect_timeout", cfg.media.connect_timeout)
     positive("media.packet_cache_size", cfg.media.packet_cache_size)

@@ -102,7 +102,8 @@ class Server:
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self, host: str | None = None, port: int | None = None) -> None:
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
+                                     keepalive_timeout=self.config.server.keepalive_timeout)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host or self.config.server.host,
                            self.config.server.port if port is None else port)

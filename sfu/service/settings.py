@@ -13,6 +13,9 @@ class ServerSettings:
     public_url: str = ""  # base URL used in invite links; default http://host:port
     max_message_bytes: int = 65536
     drain_timeout: float = 10.0
+    # an idle HTTP keep-alive connection is closed after this long (aiohttp's default is an
+    # hour: a stranger's idle connections would hold file descriptors that long)
+    keepalive_timeout: float = 15.0
 
 
 @dataclass(frozen=True)

@@ -257,3 +257,22 @@ async def test_sockets_without_a_valid_token_are_counted_not_told(server) -> Non
     assert "join.refused" not in seen
     assert sample(after, "sfu_joins_total", outcome="unauthorized", role="unknown") \
         - sample(before, "sfu_joins_total", outcome="unauthorized", role="unknown") == 20
+
+
+async def test_idle_http_connections_are_closed_after_the_keepalive_timeout(make_server) -> None:
+    """aiohttp keeps an idle keep-alive connection for an hour by default: file descriptors a
+    stranger could hold by the thousand."""
+    srv = await make_server(server={"keepalive_timeout": 0.5})
+    host, port = "127.0.0.1", srv.port
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200")
+        length = int(re.search(rb"Content-Length: (\d+)", head, re.I).group(1))  # type: ignore[union-attr]
+        await reader.readexactly(length)
+        # idle: the server closes the connection within the timeout (and a beat)
+        assert await asyncio.wait_for(reader.read(), 3) == b""
+    finally:
+        writer.close()
