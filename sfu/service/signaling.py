@@ -58,6 +58,9 @@ class SessionContext:
     on_outbox_full: Callable[[], None]
     url_token: bool = True  # ``?token=`` on the WebSocket URL accepted
     auth_timeout: float = 10.0  # a socket without a token in its URL must send ``auth`` by then
+    # an authenticated socket must ask for something (join, precall, watch) by then, or it is
+    # closed: an idle socket holds a file descriptor and a writer task for nothing
+    purpose_timeout: float = 60.0
 
 
 class SignalingSession:
@@ -70,6 +73,7 @@ class SignalingSession:
         self.precall: PrecallTest | None = None
         self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTBOX_SIZE)
         self._closing = False
+        self._asked = False  # a join, a pre-call test or a watch was asked for
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- outgoing -----------------------------------------------------------------------------
@@ -129,6 +133,7 @@ class SignalingSession:
                     return
             else:
                 self._spawn(self._auth_deadline())
+            self._spawn(self._purpose_deadline())
             await self._read_loop()
         finally:
             self.ctx.feed.unwatch(self)
@@ -156,6 +161,13 @@ class SignalingSession:
         await asyncio.sleep(self.ctx.auth_timeout)
         if self.claims is None and not self._closing:
             self._refuse(f"no 'auth' message within {self.ctx.auth_timeout:g} s")
+
+    async def _purpose_deadline(self) -> None:
+        await asyncio.sleep(self.ctx.purpose_timeout)
+        if not self._closing and not self._asked:
+            self.error("bad_request", f"nothing asked for (join, precall, watch) within "
+                                      f"{self.ctx.purpose_timeout:g} s")
+            self.close_soon()
 
     async def _on_auth(self, message: dict[str, Any]) -> None:
         """The token (first message, or a refresh before ``exp``): ``authenticated`` with its
@@ -232,6 +244,7 @@ class SignalingSession:
 
     async def _on_join(self, message: dict[str, Any]) -> None:
         assert self.claims is not None
+        self._asked = True
         if self.participant is not None:
             raise bad_request("already joined; send 'leave' first")
         if self.precall is not None and not self.precall.closed:
@@ -244,6 +257,7 @@ class SignalingSession:
                 self.close_soon()
 
     async def _on_precall(self, message: dict[str, Any]) -> None:
+        self._asked = True
         if self._media() is not None:
             raise bad_request("a pre-call test runs before joining, one at a time")
         self.precall = self.ctx.calls.precall(self, message.get("seconds", 5))
@@ -305,6 +319,7 @@ class SignalingSession:
 
     async def _on_watch(self, message: dict[str, Any]) -> None:
         assert self.claims is not None
+        self._asked = True
         if message.get("waiting_area") is not True:
             self.ctx.feed.unwatch(self)
             return

@@ -288,3 +288,30 @@ async def test_the_operator_may_refuse_tokens_in_the_url(token):
     finally:
         await session.close()
         await srv.close()
+
+
+async def test_an_authenticated_socket_that_asks_for_nothing_is_closed(token):
+    from sfu.service.server import Server
+    from tests.conftest import make_config
+
+    srv = Server(make_config())
+    srv._session_context = dataclasses.replace(srv._session_context, purpose_timeout=0.5)
+    await srv.start("127.0.0.1", 0)
+    srv.url = f"http://127.0.0.1:{srv.port}"  # type: ignore[attr-defined]
+    session, sock = await ws_plain(srv)
+    busy_session, busy = await ws_plain(srv)
+    try:
+        await sock.send_str(json.dumps({"type": "auth", "token": token(sub="idle")}))
+        assert (await next_json(sock))["type"] == "authenticated"
+        await busy.send_str(json.dumps({"type": "auth", "token": token(sub="watcher")}))
+        await busy.send_str(json.dumps({"type": "watch", "waiting_area": True}))
+        msg = await next_json(sock, timeout=3.0)
+        assert msg["type"] == "error" and msg["code"] == "bad_request", msg
+        assert (await next_json(sock))["type"] == "closed"
+        # the one that asked (a dashboard feed) stays
+        await asyncio.sleep(0.8)
+        assert not busy.closed
+    finally:
+        await session.close()
+        await busy_session.close()
+        await srv.close()
