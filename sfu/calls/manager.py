@@ -129,10 +129,16 @@ class Calls:
     def _refused_after_probe(self, participant: Participant, code: str) -> None:
         self.events.join_refused(participant.role, code, participant.call.key.ids())
 
-    def precall(self, client: Client, seconds: object) -> PrecallTest:
-        """Start a pre-call test for ``client`` (``seconds``: 2 to 15)."""
+    def precall(self, client: Client, seconds: object, claims: Claims | None = None
+                ) -> PrecallTest:
+        """Start a pre-call test for ``client`` (``seconds``: 2 to 15). A patient's token
+        counts only while its space is there (``not_found`` after it ended)."""
         if self.draining:
             raise ApiError("draining", "the server is shutting down")
+        if claims is not None and claims.role == PATIENT:
+            venue = authorize_join(claims, self.registry, {"space": claims.space}).venue
+            if venue.closed:
+                raise not_found("this consultation has ended")
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) \
                 or not 2 <= seconds <= 15:
             raise bad_request("'seconds' must be a number from 2 to 15")

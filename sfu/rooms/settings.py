@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 class LimitsSettings:
     max_participants: int = 6
     max_spaces_per_clinic: int = 500
+    # media connections (a call's or a pre-call test's: a UDP port each) at once, per token
+    # identity and per client address; over it a join or pre-call gets ``rate_limited``
+    media_per_token: int = 3
+    media_per_address: int = 50
 
 
 @dataclass(frozen=True)

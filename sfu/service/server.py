@@ -61,7 +61,7 @@ class Server:
             max_message_bytes=config.server.max_message_bytes,
             ice_servers=self.ice_servers_json(),
             on_outbox_full=lambda: self.counters.drop("signaling_outbox_full"),
-            url_token=config.auth.url_token)
+            url_token=config.auth.url_token, media_budget=self._media_budget)
         self.app = self._make_app()
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -185,6 +185,20 @@ class Server:
             return web.json_response({"status": "overloaded", "loop_lag": self.loop_lag}, status=503)
         return web.json_response({"status": "ready"})
 
+    def _media_budget(self, session: SignalingSession) -> None:
+        """Refuse one more media connection (a UDP port) beyond the per-token and per-address
+        budgets: one token's sockets took every port of a small range before."""
+        limits = self.config.limits
+        others = [s for s in self.sessions if s is not session and s.holds_media()]
+        mine = sum(1 for s in others if s.identity == session.identity)
+        if mine >= limits.media_per_token:
+            raise ApiError("rate_limited", f"this token already has {mine} media connections "
+                           f"open (at most {limits.media_per_token}); close one first", 429)
+        near = sum(1 for s in others if s.address == session.address)
+        if near >= limits.media_per_address:
+            raise ApiError("rate_limited", f"{near} media connections are open from this "
+                           f"address (at most {limits.media_per_address})", 429)
+
     async def _public_metrics(self, request: web.Request) -> web.Response:
         """/metrics on the main (public) port: patient counts and timings are not for anyone
         who asks. Loopback without forwarding headers (a local scraper, not a request relayed by
@@ -209,7 +223,7 @@ class Server:
         ws = web.WebSocketResponse(heartbeat=20, max_msg_size=max(
             4 * self.config.server.max_message_bytes, 1 << 20))
         await ws.prepare(request)
-        session = SignalingSession(self._session_context, ws)
+        session = SignalingSession(self._session_context, ws, request.remote or "unknown")
         self.sessions.add(session)
         try:
             await session.run(request.query.get("token"))

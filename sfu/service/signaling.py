@@ -56,6 +56,8 @@ class SessionContext:
     max_message_bytes: int
     ice_servers: list[dict[str, Any]]
     on_outbox_full: Callable[[], None]
+    # raises ApiError (rate_limited) when the session may not open one more media connection
+    media_budget: Callable[[SignalingSession], None] = lambda session: None
     url_token: bool = True  # ``?token=`` on the WebSocket URL accepted
     auth_timeout: float = 10.0  # a socket without a token in its URL must send ``auth`` by then
     # an authenticated socket must ask for something (join, precall, watch) by then, or it is
@@ -64,9 +66,11 @@ class SessionContext:
 
 
 class SignalingSession:
-    def __init__(self, ctx: SessionContext, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ctx: SessionContext, ws: web.WebSocketResponse,
+                 address: str = "unknown") -> None:
         self.ctx = ctx
         self.ws = ws
+        self.address = address  # the client's address (for budgets; never logged with a name)
         self.id = "ws_" + secrets.token_hex(6)
         self.claims: Claims | None = None
         self.participant: Participant | None = None
@@ -150,6 +154,17 @@ class SignalingSession:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def identity(self) -> tuple[str | None, ...] | None:
+        """Whose token this is (the same person in the same scope), None before ``auth``."""
+        c = self.claims
+        return None if c is None else (c.clinic, c.role, c.sub, c.space, c.room)
+
+    def holds_media(self) -> bool:
+        """A media connection (a UDP port) is open for this session: a call or a pre-call test."""
+        return ((self.participant is not None and not self.participant.closed)
+                or (self.precall is not None and not self.precall.closed))
 
     def _refuse(self, message: str) -> None:
         """An unusable token: ``unauthorized`` and the socket closes (nothing else is read)."""
@@ -250,6 +265,7 @@ class SignalingSession:
         if self.precall is not None and not self.precall.closed:
             raise bad_request("a pre-call test is running; join after its result")
         try:
+            self.ctx.media_budget(self)
             self.participant = self.ctx.calls.join(self.claims, message.get("target", {}), self)
         except ApiError as exc:
             self.error(exc.code, exc.message)
@@ -260,7 +276,9 @@ class SignalingSession:
         self._asked = True
         if self._media() is not None:
             raise bad_request("a pre-call test runs before joining, one at a time")
-        self.precall = self.ctx.calls.precall(self, message.get("seconds", 5))
+        assert self.claims is not None
+        self.ctx.media_budget(self)
+        self.precall = self.ctx.calls.precall(self, message.get("seconds", 5), self.claims)
 
     async def _on_precall_stats(self, message: dict[str, Any]) -> None:
         """The client's own view during a pre-call test: ``outgoing_kbps`` (its uplink estimate)."""

@@ -315,3 +315,60 @@ async def test_an_authenticated_socket_that_asks_for_nothing_is_closed(token):
         await session.close()
         await busy_session.close()
         await srv.close()
+
+
+async def test_one_token_cannot_take_every_media_port(token, clip):
+    """Eight sockets on one patient token took all eight ports of a small range before."""
+    from sfu.service.server import Server
+    from tests.conftest import make_config
+
+    srv = Server(make_config(limits={"media_per_token": 2}))
+    await srv.start("127.0.0.1", 0)
+    srv.url = f"http://127.0.0.1:{srv.port}"  # type: ignore[attr-defined]
+    sessions = []
+    try:
+        socks = []
+        for _ in range(3):
+            session, sock = await ws_plain(srv)
+            sessions.append(session)
+            socks.append(sock)
+            await sock.send_str(json.dumps({"type": "auth", "token": token(sub="greedy")}))
+            assert (await next_json(sock))["type"] == "authenticated"
+        await socks[0].send_str(json.dumps({"type": "join", "target": {"room": "team"}}))
+        assert (await next_json(socks[0]))["type"] == "joined"
+        await socks[1].send_str(json.dumps({"type": "precall", "seconds": 5}))
+        assert (await next_json(socks[1]))["type"] in ("offer", "tracks")
+        await socks[2].send_str(json.dumps({"type": "precall", "seconds": 5}))
+        refused = await next_json(socks[2])
+        assert refused["type"] == "error" and refused["code"] == "rate_limited", refused
+        # someone else is not affected
+        other_session, other = await ws_plain(srv)
+        sessions.append(other_session)
+        await other.send_str(json.dumps({"type": "auth", "token": token(sub="someone-else")}))
+        assert (await next_json(other))["type"] == "authenticated"
+        await other.send_str(json.dumps({"type": "precall", "seconds": 5}))
+        assert (await next_json(other))["type"] in ("offer", "tracks")
+    finally:
+        for session in sessions:
+            await session.close()
+        await srv.close()
+
+
+async def test_a_patient_token_starts_no_precall_after_its_space_ended(server):
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{server.url}/v1/clinics/demo/waiting-area", json={"name": "Ann"}) as r:
+            entry = await r.json()
+        session, sock = await ws_plain(server)
+        try:
+            await sock.send_str(json.dumps({"type": "auth", "token": entry["token"]}))
+            assert (await next_json(sock))["type"] == "authenticated"
+            staff = jwt.encode({"sub": "dr", "role": "staff", "clinic": "demo", "exp": 4102444800},
+                               SECRET, algorithm="HS256")
+            async with http.post(f"{server.url}/v1/clinics/demo/waiting-area/{entry['space']}/end",
+                                 headers={"Authorization": f"Bearer {staff}"}) as r:
+                assert r.status == 204
+            await sock.send_str(json.dumps({"type": "precall", "seconds": 5}))
+            msg = await next_json(sock)
+            assert msg["type"] == "error" and msg["code"] == "not_found", msg
+        finally:
+            await session.close()
