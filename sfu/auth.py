@@ -45,6 +45,21 @@ class AuthSettings:
     # accept the WebSocket token as ``?token=`` in the URL (older clients); URLs end up in proxy
     # logs, so an operator whose clients all send ``{"type":"auth"}`` turns it off
     url_token: bool = True
+    # clocks differ: exp, nbf and iat are checked with this many seconds of tolerance
+    leeway: float = 30.0
+    # when set, every token must carry this ``aud`` (or list it) and this ``iss``, and the tokens
+    # the server mints (patient entry, invites, ``sfu token``) carry them
+    audience: str = ""
+    issuer: str = ""
+
+    def verify(self, token: str, now: float | None = None) -> Claims:
+        """``verify_token`` with this section's secret, leeway, audience and issuer."""
+        return verify_token(token, self.secret, now, self.leeway, audience=self.audience,
+                            issuer=self.issuer)
+
+    def mint(self, **claims: Any) -> str:
+        """``mint_token`` with this section's secret, audience and issuer."""
+        return mint_token(self.secret, audience=self.audience, issuer=self.issuer, **claims)
 
 
 @dataclass(frozen=True)
@@ -77,6 +92,8 @@ def mint_token(
     room: str | None = None,
     ttl: float = 3600,
     now: float | None = None,
+    audience: str = "",
+    issuer: str = "",
 ) -> str:
     """Sign a token; ``exp`` is ``now + ttl`` (whole seconds)."""
     if role not in ROLES:
@@ -95,11 +112,17 @@ def mint_token(
         payload["space"] = space
     if room is not None:
         payload["room"] = room
+    if audience:
+        payload["aud"] = audience
+    if issuer:
+        payload["iss"] = issuer
     return jwt.encode(payload, secret, algorithm=ALGORITHM)
 
 
-def verify_token(token: str, secret: str, now: float | None = None, leeway: float = 0.0) -> Claims:
-    """Check signature, time claims and required claims; return the claims or raise 401."""
+def verify_token(token: str, secret: str, now: float | None = None, leeway: float = 0.0, *,
+                 audience: str = "", issuer: str = "") -> Claims:
+    """Check signature, time claims (with ``leeway`` seconds of tolerance) and required claims,
+    and ``aud``/``iss`` when given; return the claims or raise 401."""
     if not isinstance(token, str) or not token:
         raise unauthorized("missing token")
     try:
@@ -125,6 +148,12 @@ def verify_token(token: str, secret: str, now: float | None = None, leeway: floa
         raise unauthorized("token signature is not valid") from exc
     except jwt.PyJWTError as exc:
         raise unauthorized("token is malformed") from exc
+    if audience:
+        aud = payload.get("aud")
+        if not (aud == audience or (isinstance(aud, list) and audience in aud)):
+            raise unauthorized(f"token is not for this server (aud must be {audience!r})")
+    if issuer and payload.get("iss") != issuer:
+        raise unauthorized(f"token is not from the expected issuer (iss must be {issuer!r})")
     return _claims(payload, time.time() if now is None else now, leeway)
 
 
@@ -186,9 +215,13 @@ def bearer_token(request: web.BaseRequest) -> str:
     return token.strip()
 
 
-def bearer_claims(request: web.BaseRequest, secret: str, now: float | None = None) -> Claims:
-    """Verify the request's bearer token (401 ``ApiError`` when absent or invalid)."""
-    return verify_token(bearer_token(request), secret, now)
+def bearer_claims(request: web.BaseRequest, auth: str | AuthSettings,
+                  now: float | None = None) -> Claims:
+    """Verify the request's bearer token (401 ``ApiError`` when absent or invalid) against a
+    secret, or an ``[auth]`` section (its leeway, audience and issuer too)."""
+    if isinstance(auth, AuthSettings):
+        return auth.verify(bearer_token(request), now)
+    return verify_token(bearer_token(request), auth, now)
 
 
 __all__ = [

@@ -142,6 +142,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     secret = args.secret or os.environ.get("SFU_AUTH_SECRET")
+    audience = issuer = ""
+    if args.config:  # the config's aud/iss (when set) go into the token, so the server takes it
+        try:
+            auth = load_config(args.config).auth
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(f"config error: {problem}", file=sys.stderr)
+            return 1
+        audience, issuer = auth.audience, auth.issuer
     if args.secret_from_config or not secret:
         if args.config:
             try:
@@ -158,7 +167,8 @@ def cmd_token(args: argparse.Namespace) -> int:
             return 1
     assert secret is not None
     print(mint_token(secret, sub=args.sub, role=args.role, clinic=args.clinic, name=args.name or "",
-                     space=args.space, room=args.room, ttl=args.ttl))
+                     space=args.space, room=args.room, ttl=args.ttl, audience=audience,
+                     issuer=issuer))
     return 0
 
 

@@ -139,3 +139,32 @@ def test_bearer_claims() -> None:
         with pytest.raises(ApiError) as err:
             bearer_claims(FakeRequest(headers), SECRET, now=NOW)  # type: ignore[arg-type]
         assert err.value.status == 401
+
+
+def test_audience_and_issuer_are_checked_when_configured_and_minted_with() -> None:
+    from sfu.auth import AuthSettings
+
+    auth = AuthSettings(secret=SECRET, audience="sfu.clinic.example", issuer="portal")
+    good = auth.mint(sub="dr-lee", role="staff", clinic="c1", now=NOW, ttl=60)
+    assert auth.verify(good, now=NOW).sub == "dr-lee"
+    assert auth.verify(sign(base(aud=["other", "sfu.clinic.example"], iss="portal")), NOW)
+    for payload in (base(), base(aud="other", iss="portal"), base(aud="sfu.clinic.example"),
+                    base(aud="sfu.clinic.example", iss="someone-else")):
+        with pytest.raises(ApiError) as err:
+            auth.verify(sign(payload), now=NOW)
+        assert err.value.code == "unauthorized"
+    # without them configured, tokens with or without aud/iss are taken as before
+    plain = AuthSettings(secret=SECRET)
+    assert plain.verify(sign(base(aud="anything", iss="anyone")), now=NOW).sub == "dr-lee"
+
+
+def test_the_configured_leeway_tolerates_clocks_a_little_apart() -> None:
+    from sfu.auth import AuthSettings
+
+    auth = AuthSettings(secret=SECRET, leeway=30.0)
+    token = sign(base(exp=NOW, nbf=NOW + 20))
+    assert auth.verify(token, now=NOW + 10).sub == "dr-lee"  # nbf 20 s ahead, exp 10 s past
+    with pytest.raises(ApiError):
+        auth.verify(token, now=NOW + 31)
+    with pytest.raises(ApiError):
+        verify_token(token, SECRET, now=NOW + 10)  # no leeway

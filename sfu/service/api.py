@@ -17,7 +17,7 @@ from urllib.parse import quote
 import msgspec
 from aiohttp import web
 
-from sfu.auth import GUEST, PATIENT, Claims, bearer_claims, mint_token
+from sfu.auth import GUEST, PATIENT, Claims, bearer_claims
 from sfu.errors import ApiError, bad_request, too_large, unsupported_media_type
 from sfu.rooms import (
     ClinicRegistry,
@@ -123,7 +123,7 @@ class _Api:
         self._openapi: bytes | None = None
 
     def claims(self, request: web.Request) -> Claims:
-        return bearer_claims(request, self.config.auth.secret, now=self.clock())
+        return bearer_claims(request, self.config.auth, now=self.clock())
 
     def base_url(self, request: web.Request) -> str:
         return self.config.server.public_url.rstrip("/") or f"{request.scheme}://{request.host}"
@@ -169,8 +169,7 @@ class _Api:
         address = request.remote or "unknown"
         space = self.registry.enter_waiting_area(clinic_id, body.get("name"), address, now)
         ttl = self.config.auth.patient_token_ttl
-        token = mint_token(
-            self.config.auth.secret,
+        token = self.config.auth.mint(
             sub=space.patient_sub,
             role=PATIENT,
             clinic=clinic_id,
@@ -242,8 +241,7 @@ class _Api:
         if isinstance(ttl, bool) or not isinstance(ttl, int) or not 60 <= ttl <= max_ttl:
             raise bad_request(f"'ttl' must be a whole number of seconds, 60-{max_ttl}")
         now = self.clock()
-        token = mint_token(
-            self.config.auth.secret,
+        token = self.config.auth.mint(
             sub=new_id("gu_"),
             role=GUEST,
             clinic=clinic_id,

@@ -61,7 +61,8 @@ class Server:
             max_message_bytes=config.server.max_message_bytes,
             ice_servers=self.ice_servers_json(),
             on_outbox_full=lambda: self.counters.drop("signaling_outbox_full"),
-            url_token=config.auth.url_token, media_budget=self._media_budget)
+            url_token=config.auth.url_token, media_budget=self._media_budget,
+            verify=config.auth.verify)
         self.app = self._make_app()
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()

@@ -56,6 +56,8 @@ class SessionContext:
     max_message_bytes: int
     ice_servers: list[dict[str, Any]]
     on_outbox_full: Callable[[], None]
+    # the token's claims (401 ApiError when not valid): the server's [auth] rules
+    verify: Callable[[str], Claims] = lambda token: verify_token(token, "")
     # raises ApiError (rate_limited) when the session may not open one more media connection
     media_budget: Callable[[SignalingSession], None] = lambda session: None
     url_token: bool = True  # ``?token=`` on the WebSocket URL accepted
@@ -131,7 +133,7 @@ class SignalingSession:
                     self._refuse("this server takes the token only in an 'auth' message")
                     return
                 try:
-                    self.claims = verify_token(token, self.ctx.secret)
+                    self.claims = self.ctx.verify(token)
                 except ApiError as exc:
                     self._refuse(exc.message)
                     return
@@ -192,7 +194,7 @@ class SignalingSession:
             self._refuse("'auth' needs a string 'token'")
             return
         try:
-            claims = verify_token(token, self.ctx.secret)
+            claims = self.ctx.verify(token)
         except ApiError as exc:
             self._refuse(exc.message)
             return
