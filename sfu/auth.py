@@ -41,7 +41,7 @@ class AuthSettings:
 
     secret: str = ""
     patient_token_ttl: int = 4 * 3600
-    guest_token_ttl: int = 24 * 3600
+    guest_token_ttl: int = 4 * 3600  # a consultation's day part, not a day (revocable too)
     # accept the WebSocket token as ``?token=`` in the URL (older clients); URLs end up in proxy
     # logs, so an operator whose clients all send ``{"type":"auth"}`` turns it off
     url_token: bool = True

@@ -165,6 +165,15 @@ class Calls:
         for participant in call.members():
             participant.kick(reason)
 
+    def put_out(self, clinic: str, identity: str, role: str, reason: str) -> None:
+        """Everyone of ``clinic`` joined as ``identity`` with ``role`` (a revoked guest invite)
+        is put out with ``reason``."""
+        for key, call in list(self.by_key.items()):
+            if key.clinic == clinic:
+                participant = call.find_identity(identity, role)
+                if participant is not None:
+                    participant.kick(reason)
+
     def _drop_if_empty(self, call: Call) -> None:
         if call.empty and self.by_key.get(call.key) is call:
             del self.by_key[call.key]

@@ -9,6 +9,7 @@ from sfu.errors import bad_request, not_found
 from sfu.rooms.events import (
     ClinicUpdated,
     DomainEvent,
+    InviteRevoked,
     Listener,
     RoomDeleted,
     RoomUpdated,
@@ -27,6 +28,7 @@ class Clinic:
         self.name = name
         self._registry = registry
         self._rooms: dict[str, MeetingRoom] = {}
+        self._revoked: dict[str, float] = {}  # guest invite id (its token's sub) -> token expiry
         limits = registry.limits
         self.waiting_area = WaitingArea(
             id,
@@ -36,6 +38,17 @@ class Clinic:
             closed_message=closed_message,
             emit=registry.emit,
         )
+
+    # -- guest invites ------------------------------------------------------------------------
+    def revoke_invite(self, invite: str, expires: float, now: float) -> None:
+        """No token of guest invite ``invite`` is taken again (until ``expires``, when it would
+        have stopped anyway), and guests in a call with it are put out."""
+        self._revoked = {k: v for k, v in self._revoked.items() if v > now}
+        self._revoked[invite] = expires
+        self._registry.emit(InviteRevoked(self.id, invite))
+
+    def invite_revoked(self, invite: str) -> bool:
+        return invite in self._revoked
 
     @property
     def rooms(self) -> list[MeetingRoom]:

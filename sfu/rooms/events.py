@@ -73,6 +73,15 @@ class SpaceStatusChanged:
 
 
 @dataclass(frozen=True)
+class InviteRevoked:
+    """A guest invite was revoked: put out every guest of ``clinic`` who joined with it
+    (``sub``, the invite's id) with ``invite_revoked``."""
+
+    clinic: str
+    sub: str
+
+
+@dataclass(frozen=True)
 class WaitingAreaChanged:
     """The clinic's waiting list changed (a space came or went, someone joined or left, a status
     changed, the area was closed or opened): send watchers ``{"type":"waiting_area", ...}``."""
@@ -82,6 +91,7 @@ class WaitingAreaChanged:
 
 DomainEvent = (
     ClinicUpdated
+    | InviteRevoked
     | RoomUpdated
     | RoomDeleted
     | SpaceCreated

@@ -18,7 +18,14 @@ import msgspec
 from aiohttp import web
 
 from sfu.auth import GUEST, PATIENT, Claims, bearer_claims
-from sfu.errors import ApiError, bad_request, too_large, unsupported_media_type
+from sfu.errors import (
+    ApiError,
+    bad_request,
+    not_found,
+    too_large,
+    unauthorized,
+    unsupported_media_type,
+)
 from sfu.rooms import (
     ClinicRegistry,
     clean_message,
@@ -27,7 +34,7 @@ from sfu.rooms import (
     require_admin,
     require_member,
 )
-from sfu.rooms.text import new_id
+from sfu.rooms.text import new_id, valid_id
 from sfu.service.bodies import Entry, Error, ErrorDetail, Invite, WaitingAreaState
 from sfu.service.config import Config
 from sfu.service.openapi import build_openapi
@@ -83,6 +90,15 @@ async def api_error_middleware(request: web.Request, handler: Handler) -> web.St
         return response
 
 
+def refuse_revoked(claims: Claims, registry: ClinicRegistry) -> Claims:
+    """A guest token of a revoked invite is not taken (401)."""
+    if claims.role == GUEST:
+        clinic = registry.find(claims.clinic)
+        if clinic is not None and clinic.invite_revoked(claims.sub):
+            raise unauthorized("this invite was revoked")
+    return claims
+
+
 async def read_json(request: web.BaseRequest, *, required: bool = True,
                     json_only: bool = False) -> dict[str, Any]:
     """The request's JSON object body: 413 over 64 KiB, 400 when malformed or not an object;
@@ -123,7 +139,8 @@ class _Api:
         self._openapi: bytes | None = None
 
     def claims(self, request: web.Request) -> Claims:
-        return bearer_claims(request, self.config.auth, now=self.clock())
+        return refuse_revoked(bearer_claims(request, self.config.auth, now=self.clock()),
+                              self.registry)
 
     def base_url(self, request: web.Request) -> str:
         return self.config.server.public_url.rstrip("/") or f"{request.scheme}://{request.host}"
@@ -241,8 +258,9 @@ class _Api:
         if isinstance(ttl, bool) or not isinstance(ttl, int) or not 60 <= ttl <= max_ttl:
             raise bad_request(f"'ttl' must be a whole number of seconds, 60-{max_ttl}")
         now = self.clock()
+        invite = new_id("gu_")
         token = self.config.auth.mint(
-            sub=new_id("gu_"),
+            sub=invite,
             role=GUEST,
             clinic=clinic_id,
             name=name,
@@ -253,7 +271,20 @@ class _Api:
         )
         logger.info("guest invite for %s/%s", clinic_id, space or room)
         url = f"{self.base_url(request)}{link}#token={token}"
-        return _json(Invite(token=token, url=url, expires_at=iso_time(int(now) + ttl)), status=201)
+        return _json(Invite(token=token, url=url, expires_at=iso_time(int(now) + ttl),
+                            invite=invite), status=201)
+
+    async def revoke_invite(self, request: web.Request) -> web.Response:
+        """No token of that invite is taken again; guests in a call with it are put out."""
+        clinic_id, invite = request.match_info["clinic"], request.match_info["invite"]
+        require_member(self.claims(request), clinic_id)
+        clinic = self.registry.get(clinic_id)
+        if not invite.startswith("gu_") or not valid_id(invite):
+            raise not_found("no such invite")
+        now = self.clock()
+        clinic.revoke_invite(invite, now + self.config.auth.guest_token_ttl + 60, now)
+        logger.info("guest invite %s of clinic %s revoked", invite, clinic_id)
+        return web.Response(status=204)
 
     # -- the document ----------------------------------------------------------------------------
 
@@ -288,6 +319,7 @@ def setup_api_routes(
         ("PUT", "/v1/clinics/{clinic}/waiting-area", api.put_waiting_area),
         ("POST", "/v1/clinics/{clinic}/waiting-area/{space}/end", api.end_space),
         ("POST", "/v1/clinics/{clinic}/waiting-area/{space}/invites", api.invite_to_space),
+        ("DELETE", "/v1/clinics/{clinic}/invites/{invite}", api.revoke_invite),
         ("GET", "/v1/openapi.json", api.openapi),
     ]
     for method, path, handler in routes:

@@ -138,6 +138,8 @@ class Invite(_Response, frozen=True):
     token: Annotated[str, msgspec.Meta(description="A guest token scoped to the space or room.")]
     url: Annotated[str, msgspec.Meta(extra_json_schema={"format": "uri"})]
     expires_at: Timestamp
+    invite: Annotated[str, msgspec.Meta(
+        description="Extension: the invite's id, to revoke it (DELETE .../invites/{invite}).")]
 
 
 BODIES: tuple[type[msgspec.Struct], ...] = (

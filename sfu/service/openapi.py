@@ -218,6 +218,21 @@ def _paths() -> dict[str, Any]:
                 "responses": {"204": no_content, **_errors(401, 403, 404)},
             },
         },
+        "/v1/clinics/{clinic}/invites/{invite}": {
+            "parameters": [_CLINIC, {"name": "invite", "in": "path", "required": True,
+                                     "schema": {"type": "string"},
+                                     "description": "The invite's id (the 'invite' of its creation)."}],
+            "delete": {
+                "summary": "Revoke a guest invite: its token is refused from now on, and guests in "
+                           "a call with it are put out (ended: invite_revoked) (staff, admin)",
+                "operationId": "revokeInvite",
+                "security": _BEARER,
+                "responses": {
+                    "204": {"description": "Revoked (also when already revoked)."},
+                    **_errors(401, 403, 404),
+                },
+            },
+        },
         "/v1/clinics/{clinic}/waiting-area/{space}/invites": {
             "parameters": [_CLINIC, _SPACE],
             "post": {

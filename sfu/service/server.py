@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from sfu.auth import GUEST
 from sfu.calls.events import CallKey
 from sfu.calls.manager import Calls
 from sfu.calls.media import MediaEndpoint
@@ -25,7 +26,7 @@ from sfu.errors import ApiError
 from sfu.rooms import IN_CONSULTATION, ON_HOLD, WAITING
 from sfu.rooms import events as ev
 from sfu.rooms.clinic import ClinicRegistry
-from sfu.service.api import error_response, setup_api_routes
+from sfu.service.api import error_response, refuse_revoked, setup_api_routes
 from sfu.service.config import Config
 from sfu.service.events import ServerEvents
 from sfu.service.feed import WaitingAreaFeed
@@ -62,7 +63,7 @@ class Server:
             ice_servers=self.ice_servers_json(),
             on_outbox_full=lambda: self.counters.drop("signaling_outbox_full"),
             url_token=config.auth.url_token, media_budget=self._media_budget,
-            verify=config.auth.verify)
+            verify=lambda token: refuse_revoked(config.auth.verify(token), self.registry))
         self.app = self._make_app()
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -250,6 +251,8 @@ class Server:
             self.calls.end_call(CallKey(event.clinic, "space", event.space), event.reason)
         elif isinstance(event, ev.RoomDeleted):
             self.calls.end_call(CallKey(event.clinic, "room", event.room), "room_deleted")
+        elif isinstance(event, ev.InviteRevoked):
+            self.calls.put_out(event.clinic, event.sub, GUEST, "invite_revoked")
 
     # -- snapshots for metrics and clients ----------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

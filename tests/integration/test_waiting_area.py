@@ -176,3 +176,35 @@ async def test_the_server_log_never_holds_a_patient_name(server, token, clip, ca
     assert "Zebediah" not in text and "Quartermaine" not in text
     metrics = server.metrics.render().decode()
     assert "Zebediah" not in metrics
+
+
+async def test_a_revoked_invite_puts_its_guest_out_and_is_refused_from_then_on(server, token, clip):
+    """Guest invites could not be revoked: a link sent to the wrong person stayed good for 24 h."""
+    entry = await enter(server, "Pat")
+    staff_token = token(sub="dr-lee")
+    status, invite = await post(server, f"/v1/clinics/demo/waiting-area/{entry['space']}/invites",
+                                staff_token, {"name": "Interpreter"})
+    assert status == 201 and invite["invite"].startswith("gu_")
+    patient = Client(server.url, entry["token"], clip=clip)
+    guest = Client(server.url, invite["token"], clip=clip)
+    try:
+        await patient.join({"space": entry["space"]})
+        await guest.join({"space": entry["space"]})
+        await wait_for(receives_everyone([patient, guest]), timeout=15)
+        async with aiohttp.ClientSession() as http:
+            async with http.delete(f"{server.url}/v1/clinics/demo/invites/{invite['invite']}",
+                                   headers={"Authorization": f"Bearer {staff_token}"}) as r:
+                assert r.status == 204
+            # a patient may not revoke anything
+            async with http.delete(f"{server.url}/v1/clinics/demo/invites/{invite['invite']}",
+                                   headers={"Authorization": f"Bearer {entry['token']}"}) as r:
+                assert r.status == 403
+        ended = await guest.wait_message(lambda m: m["type"] == "ended")
+        assert ended["reason"] == "invite_revoked"
+        with pytest.raises(ClientError) as refused:
+            await Client(server.url, invite["token"], clip=clip).join({"space": entry["space"]})
+        assert refused.value.code == "unauthorized"
+        # the patient's consultation goes on
+        assert not [m for m in patient.messages if m["type"] == "ended"]
+    finally:
+        await close_all([patient, guest])
