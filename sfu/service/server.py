@@ -63,7 +63,8 @@ class Server:
             ice_servers=self.ice_servers_json(),
             on_outbox_full=lambda: self.counters.drop("signaling_outbox_full"),
             url_token=config.auth.url_token, media_budget=self._media_budget,
-            verify=lambda token: refuse_revoked(config.auth.verify(token), self.registry))
+            verify=lambda token: refuse_revoked(config.auth.verify(token), self.registry),
+            leeway=config.auth.leeway)
         self.app = self._make_app()
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()

@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -65,6 +66,8 @@ class SessionContext:
     # an authenticated socket must ask for something (join, precall, watch) by then, or it is
     # closed: an idle socket holds a file descriptor and a writer task for nothing
     purpose_timeout: float = 60.0
+    leeway: float = 30.0  # the token's exp is past this long after it (auth.leeway)
+    wall_clock: Callable[[], float] = time.time  # tokens' exp is wall-clock time
 
 
 class SignalingSession:
@@ -80,6 +83,7 @@ class SignalingSession:
         self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTBOX_SIZE)
         self._closing = False
         self._asked = False  # a join, a pre-call test or a watch was asked for
+        self._feed_expiry_running = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- outgoing -----------------------------------------------------------------------------
@@ -346,6 +350,26 @@ class SignalingSession:
         requested = message.get("clinic")
         clinic = requested if isinstance(requested, str) else self.claims.clinic
         self.ctx.feed.watch(self, self.claims, clinic)
+        if not self._feed_expiry_running:
+            self._feed_expiry_running = True
+            self._spawn(self._feed_expiry())
+
+    async def _feed_expiry(self) -> None:
+        """The waiting-area feed shows patients' names: it ends when the token expires unless a
+        fresh ``auth`` came (a call the same socket is in goes on)."""
+        while not self._closing:
+            assert self.claims is not None
+            left = self.claims.exp + self.ctx.leeway - self.ctx.wall_clock()
+            if left > 0:
+                await asyncio.sleep(min(left, 3600.0))
+                continue
+            self.ctx.feed.unwatch(self)
+            self.error("unauthorized", "the token has expired: send a fresh 'auth' and 'watch' "
+                                       "again to go on receiving the waiting area")
+            if not self.holds_media():
+                self.close_soon()
+            break
+        self._feed_expiry_running = False
 
     # -- notifications (sfu.calls.events.Client) ------------------------------------------------
     def joined(self, me: Member, key: CallKey, others: list[Member]) -> None:

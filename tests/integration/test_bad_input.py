@@ -372,3 +372,38 @@ async def test_a_patient_token_starts_no_precall_after_its_space_ended(server):
             assert msg["type"] == "error" and msg["code"] == "not_found", msg
         finally:
             await session.close()
+
+
+async def test_the_waiting_area_feed_ends_at_the_token_expiry_unless_refreshed(token):
+    """The feed shows patients' names: an expired token must not keep receiving it."""
+    from sfu.service.server import Server
+    from tests.conftest import make_config
+
+    srv = Server(make_config())
+    srv._session_context = dataclasses.replace(srv._session_context, leeway=0.0)
+    await srv.start("127.0.0.1", 0)
+    srv.url = f"http://127.0.0.1:{srv.port}"  # type: ignore[attr-defined]
+    stale_session, stale = await ws_plain(srv)
+    fresh_session, fresh = await ws_plain(srv)
+    try:
+        for sock in (stale, fresh):
+            await sock.send_str(json.dumps({"type": "auth", "token": token(sub="dr", ttl=2)}))
+            assert (await next_json(sock))["type"] == "authenticated"
+            await sock.send_str(json.dumps({"type": "watch", "waiting_area": True}))
+            assert (await next_json(sock))["type"] == "waiting_area"
+        await fresh.send_str(json.dumps({"type": "auth", "token": token(sub="dr", ttl=3600)}))
+        assert (await next_json(fresh))["type"] == "authenticated"
+        msg = await next_json(stale, timeout=5.0)
+        assert msg["type"] == "error" and msg["code"] == "unauthorized", msg
+        assert (await next_json(stale))["type"] == "closed"
+        # the refreshed one still gets the feed: a patient enters
+        async with aiohttp.ClientSession() as http, http.post(
+                f"{srv.url}/v1/clinics/demo/waiting-area", json={"name": "Ann"}) as r:
+            assert r.status == 201
+        while (msg := await next_json(fresh, timeout=5.0))["type"] != "waiting_area":
+            pass
+        assert len(msg["spaces"]) == 1
+    finally:
+        await stale_session.close()
+        await fresh_session.close()
+        await srv.close()
