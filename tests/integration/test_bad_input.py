@@ -29,6 +29,20 @@ async def next_json(sock, timeout=5.0):
     return json.loads(msg.data)
 
 
+async def started_server(session: dict | None = None, **config):
+    """A server of its own (config overrides as make_config takes them; ``session``: the
+    signaling sessions' timings), started on loopback."""
+    from sfu.service.server import Server
+    from tests.conftest import make_config
+
+    srv = Server(make_config(**config))
+    if session:
+        srv._session_context = dataclasses.replace(srv._session_context, **session)
+    await srv.start("127.0.0.1", 0)
+    srv.url = f"http://127.0.0.1:{srv.port}"  # type: ignore[attr-defined]
+    return srv
+
+
 def snapshot(server):
     return {key: sorted(call.participants) for key, call in server.calls.by_key.items()}
 
@@ -185,12 +199,7 @@ async def test_garbage_datagrams_at_the_media_port_change_nothing(server, token,
 async def test_a_join_that_never_answers_its_offer_is_let_go_after_the_connect_timeout(token):
     """The connect timer started only once an answer arrived: a join that never answered kept
     its endpoint and UDP port (and whatever anyone sent there) for as long as its socket stayed."""
-    from sfu.service.server import Server
-    from tests.conftest import make_config
-
-    srv = Server(make_config(media={"connect_timeout": 2.0}))
-    await srv.start("127.0.0.1", 0)
-    srv.url = f"http://127.0.0.1:{srv.port}"  # type: ignore[attr-defined]
+    srv = await started_server(media={"connect_timeout": 2.0})
     session, sock = await ws(srv, token(sub="silent"))
     try:
         await sock.send_str(json.dumps({"type": "join", "target": {"room": "team"}}))
@@ -255,13 +264,7 @@ async def test_without_a_good_first_auth_nothing_else_is_read(server, first):
 
 
 async def test_a_socket_that_never_authenticates_is_closed(token):
-    from sfu.service.server import Server
-    from tests.conftest import make_config
-
-    srv = Server(make_config())
-    srv._session_context = dataclasses.replace(srv._session_context, auth_timeout=0.5)
-    await srv.start("127.0.0.1", 0)
-    srv.url = f"http://127.0.0.1:{srv.port}"  # type: ignore[attr-defined]
+    srv = await started_server(session=dict(auth_timeout=0.5))
     session, sock = await ws_plain(srv)
     try:
         msg = await next_json(sock, timeout=3.0)
@@ -273,12 +276,7 @@ async def test_a_socket_that_never_authenticates_is_closed(token):
 
 
 async def test_the_operator_may_refuse_tokens_in_the_url(token):
-    from sfu.service.server import Server
-    from tests.conftest import make_config
-
-    srv = Server(make_config(auth={"url_token": False}))
-    await srv.start("127.0.0.1", 0)
-    srv.url = f"http://127.0.0.1:{srv.port}"  # type: ignore[attr-defined]
+    srv = await started_server(auth={"url_token": False})
     session, sock = await ws(srv, token(sub="a"))
     try:
         await sock.send_str(json.dumps({"type": "join", "target": {"room": "team"}}))
@@ -291,13 +289,7 @@ async def test_the_operator_may_refuse_tokens_in_the_url(token):
 
 
 async def test_an_authenticated_socket_that_asks_for_nothing_is_closed(token):
-    from sfu.service.server import Server
-    from tests.conftest import make_config
-
-    srv = Server(make_config())
-    srv._session_context = dataclasses.replace(srv._session_context, purpose_timeout=0.5)
-    await srv.start("127.0.0.1", 0)
-    srv.url = f"http://127.0.0.1:{srv.port}"  # type: ignore[attr-defined]
+    srv = await started_server(session=dict(purpose_timeout=0.5))
     session, sock = await ws_plain(srv)
     busy_session, busy = await ws_plain(srv)
     try:
@@ -319,12 +311,7 @@ async def test_an_authenticated_socket_that_asks_for_nothing_is_closed(token):
 
 async def test_one_token_cannot_take_every_media_port(token, clip):
     """Eight sockets on one patient token took all eight ports of a small range before."""
-    from sfu.service.server import Server
-    from tests.conftest import make_config
-
-    srv = Server(make_config(limits={"media_per_token": 2}))
-    await srv.start("127.0.0.1", 0)
-    srv.url = f"http://127.0.0.1:{srv.port}"  # type: ignore[attr-defined]
+    srv = await started_server(limits={"media_per_token": 2})
     sessions = []
     try:
         socks = []
@@ -376,13 +363,7 @@ async def test_a_patient_token_starts_no_precall_after_its_space_ended(server):
 
 async def test_the_waiting_area_feed_ends_at_the_token_expiry_unless_refreshed(token):
     """The feed shows patients' names: an expired token must not keep receiving it."""
-    from sfu.service.server import Server
-    from tests.conftest import make_config
-
-    srv = Server(make_config())
-    srv._session_context = dataclasses.replace(srv._session_context, leeway=0.0)
-    await srv.start("127.0.0.1", 0)
-    srv.url = f"http://127.0.0.1:{srv.port}"  # type: ignore[attr-defined]
+    srv = await started_server(session=dict(leeway=0.0))
     stale_session, stale = await ws_plain(srv)
     fresh_session, fresh = await ws_plain(srv)
     try:
