@@ -97,17 +97,16 @@ def hook_dtls(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler,
     connection = dtls.transport._connection
     slow = connection.data_received
     queue = connection._queue
+    drop = on_drop if on_drop is not None else _ignore_drop
 
     def data_received(data: bytes, component: int) -> None:
         first = data[0] if data else 0
         if 127 < first < 192:
             if len(data) < 12:
-                if on_drop is not None:
-                    on_drop("short_datagram")
+                drop("short_datagram")
                 return
         elif not 19 < first < 64:
-            if on_drop is not None:
-                on_drop("not_dtls_or_rtp")
+            drop("not_dtls_or_rtp")
             return
         srtp = dtls._rx_srtp
         if srtp is None or first < 128:
@@ -115,8 +114,7 @@ def hook_dtls(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler,
             # started the transport: unbounded, a join that never answers kept every datagram
             # anyone sent its port (40 MB of junk: +24 MB of RSS, never given back)
             if queue.qsize() >= MAX_QUEUED_DATAGRAMS:
-                if on_drop is not None:
-                    on_drop("receive_queue_full")
+                drop("receive_queue_full")
                 return
             slow(data, component)
             return
@@ -132,6 +130,10 @@ def hook_dtls(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler,
             pass  # a datagram that fails authentication is dropped, as aiortc does
 
     connection.data_received = data_received  # type: ignore[method-assign]
+
+
+def _ignore_drop(reason: str) -> None:
+    """What a dropped datagram is told when nobody counts drops."""
 
 
 class WireSender:
@@ -193,7 +195,7 @@ class FastStunProtocol(StunProtocol):
     RTP, RTCP): aioice passed every datagram from any address on to DTLS and SRTP, so anyone
     who learned the port could feed them. Dropped datagrams are told to ``on_drop``."""
 
-    on_drop: Callable[[str], None] | None = None
+    on_drop: Callable[[str], None] = staticmethod(_ignore_drop)
 
     def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
         if isinstance(data, bytes) and data and data[0] > 3:  # not STUN (RFC 7983)
@@ -201,8 +203,7 @@ class FastStunProtocol(StunProtocol):
             if pair is not None:
                 remote = pair.remote_addr
                 if addr[1] != remote[1] or addr[0] != remote[0]:
-                    if self.on_drop is not None:
-                        self.on_drop("unknown_address")
+                    self.on_drop("unknown_address")
                     return
             if len(data) > 1 and 127 < data[0] < 192:
                 self.receiver.data_received(data, self.local_candidate.component)
@@ -354,7 +355,8 @@ def install_gatherer(connection: Connection, settings: IceSettings,
         for address in addresses:
             sock = _bind_udp(address, settings.port_range)
             protocol = FastStunProtocol(connection)
-            protocol.on_drop = on_drop
+            if on_drop is not None:
+                protocol.on_drop = on_drop
             TimestampedUdpTransport(loop, sock, protocol, rx)
             port = sock.getsockname()[1]
             host = settings.announced_address or address
