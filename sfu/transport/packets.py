@@ -73,13 +73,17 @@ def parse_rtp(data: bytes) -> RtpPacket:
             i = start
             while i < offset:
                 byte = data[i]
-                if byte == 0:
+                ext_id = byte >> 4
+                if ext_id == 0:  # padding (RFC 8285: id 0; libwebrtc skips it whatever its length)
                     i += 1
                     continue
-                ext_id = byte >> 4
                 if ext_id == 15:
                     break
                 length = (byte & 0x0F) + 1
+                if i + 1 + length > offset:
+                    # its value would run into the payload (or be cut off at the packet's end:
+                    # an empty value, which the audio path could not copy)
+                    raise ValueError("RTP header extension element overruns its block")
                 ext[ext_id] = data[i + 1:i + 1 + length]
                 i += 1 + length
     if b0 & 0x20:
