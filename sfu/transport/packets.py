@@ -446,7 +446,8 @@ def parse_rtcp(data: bytes) -> list[RtcpMessage]:
 def _pack_blocks(blocks: list[ReportBlock]) -> bytes:
     return b"".join(
         struct.pack("!IIIIII", b.ssrc, (b.fraction_lost & 0xFF) << 24 | (b.packets_lost & 0xFFFFFF),
-                    b.highest_seq & 0xFFFFFFFF, b.jitter & 0xFFFFFFFF, b.lsr, b.dlsr)
+                    b.highest_seq & 0xFFFFFFFF, b.jitter & 0xFFFFFFFF, b.lsr & 0xFFFFFFFF,
+                    b.dlsr & 0xFFFFFFFF)
         for b in blocks[:31]
     )
 
@@ -456,7 +457,8 @@ def _rtcp(count: int, ptype: int, body: bytes) -> bytes:
 
 
 def build_sr(sr: SenderReport) -> bytes:
-    body = struct.pack("!IIIIII", sr.ssrc, sr.ntp >> 32, sr.ntp & 0xFFFFFFFF, sr.rtp_ts & 0xFFFFFFFF,
+    body = struct.pack("!IIIIII", sr.ssrc, (sr.ntp >> 32) & 0xFFFFFFFF, sr.ntp & 0xFFFFFFFF,
+                       sr.rtp_ts & 0xFFFFFFFF,
                        sr.packets & 0xFFFFFFFF, sr.octets & 0xFFFFFFFF) + _pack_blocks(sr.reports)
     return _rtcp(min(len(sr.reports), 31), RTCP_SR, body)
 

@@ -11,14 +11,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from sfu.transport import packets as P
-from sfu.transport.counters import Counters
-from sfu.transport.endpoint import Endpoint, EndpointListener
-from sfu.transport.forwarder import Consumer, OutStream
-from sfu.transport.peer import AnswerInfo, PublishInfo
-from sfu.transport.settings import MediaSettings
 from tests.fuzz.budget import budget
+from tests.fuzz.rtp_targets import AUDIO, OTHER, VIDEO, VIDEO_RTX, publishing_endpoint
 from tests.fuzz.strategies import Rtp, mutated, rtp_or_mutant, rtp_packets, u16, u32, vp8_descriptors
-from tests.transport.test_forwarder import Sink
 
 # The one-byte-form element at the very end of a packet, its value cut off: parsed as an empty
 # value, which the audio path copied into an element of its own (ValueError on the packet path).
@@ -132,32 +127,6 @@ def test_rtx_of_any_packet_unwraps_or_raises_value_error(data):
 
 # -- the receive path of a real endpoint --------------------------------------------------------
 
-AUDIO, VIDEO, VIDEO_RTX, OTHER = 0xA0D10, 0x71DE0, 0x71DE1, 0x5EEEE
-EXT_IDS = {"mid": 1, "audio_level": 2, "abs_send_time": 3}
-
-
-def publishing_endpoint() -> tuple[Endpoint, Sink, Counters]:
-    """An endpoint that publishes audio and video (as its answer said) and is sent both back,
-    with transport-cc on what it publishes and on what it is sent."""
-    counters = Counters()
-    endpoint = Endpoint("e1", MediaSettings(), EndpointListener(), counters)
-    sink = Sink()
-    sink.reset = lambda: None  # type: ignore[attr-defined]  # what closing the peer calls
-    endpoint.peer.wire = sink  # type: ignore[assignment]
-    endpoint._update_producers(AnswerInfo(publish={
-        "audio": PublishInfo("audio", "0", True, AUDIO, None, 111, EXT_IDS),
-        "video": PublishInfo("video", "1", True, VIDEO, VIDEO_RTX, 96, EXT_IDS),
-    }, payload_types={}))
-    endpoint._apply_transport_cc(5)
-    endpoint._apply_transport_cc_in(5)
-    for i, producer in enumerate(endpoint.producers.values()):
-        out = OutStream(ssrc=0x500 + i, mid=str(2 + i), kind=producer.kind, sink=sink,
-                        clock_rate=90000, pt_map={}, twcc=endpoint.twcc)
-        endpoint.out_by_ssrc[out.ssrc] = out
-        Consumer(producer, out, counters)
-        producer.watch_arrivals()
-    return endpoint, sink, counters
-
 
 def incoming() -> st.SearchStrategy[bytes]:
     """What a publisher may send: its streams' packets with VP8 payloads and any extensions
@@ -180,13 +149,17 @@ async def test_the_receive_path_takes_any_packet_a_publisher_sends():
     endpoint, sink, counters = publishing_endpoint()
     seen = {"packets": 0}
 
+    clock = [1.0]
+
     @budget(300)
-    @given(st.lists(incoming(), min_size=1, max_size=8), st.floats(0, 1e6))
-    @example([EMPTY_TAIL_ELEMENT.replace(b"\x00\x00\x00\x02", AUDIO.to_bytes(4, "big"))], 1.0)
-    def feed(datagrams, now):
+    @given(st.lists(incoming(), min_size=1, max_size=8), st.one_of(st.floats(0, 1), st.floats(0, 1e5)))
+    @example([EMPTY_TAIL_ELEMENT.replace(b"\x00\x00\x00\x02", AUDIO.to_bytes(4, "big"))], 0.0)
+    def feed(datagrams, elapsed):
+        clock[0] += elapsed  # monotonic, as the endpoint's clock is
         for data in datagrams:
-            endpoint._on_rtp(data, now)  # must not raise
+            endpoint._on_rtp(data, clock[0])  # must not raise
             seen["packets"] += 1
+        endpoint.rtcp_compound(clock[0])
         endpoint.send_transport_feedback()
         for producer in endpoint.producers.values():
             producer.take_arrivals()
