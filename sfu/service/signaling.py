@@ -32,6 +32,7 @@ from sfu.calls.manager import Calls
 from sfu.calls.precall import PrecallTest
 from sfu.errors import ApiError, NegotiationError, bad_request
 from sfu.rooms.text import iso_time
+from sfu.service.jsontext import parse_json
 from sfu.transport.endpoint import TrackInfo
 
 log = logging.getLogger(__name__)
@@ -228,7 +229,7 @@ class SignalingSession:
 
     async def _handle_text(self, data: str) -> None:
         try:
-            message = json.loads(data)
+            message = parse_json(data)
         except ValueError:
             self.error("bad_request", "message is not valid JSON")
             return
