@@ -334,6 +334,8 @@ class SignalingSession:
         mid = message.get("sdpMid")
         try:
             await media.add_candidate(candidate, mid if isinstance(mid, str) else None)
+        except NegotiationError as exc:
+            raise bad_request(str(exc)) from exc
         except (ValueError, IndexError, KeyError, TypeError) as exc:
             raise bad_request(f"malformed candidate: {exc}") from exc
 
