@@ -193,7 +193,8 @@ class FastStunProtocol(StunProtocol):
 
     Once ICE has selected a pair, only its remote address is heard for anything but STUN (DTLS,
     RTP, RTCP): aioice passed every datagram from any address on to DTLS and SRTP, so anyone
-    who learned the port could feed them. Dropped datagrams are told to ``on_drop``."""
+    who learned the port could feed them. STUN that aioice cannot parse is dropped as well.
+    Dropped datagrams are told to ``on_drop``."""
 
     on_drop: Callable[[str], None] = staticmethod(_ignore_drop)
 
@@ -208,7 +209,13 @@ class FastStunProtocol(StunProtocol):
             if len(data) > 1 and 127 < data[0] < 192:
                 self.receiver.data_received(data, self.local_candidate.component)
                 return
-        super().datagram_received(data, addr)
+        try:
+            super().datagram_received(data, addr)
+        except struct.error:
+            # aioice's STUN parser unpacks an attribute of the wrong length (a 3-byte PRIORITY)
+            # with struct and lets the error out: from any address, it reached the event loop
+            # with a traceback and dropped the rest of the socket's batch
+            self.on_drop("malformed_stun")
 
 
 class RxTime:

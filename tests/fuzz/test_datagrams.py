@@ -16,11 +16,14 @@ from typing import Any
 
 import pytest
 from aioice import stun
-from hypothesis import given
+from aioice.candidate import Candidate
+from aioice.ice import Connection
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from sfu.auth import mint_token
 from sfu.client.client import Client
+from sfu.transport.aiortc_glue import FastStunProtocol
 from tests.conftest import SECRET
 from tests.fuzz.budget import budget
 from tests.fuzz.live import LiveServer
@@ -129,6 +132,7 @@ def test_datagrams_of_any_kind_at_a_live_media_port_change_nothing(live, clip, t
 
     @budget(60)
     @given(st.lists(datagrams, min_size=1, max_size=10), st.lists(datagrams, max_size=4))
+    @example([MALFORMED_STUN], [MALFORMED_STUN])
     def hostile(spoofed, from_stranger):
         live.run(feed(live, victim, spoofed))
         for data in from_stranger:
@@ -148,3 +152,23 @@ def test_datagrams_of_any_kind_at_a_live_media_port_change_nothing(live, clip, t
             live.run(c.leave())
     assert not tracebacks.texts(), tracebacks.texts()
     assert not live.loop_errors, live.loop_errors
+
+
+# a binding request whose PRIORITY attribute is 3 bytes long (found by atheris): aioice's parser
+# raised struct.error, which it does not catch, and the event loop logged it with a traceback
+MALFORMED_STUN = (struct.pack("!HHI", 0x0001, 8, 0x2112A442) + bytes(range(12))
+                  + struct.pack("!HH", 0x0024, 3) + b"abc\x00")
+
+
+async def test_stun_that_aioice_cannot_parse_is_dropped_and_counted():
+    connection = Connection(ice_controlling=False)
+    protocol = FastStunProtocol(connection)
+    protocol.local_candidate = Candidate(foundation="1", component=1, transport="udp",
+                                         priority=1, host="127.0.0.1", port=9, type="host")
+    dropped: list[str] = []
+    protocol.on_drop = dropped.append  # type: ignore[method-assign]
+    try:
+        protocol.datagram_received(MALFORMED_STUN, ("127.0.0.1", 5000))
+        assert dropped == ["malformed_stun"]
+    finally:
+        await connection.close()
