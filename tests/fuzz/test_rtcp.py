@@ -87,7 +87,7 @@ def test_every_message_the_server_reads_parses_back_from_the_wire(sent, extra):
     assert P.parse_rtcp(wire) == [expected(m) for m in sent]
 
 
-@budget(400)
+@budget(200)
 @given(any_rtcp())
 def test_any_bytes_parse_or_raise_value_error(data):
     try:
@@ -144,7 +144,7 @@ async def test_the_endpoint_takes_any_rtcp_a_peer_sends():
 
     clock = [1.0]
 
-    @budget(300)
+    @budget(150)
     @given(st.one_of(compound, compound.flatmap(mutated), any_rtcp()),
            st.one_of(st.floats(0, 2), st.floats(0, 1e5)))
     def feed(data, elapsed):
@@ -171,7 +171,7 @@ async def test_the_client_takes_any_rtp_and_rtcp_the_server_sends():
                                             p.two_byte, p.payload, p.padding).wire(),
                         rtp_packets(), st.sampled_from([AUDIO, VIDEO, VIDEO + 1, 7]))
 
-    @budget(200)
+    @budget(100)
     @given(st.lists(st.one_of(packets, packets.flatmap(mutated), any_rtcp()), max_size=6),
            st.floats(0, 1e6))
     def feed(datagrams, now):

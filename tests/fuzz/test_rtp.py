@@ -151,7 +151,7 @@ async def test_the_receive_path_takes_any_packet_a_publisher_sends():
 
     clock = [1.0]
 
-    @budget(300)
+    @budget(120)
     @given(st.lists(incoming(), min_size=1, max_size=8), st.one_of(st.floats(0, 1), st.floats(0, 1e5)))
     @example([EMPTY_TAIL_ELEMENT.replace(b"\x00\x00\x00\x02", AUDIO.to_bytes(4, "big"))], 0.0)
     def feed(datagrams, elapsed):
