@@ -34,8 +34,8 @@ with atheris.instrument_imports(include=["sfu", "aioice"]):
     from sfu.errors import ConfigError
     from sfu.service.config import config_from_dict
     from sfu.service.jsontext import parse_json
-    from sfu.transport.aiortc_glue import FastStunProtocol
     from sfu.transport import packets as P
+    from sfu.transport.aiortc_glue import FastStunProtocol
     from sfu.transport.transportcc import ReceiveHistory, SendHistory
 
 ROOT = Path(__file__).resolve().parents[2]

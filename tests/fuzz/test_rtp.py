@@ -13,7 +13,15 @@ from hypothesis import strategies as st
 from sfu.transport import packets as P
 from tests.fuzz.budget import budget
 from tests.fuzz.rtp_targets import AUDIO, OTHER, VIDEO, VIDEO_RTX, publishing_endpoint
-from tests.fuzz.strategies import Rtp, mutated, rtp_or_mutant, rtp_packets, u16, u32, vp8_descriptors
+from tests.fuzz.strategies import (
+    Rtp,
+    mutated,
+    rtp_or_mutant,
+    rtp_packets,
+    u16,
+    u32,
+    vp8_descriptors,
+)
 
 # The one-byte-form element at the very end of a packet, its value cut off: parsed as an empty
 # value, which the audio path copied into an element of its own (ValueError on the packet path).
