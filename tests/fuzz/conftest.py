@@ -1,4 +1,5 @@
-"""The fuzz tests' hypothesis profile (``tests/fuzz/budget.py``) and a log watch."""
+"""The fuzz tests' hypothesis profile (``tests/fuzz/budget.py``), a log watch, and a real
+server per module."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from hypothesis import settings
 
 from tests.fuzz.budget import PROFILE
+from tests.fuzz.live import LiveServer
 
 settings.load_profile(PROFILE)
 
@@ -39,3 +41,14 @@ def tracebacks() -> Iterator[Tracebacks]:
         yield handler
     finally:
         root.removeHandler(handler)
+
+
+@pytest.fixture(scope="module")
+def live(request: pytest.FixtureRequest) -> Iterator[LiveServer]:
+    """A real server on loopback for the module's tests (``tests/fuzz/live.py``), with the
+    config overrides in the module's ``LIVE_CONFIG`` (as ``make_config`` takes them)."""
+    server = LiveServer(**getattr(request.module, "LIVE_CONFIG", {}))
+    try:
+        yield server
+    finally:
+        server.close()

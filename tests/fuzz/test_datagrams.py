@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from aioice import stun
 from aioice.candidate import Candidate
 from aioice.ice import Connection
@@ -31,14 +29,7 @@ from tests.fuzz.strategies import rtp_or_mutant
 from tests.fuzz.test_rtcp import any_rtcp
 from tests.integration.helpers import receives_everyone
 
-
-@pytest.fixture(scope="module")
-def live() -> Iterator[LiveServer]:
-    server = LiveServer(media={"inactivity_timeout": 10.0})
-    try:
-        yield server
-    finally:
-        server.close()
+LIVE_CONFIG = {"media": {"inactivity_timeout": 10.0}}  # the live fixture's server config
 
 
 def first_byte(lo: int, hi: int) -> st.SearchStrategy[bytes]:

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import http.client
 import json
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -68,13 +66,7 @@ ids = st.one_of(st.sampled_from(["demo", "north", "team", "case-review", "sp_x",
                 st.text(min_size=1, max_size=12))
 
 
-@pytest.fixture(scope="module")
-def live() -> Iterator[LiveServer]:
-    server = LiveServer(waiting_area={"entry_rate_limit": 1e6})
-    try:
-        yield server
-    finally:
-        server.close()
+LIVE_CONFIG = {"waiting_area": {"entry_rate_limit": 1e6}}  # the live fixture's server config
 
 
 async def state(live: LiveServer) -> Any:

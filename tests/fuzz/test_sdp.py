@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -22,15 +20,6 @@ from sfu.auth import mint_token
 from tests.conftest import SECRET
 from tests.fuzz.budget import budget
 from tests.fuzz.live import LiveServer
-
-
-@pytest.fixture(scope="module")
-def live() -> Iterator[LiveServer]:
-    server = LiveServer()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @dataclass

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
-import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -51,13 +49,6 @@ frames = st.one_of(
 )
 
 
-@pytest.fixture(scope="module")
-def live() -> Iterator[LiveServer]:
-    server = LiveServer()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 async def converse(live: LiveServer, token: str, sent: list[str | bytes]
