@@ -30,7 +30,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -x -m "not browser and not netns"
 
 # Long fuzzing (docs/fuzzing.md): every tests/fuzz property with 100x the examples `make test`
-# runs and fresh random inputs, then atheris on the byte parsers for FUZZ_SECONDS each. Niced.
+# runs (fewer for the slow ones) and fresh random inputs, then atheris on the byte parsers for FUZZ_SECONDS each. Niced.
 FUZZ_SECONDS ?= 60
 FUZZ_STAMP := $(VENV)/.fuzz-installed
 

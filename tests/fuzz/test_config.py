@@ -53,7 +53,7 @@ def test_the_example_loads():
     assert loads_or_lists_problems(copy.deepcopy(EXAMPLE_RAW)) is not None
 
 
-@budget(80)
+@budget(80, fuzz=1500)
 @given(st.dictionaries(sections, toml_values, max_size=6))
 def test_any_toml_document_loads_or_lists_its_problems(raw):
     loads_or_lists_problems(raw)
@@ -92,7 +92,7 @@ def mutated_example(draw: st.DrawFn) -> dict[str, Any]:
     return raw
 
 
-@budget(100)
+@budget(100, fuzz=1500)
 @given(mutated_example())
 @example({**EXAMPLE_RAW, "media": {**EXAMPLE_RAW["media"], "connect_timeout": math.nan}})
 @example({**EXAMPLE_RAW, "server": {**EXAMPLE_RAW["server"], "drain_timeout": math.inf}})
@@ -122,7 +122,7 @@ def mutated_text(draw: st.DrawFn) -> str:
     return "\n".join(lines)
 
 
-@budget(100)
+@budget(100, fuzz=1500)
 @given(st.one_of(mutated_text(), st.text(max_size=200), st.binary(max_size=200)))
 @example(b"\xff\xfe[\x00s\x00e\x00r\x00v\x00e\x00r\x00]\x00")  # UTF-16: UnicodeDecodeError
 def test_any_file_loads_or_lists_its_problems(tmp_path_factory: pytest.TempPathFactory, content):

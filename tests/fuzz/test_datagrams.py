@@ -121,7 +121,7 @@ def test_datagrams_of_any_kind_at_a_live_media_port_change_nothing(live, clip, t
     stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     victim = clients[0].participant or ""
 
-    @budget(60)
+    @budget(60, fuzz=3000)
     @given(st.lists(datagrams, min_size=1, max_size=10), st.lists(datagrams, max_size=4))
     @example([MALFORMED_STUN], [MALFORMED_STUN])
     def hostile(spoofed, from_stranger):

@@ -92,7 +92,7 @@ def request(live: LiveServer, method: str, path: str, body: bytes, content_type:
         connection.close()
 
 
-@budget(60)
+@budget(60, fuzz=3000)
 @given(st.sampled_from(ROUTES), ids, ids, bodies, content_types,
        st.one_of(st.sampled_from(TOKENS), st.text(st.characters(min_codepoint=32, max_codepoint=126),
                                                   max_size=60)))

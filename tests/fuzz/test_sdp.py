@@ -136,7 +136,7 @@ def test_mutated_and_arbitrary_answers_are_taken_or_refused_and_a_refusal_change
     state: dict[str, Any] = {"n": 0, "taken": 0, "refused": 0}
     state["neg"] = live.run(Negotiation.start(live, "dr-0"))
 
-    @budget(40)
+    @budget(40, fuzz=1500)
     @given(st.one_of(edits.map(lambda plan: ("mutated", plan)),
                      st.text(max_size=200).map(lambda text: ("text", text))))
     @example(("text", UNKNOWN_PT))
@@ -174,7 +174,7 @@ def test_trickled_candidates_of_any_text_are_taken_or_refused(live, tracebacks):
     real = [line[2:] for line in neg.answer.split("\r\n") if line.startswith("a=candidate:")]
     real = real or ["candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host"]
 
-    @budget(40)
+    @budget(40, fuzz=1500)
     @given(st.one_of(st.sampled_from(real), st.text(max_size=80),
                      st.builds(lambda c, plan: mutate(c.replace(" ", "\r\n"), plan).replace(
                          "\r\n", " "), st.sampled_from(real), edits)),
