@@ -153,7 +153,7 @@ def incoming() -> st.SearchStrategy[bytes]:
     return st.one_of(packets, packets.flatmap(mutated), st.binary(max_size=40))
 
 
-async def test_the_receive_path_takes_any_packet_a_publisher_sends():
+async def test_the_receive_path_takes_any_packet_a_publisher_sends(tracebacks):
     endpoint, sink, counters = publishing_endpoint()
     seen = {"packets": 0}
 
@@ -178,3 +178,4 @@ async def test_the_receive_path_takes_any_packet_a_publisher_sends():
         assert seen["packets"] and sink.rtp and counters.dropped.get("malformed", 0) > 0
     finally:
         await endpoint.close()
+    assert not tracebacks.texts(), tracebacks.texts()
