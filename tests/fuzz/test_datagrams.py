@@ -42,7 +42,8 @@ def stun_like(draw: st.DrawFn) -> bytes:
     any type and length, the header's length right or not; or a real binding request."""
     if draw(st.booleans()):
         message = stun.Message(message_method=stun.Method.BINDING,
-                               message_class=draw(st.sampled_from(list(stun.Class))))
+                               message_class=draw(st.sampled_from(list(stun.Class))),
+                               transaction_id=draw(st.binary(min_size=12, max_size=12)))
         if draw(st.booleans()):
             message.attributes["USERNAME"] = draw(st.text(max_size=20))
         if draw(st.booleans()):
