@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -24,6 +25,41 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "browser: end-to-end test in headless Chromium (needs playwright and chromium)")
     config.addinivalue_line(
         "markers", "netns: needs root: network namespaces, veth pairs and tc tbf (real constrained links)")
+    config.addinivalue_line(
+        "markers", "traceback_expected: the test provokes a logged traceback on purpose")
+
+
+class _Tracebacks(logging.Handler):
+    """Collects every log record that carries a traceback, whatever its logger."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and record.exc_info[0] is not None:
+            self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def no_traceback_logged(request: pytest.FixtureRequest) -> object:
+    """The server logs no traceback under any test (issue 11: hostile input, faults, floods).
+
+    In-process servers, clients and aiortc log through ``logging``; asyncio's "Task exception was
+    never retrieved" and loop exception handler do too. A test that provokes one on purpose says so
+    with ``@pytest.mark.traceback_expected``.
+    """
+    handler = _Tracebacks()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+    if handler.records and request.node.get_closest_marker("traceback_expected") is None:
+        formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+        shown = "\n".join(formatter.format(r) for r in handler.records[:3])
+        pytest.fail(f"{len(handler.records)} log record(s) with a traceback:\n{shown}", pytrace=False)
 
 
 def make_config(**overrides: object) -> Config:
