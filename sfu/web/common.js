@@ -33,17 +33,40 @@ export function pathParts() {
   return { clinic: parts[1] || "", room: parts[2] === "rooms" ? parts[3] || "" : "" };
 }
 
-// A token handed over in the URL fragment (#token=...). It is moved to sessionStorage and taken
+// The tab's sessionStorage (a token and the wait's start survive a reload), or a stand-in in
+// memory where the browser refuses storage: in a portal's iframe from another site Chromium
+// throws SecurityError on any use of it (third-party storage blocked). Then a reload of the
+// frame alone starts over; the portal's page, reloaded, hands the fragment token over again.
+function pageStorage() {
+  try {
+    const storage = window.sessionStorage;
+    storage.setItem("sfu.probe", "1");
+    storage.removeItem("sfu.probe");
+    return storage;
+  } catch (error) {
+    console.info(`sessionStorage unavailable (${error.name}): kept in memory for this page`);
+    const memory = new Map();
+    return {
+      getItem: (key) => (memory.has(key) ? memory.get(key) : null),
+      setItem: (key, value) => { memory.set(key, String(value)); },
+      removeItem: (key) => { memory.delete(key); },
+    };
+  }
+}
+
+export const storage = pageStorage();
+
+// A token handed over in the URL fragment (#token=...). It is moved to storage and taken
 // out of the address bar, so that it is not shared by copying the address or left in history.
 export function takeFragmentToken(storageKey) {
   const params = new URLSearchParams(location.hash.slice(1));
   const fromHash = params.get("token");
   if (fromHash) {
-    sessionStorage.setItem(storageKey, fromHash);
+    storage.setItem(storageKey, fromHash);
     history.replaceState(null, "", location.pathname + location.search);
     return fromHash;
   }
-  return sessionStorage.getItem(storageKey);
+  return storage.getItem(storageKey);
 }
 
 // The claims of a JWT, without verifying it (the server does that). null when unreadable.
