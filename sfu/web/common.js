@@ -160,6 +160,10 @@ export function explainMediaError(error) {
   switch (error && error.name) {
     case "NotAllowedError":
     case "SecurityError":
+      if (framedWithoutMedia()) {
+        return "This call is shown inside another website that does not let it use your camera "
+          + "and microphone. Please tell the clinic. Until then the others cannot see or hear you.";
+      }
       return "Your browser is blocking the camera and microphone. Allow them for this site "
         + "(look for the camera icon in the address bar) and reload the page. "
         + "Until then the others cannot see or hear you.";
@@ -173,6 +177,15 @@ export function explainMediaError(error) {
     default:
       return "The camera and microphone could not be started. You can still see and hear the others.";
   }
+}
+
+// Shown in another site's iframe that does not allow the camera or the microphone (no
+// allow="camera; microphone"): the browser refuses them whatever the person chooses.
+function framedWithoutMedia() {
+  if (window.top === window) return false;
+  const policy = document.permissionsPolicy || document.featurePolicy;
+  if (!policy || typeof policy.allowsFeature !== "function") return false;
+  return !policy.allowsFeature("camera") || !policy.allowsFeature("microphone");
 }
 
 function capitalize(text) {
