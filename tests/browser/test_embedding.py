@@ -14,7 +14,6 @@ Without the ``allow`` attribute the browser refuses the camera and the page says
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -25,7 +24,7 @@ from aiohttp import web
 from sfu.client.client import Client
 from sfu.client.media import Clip
 from tests.browser.test_patient_consultation import PageLog, new_page, wait_for_live_video
-from tests.conftest import make_config
+from tests.conftest import make_config, running_server
 from tests.integration.helpers import close_all, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
@@ -75,18 +74,10 @@ async def portal() -> AsyncIterator[Portal]:
 @pytest.fixture
 async def embedding_server(portal: Portal) -> AsyncIterator[Any]:
     """A server whose pages the portal's first port, as http://localhost, may frame."""
-    from sfu.service.server import Server
-
-    srv = Server(make_config(server={"embed_origins": [f"http://localhost:{portal.ports[0]}"]}))
-    await srv.start("127.0.0.1", 0)
-    srv.url = f"http://127.0.0.1:{srv.port}"  # type: ignore[attr-defined]
-    portal.frame_src = f"{srv.url}/c/demo"
-    try:
+    cfg = make_config(server={"embed_origins": [f"http://localhost:{portal.ports[0]}"]})
+    async with running_server(cfg) as srv:
+        portal.frame_src = f"{srv.url}/c/demo"
         yield srv
-    finally:
-        await srv.close()
-        await asyncio.sleep(0)
-        gc.collect()
 
 
 async def our_frame(page: Any, server: Any) -> Any:
@@ -168,6 +159,8 @@ async def test_other_origins_cannot_frame_the_pages(
         refusal = await console_line(log, "frame-ancestors")
         assert f"frame-ancestors 'self' {listed}" in refusal, refusal
         child = page.frames[1]
+        # the error page commits just after the refusal is logged
+        await wait_for(lambda frame=child: frame.url != "", timeout=5)
         assert child.url.startswith("chrome-error://"), (framing, child.url)
         assert not [f for f in page.frames if f.url.startswith(server.url)]
         assert await child.locator("#entry-form").count() == 0

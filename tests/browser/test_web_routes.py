@@ -58,17 +58,14 @@ async def test_only_this_origin_may_frame_the_pages_by_default(server: Any) -> N
 
 
 async def test_listed_portal_origins_may_frame_the_pages_and_nothing_contradicts_it() -> None:
-    from sfu.service.server import Server
-    from tests.conftest import make_config
+    from tests.conftest import make_config, running_server
 
     origins = ["https://portal.clinic.example", "https://portal.clinic.example:8443",
                "http://localhost:3000"]
-    srv = Server(make_config(server={"embed_origins": origins}))
-    await srv.start("127.0.0.1", 0)
-    try:
+    async with running_server(make_config(server={"embed_origins": origins})) as srv:
         async with aiohttp.ClientSession() as http:
             for path in ("/c/demo", "/c/demo/dashboard", "/c/demo/rooms/team"):
-                async with http.get(f"http://127.0.0.1:{srv.port}{path}") as response:
+                async with http.get(srv.url + path) as response:
                     assert response.status == 200
                     directives = [d.strip() for d in
                                   response.headers["Content-Security-Policy"].split(";")]
@@ -82,8 +79,6 @@ async def test_listed_portal_origins_may_frame_the_pages_and_nothing_contradicts
                     policy = response.headers["Permissions-Policy"]
                     assert "camera=(self)" in policy and "microphone=(self)" in policy, policy
                     assert "Set-Cookie" not in response.headers
-    finally:
-        await srv.close()
 
 
 def test_a_server_built_without_the_loader_refuses_a_bad_origin_too() -> None:
