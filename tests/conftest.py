@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,11 +90,12 @@ def token() -> Callable[..., str]:
     return mint
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[object]:
+@contextlib.asynccontextmanager
+async def running_server(cfg: Config) -> AsyncIterator[Any]:
+    """A server with ``cfg`` on a free loopback port, its base URL as ``url``; closed after."""
     from sfu.service.server import Server
 
-    srv = Server(make_config(media={"inactivity_timeout": 5.0}))
+    srv = Server(cfg)
     await srv.start("127.0.0.1", 0)
     srv.url = f"http://127.0.0.1:{srv.port}"  # type: ignore[attr-defined]
     try:
@@ -101,3 +104,9 @@ async def server() -> AsyncIterator[object]:
         await srv.close()
         await asyncio.sleep(0)
         gc.collect()
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[object]:
+    async with running_server(make_config(media={"inactivity_timeout": 5.0})) as srv:
+        yield srv

@@ -42,6 +42,7 @@ from sfu.errors import ConfigError
 from sfu.rooms.settings import ClinicSettings, LimitsSettings, RoomSettings, WaitingAreaSettings
 from sfu.rooms.text import valid_id
 from sfu.service.settings import LoggingSettings, MetricsSettings, ServerSettings, WebhooksSettings
+from sfu.service.web import embed_origin_problem
 from sfu.transport.settings import MediaSettings, parse_port_range
 
 __all__ = [
@@ -310,6 +311,10 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append(f"logging.level: one of DEBUG, INFO, WARNING, ERROR, got {cfg.logging.level!r}")
     if cfg.logging.format not in ("text", "json"):
         problems.append(f"logging.format: 'text' or 'json', got {cfg.logging.format!r}")
+    for i, origin in enumerate(cfg.server.embed_origins):
+        problem = embed_origin_problem(origin)
+        if problem:
+            problems.append(f"server.embed_origins[{i}]: {problem}: {origin!r}")
     for i, url in enumerate(cfg.webhooks.urls):
         if not re.match(r"^https?://", url):
             problems.append(f"webhooks.urls[{i}]: not an http(s) URL: {url!r}")

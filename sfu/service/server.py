@@ -98,7 +98,7 @@ class Server:
             from sfu.service.web import setup_web_routes
 
             try:
-                setup_web_routes(app, WEB_DIR)
+                setup_web_routes(app, WEB_DIR, self.config.server.embed_origins)
             except FileNotFoundError as exc:
                 log.warning("reference web client not served: %s", exc)
         return app

@@ -16,6 +16,9 @@ class ServerSettings:
     # an idle HTTP keep-alive connection is closed after this long (aiohttp's default is an
     # hour: a stranger's idle connections would hold file descriptors that long)
     keepalive_timeout: float = 15.0
+    # Origins (scheme://host[:port]) whose pages may show the web client's pages in an iframe,
+    # besides this server's own: the CSP's frame-ancestors (sfu/service/web.py)
+    embed_origins: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
