@@ -16,6 +16,10 @@ class ServerSettings:
     # an idle HTTP keep-alive connection is closed after this long (aiohttp's default is an
     # hour: a stranger's idle connections would hold file descriptors that long)
     keepalive_timeout: float = 15.0
+    # reverse proxies (addresses or CIDR networks) whose forwarding header gives the client's
+    # address for the per-address budgets; empty: the TCP peer is the client, headers ignored
+    trusted_proxies: list[str] = field(default_factory=list)
+    forwarded_header: str = "X-Forwarded-For"  # or "Forwarded" (RFC 7239)
 
 
 @dataclass(frozen=True)
