@@ -162,3 +162,24 @@ def test_embedding_origins_are_exact_origins() -> None:
     ]
     assert problems({"server": {"embed_origins": "https://portal.example"}}) == [
         "server.embed_origins: expected a list"]
+
+
+def test_client_address_and_budget_settings_are_checked() -> None:
+    found = problems({
+        "server": {"trusted_proxies": ["10.0.0.0/8", "proxy.example", "::1"],
+                   "forwarded_header": "X-Real-IP"},
+        "limits": {"ipv6_prefix": 129, "media_total": 0, "sockets_per_address": -1,
+                   "media_per_token": 0},
+    })
+    assert "server.trusted_proxies[1]: not an address or network: 'proxy.example'" in found
+    assert ("server.forwarded_header: one of X-Forwarded-For, Forwarded, got 'X-Real-IP'"
+            in found)
+    assert "limits.ipv6_prefix: must be 32-128, got 129" in found
+    assert "limits.media_total: must be greater than 0, got 0" in found
+    assert "limits.sockets_per_address: must be greater than 0, got -1" in found
+    assert "limits.media_per_token: must be greater than 0, got 0" in found
+    assert len(found) == 6, found
+    ok = config_from_dict({"auth": {"secret": "s" * 32},
+                           "server": {"trusted_proxies": ["10.0.0.0/8", "::1"],
+                                      "forwarded_header": "Forwarded"}})
+    assert ok.server.trusted_proxies == ["10.0.0.0/8", "::1"]

@@ -41,6 +41,7 @@ from sfu.bandwidth.settings import BandwidthSettings
 from sfu.errors import ConfigError
 from sfu.rooms.settings import ClinicSettings, LimitsSettings, RoomSettings, WaitingAreaSettings
 from sfu.rooms.text import valid_id
+from sfu.service.clientaddr import FORWARDED_HEADERS, parse_networks
 from sfu.service.settings import LoggingSettings, MetricsSettings, ServerSettings, WebhooksSettings
 from sfu.service.web import embed_origin_problem
 from sfu.transport.settings import MediaSettings, parse_port_range
@@ -279,6 +280,19 @@ def _validate(cfg: Config, problems: list[str]) -> None:
     positive("server.max_message_bytes", cfg.server.max_message_bytes)
     positive("server.drain_timeout", cfg.server.drain_timeout)
     positive("server.keepalive_timeout", cfg.server.keepalive_timeout)
+    for key in ("media_per_token", "media_per_address", "media_total", "precall_total",
+                "sockets_per_address", "sockets_total"):
+        positive(f"limits.{key}", getattr(cfg.limits, key))
+    if not 32 <= cfg.limits.ipv6_prefix <= 128:
+        problems.append(f"limits.ipv6_prefix: must be 32-128, got {cfg.limits.ipv6_prefix}")
+    for i, proxy in enumerate(cfg.server.trusted_proxies):
+        try:
+            parse_networks([proxy])
+        except ValueError:
+            problems.append(f"server.trusted_proxies[{i}]: not an address or network: {proxy!r}")
+    if cfg.server.forwarded_header not in FORWARDED_HEADERS:
+        problems.append(f"server.forwarded_header: one of {', '.join(FORWARDED_HEADERS)}, "
+                        f"got {cfg.server.forwarded_header!r}")
     positive("media.inactivity_timeout", cfg.media.inactivity_timeout)
     positive("media.connect_timeout", cfg.media.connect_timeout)
     positive("media.packet_cache_size", cfg.media.packet_cache_size)

@@ -22,11 +22,11 @@ from sfu.auth import GUEST
 from sfu.calls.events import CallKey
 from sfu.calls.manager import Calls
 from sfu.calls.media import MediaEndpoint
-from sfu.errors import ApiError
+from sfu.errors import ApiError, rate_limited, server_full
 from sfu.rooms import IN_CONSULTATION, ON_HOLD, WAITING
 from sfu.rooms import events as ev
 from sfu.rooms.clinic import ClinicRegistry
-from sfu.service.api import error_response, refuse_revoked, setup_api_routes
+from sfu.service.api import client_addresses, error_response, refuse_revoked, setup_api_routes
 from sfu.service.config import Config
 from sfu.service.events import ServerEvents
 from sfu.service.feed import WaitingAreaFeed
@@ -57,6 +57,8 @@ class Server:
                            events=self.events, limits=config.limits,
                            bandwidth=config.bandwidth, clock=clock)
         self.feed = WaitingAreaFeed(self.registry)
+        self.addresses = client_addresses(config)
+        self._sockets: dict[str, int] = {}  # open WebSockets per client address
         self._session_context = SessionContext(
             calls=self.calls, feed=self.feed, events=self.events, secret=config.auth.secret,
             max_message_bytes=config.server.max_message_bytes,
@@ -93,7 +95,8 @@ class Server:
         if not self.config.metrics.port:  # otherwise served on its own port (start)
             app.router.add_get("/metrics", self._public_metrics)
         app.router.add_get("/v1/ws", self._ws)
-        setup_api_routes(app, self.registry, self.config, clock=self.clock)
+        setup_api_routes(app, self.registry, self.config, clock=self.clock,
+                         addresses=self.addresses)
         if WEB_DIR.is_dir():
             from sfu.service.web import setup_web_routes
 
@@ -222,17 +225,43 @@ class Server:
         return web.Response(body=self.metrics.render(),
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
+    def _socket_budget(self, address: str) -> None:
+        """Refuse one more WebSocket from ``address`` (429) or at all (503): each holds a file
+        descriptor, a reader and a writer task."""
+        limits = self.config.limits
+        if sum(self._sockets.values()) >= limits.sockets_total:
+            raise server_full(f"this server holds its most WebSockets ({limits.sockets_total}); "
+                              "try again later")
+        if self._sockets.get(address, 0) >= limits.sockets_per_address:
+            raise rate_limited(f"too many WebSockets open from this address (at most "
+                               f"{limits.sockets_per_address})")
+
     async def _ws(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(heartbeat=20, max_msg_size=max(
-            4 * self.config.server.max_message_bytes, 1 << 20))
-        await ws.prepare(request)
-        session = SignalingSession(self._session_context, ws, request.remote or "unknown")
-        self.sessions.add(session)
+        address = self.addresses.key(request.remote, request.headers)
         try:
-            await session.run(request.query.get("token"))
+            self._socket_budget(address)
+        except ApiError as exc:
+            return error_response(exc)  # before the upgrade: an HTTP error with the code
+        self._sockets[address] = self._sockets.get(address, 0) + 1
+        try:
+            # aiohttp refuses a message of max_msg_size bytes or more (close code 1009) as soon
+            # as its frame header says so: the largest accepted is max_message_bytes
+            ws = web.WebSocketResponse(heartbeat=20,
+                                       max_msg_size=self.config.server.max_message_bytes + 1)
+            await ws.prepare(request)
+            session = SignalingSession(self._session_context, ws, address)
+            self.sessions.add(session)
+            try:
+                await session.run(request.query.get("token"))
+            finally:
+                self.sessions.discard(session)
+            return ws
         finally:
-            self.sessions.discard(session)
-        return ws
+            left = self._sockets[address] - 1
+            if left:
+                self._sockets[address] = left
+            else:
+                del self._sockets[address]
 
     # -- what the clinic domain tells -------------------------------------------------------------
     def _on_domain_event(self, event: ev.DomainEvent) -> None:

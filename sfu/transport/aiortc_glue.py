@@ -193,11 +193,20 @@ class FastStunProtocol(StunProtocol):
 
     Once ICE has selected a pair, only its remote address is heard for anything but STUN (DTLS,
     RTP, RTCP): aioice passed every datagram from any address on to DTLS and SRTP, so anyone
-    who learned the port could feed them. Dropped datagrams are told to ``on_drop``."""
+    who learned the port could feed them. Dropped datagrams are told to ``on_drop``.
+
+    A STUN request that does not authenticate (not a Binding, no USERNAME or MESSAGE-INTEGRITY,
+    another ufrag, a wrong password) is dropped unanswered (``stun_unauthenticated``): aioice
+    answered it with an error response larger than the request, so a stranger with a spoofed
+    source address could make a media port reflect more than it was sent (RFC 8445 lets an
+    agent ignore requests for an unknown ufrag)."""
 
     on_drop: Callable[[str], None] = staticmethod(_ignore_drop)
 
     def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
+        if isinstance(data, bytes) and data and data[0] <= 3 and not self._authentic(data):
+            self.on_drop("stun_unauthenticated")
+            return
         if isinstance(data, bytes) and data and data[0] > 3:  # not STUN (RFC 7983)
             pair = self.receiver._nominated.get(1)
             if pair is not None:
@@ -209,6 +218,22 @@ class FastStunProtocol(StunProtocol):
                 self.receiver.data_received(data, self.local_candidate.component)
                 return
         super().datagram_received(data, addr)
+
+    def _authentic(self, data: bytes) -> bool:
+        """False for a STUN request that aioice would answer with an error (400 or 401);
+        True for anything else (responses, indications, what does not parse as STUN)."""
+        try:
+            message = stun.parse_message(data)
+        except ValueError:
+            return True  # not STUN after all: the receive path below decides
+        if message.message_class != stun.Class.REQUEST:
+            return True
+        connection = self.receiver
+        attributes = message.attributes
+        return (message.message_method == stun.Method.BINDING
+                and "USERNAME" in attributes and "MESSAGE-INTEGRITY" in attributes
+                and connection._valid_username(attributes["USERNAME"])
+                and message.check_message_integrity(connection.local_password.encode("utf8")))
 
 
 class RxTime:

@@ -58,6 +58,10 @@ class EndpointListener:
     def first_media(self, endpoint: Endpoint) -> None:
         return None
 
+    def connected(self, endpoint: Endpoint) -> None:
+        """ICE and DTLS completed: the media connection is up."""
+        return None
+
 
 # a report block about one of our outgoing streams, when it arrived, the RTT it gave (if any)
 ReportListener = Callable[[P.ReportBlock, float, float | None], None]
@@ -179,6 +183,7 @@ class Endpoint:
         if state == "connected":
             self.connected = True
             self.last_rx = self.clock()
+            self.listener.connected(self)
         elif state in ("failed", "closed") and not self.closed:
             self.listener.failed(self, f"transport {state}")
 
