@@ -235,6 +235,27 @@ async def test_a_patient_back_before_the_server_noticed_the_drop_replaces_the_ol
         await bed.settled()
 
 
+# -- f. an event-loop stall of 2 s ---------------------------------------------------------------
+
+async def test_a_two_second_stall_of_the_event_loop_removes_nobody(token, clip):
+    """Timeouts shorter than the stall: a timer that counts the server's own stall against its
+    peers would put them out (inactivity), or a joining one (connect)."""
+    async with fault_bed(token, clip, media={"inactivity_timeout": 1.5, "connect_timeout": 2.0}) as bed:
+        a, b = await join_all(bed.url, [token(sub="a"), token(sub="b")], clip, TEAM)
+        await wait_for(receives_everyone([a, b]), timeout=15)
+        joining = FaultyClient(bed.url, token(sub="joining"), clip=clip)
+        await joining.join(TEAM)
+        time.sleep(2.0)  # noqa: ASYNC251 - the stall under test: server and clients share this loop
+        await wait_for(receives_everyone([a, b, joining]), timeout=15)
+        await media_both_ways(a, b)
+        await bed.watch.wait_windows(3)  # past every shortened timer after the stall
+        for c in (a, b, joining, *bed.bystanders):
+            assert not [m for m in c.messages if m["type"] in ("error", "ended")], c.messages[-3:]
+        assert len(call_of(bed.server, "team").participants) == 3
+        await close_all([a, b, joining])
+        await bed.settled()
+
+
 # -- g. a webhook receiver that hangs ------------------------------------------------------------
 
 class HangingReceiver:
