@@ -58,6 +58,17 @@ async def test_the_bed_sees_what_is_left_open(token, clip):
         await bed.settled()
 
 
+async def consultation(bed, token, clip, name: str, staff: str):
+    """A patient entered over HTTP and a clinician in its space, media flowing: (the entry,
+    the patient's FaultyClient, the clinician's client)."""
+    entry = await enter(bed.server, name)
+    patient = FaultyClient(bed.url, entry["token"], clip=clip)
+    (clinician,) = await join_all(bed.url, [token(sub=staff)], clip, {"space": entry["space"]})
+    await patient.join({"space": entry["space"]})
+    await wait_for(receives_everyone([patient, clinician]), timeout=15)
+    return entry, patient, clinician
+
+
 # -- a. a peer that vanishes mid-handshake -----------------------------------------------------
 
 async def test_a_peer_gone_after_the_offer_before_its_answer(token, clip):
@@ -74,13 +85,21 @@ async def test_a_peer_gone_after_the_offer_before_its_answer(token, clip):
         assert port_is_free(port)
 
 
+async def join_without_dtls(bed, tok: str, clip) -> tuple[FaultyClient, dict, float]:
+    """A client in the team room whose ICE completes and whose DTLS never starts: (the client,
+    the server's offer, when it came)."""
+    c = FaultyClient(bed.url, tok, clip=clip)
+    c.block_dtls = True
+    await c.join(TEAM)
+    offer = await c.wait_message(lambda m: m["type"] == "offer")
+    offered = time.monotonic()
+    await c.wait_until(lambda: c.ice_state() == "completed", timeout=5)
+    return c, offer, offered
+
+
 async def test_a_peer_gone_after_its_answer_before_dtls_completes(token, clip):
     async with fault_bed(token, clip) as bed:
-        c = FaultyClient(bed.url, token(sub="gone"), clip=clip)
-        c.block_dtls = True
-        await c.join(TEAM)
-        offer = await c.wait_message(lambda m: m["type"] == "offer")
-        await c.wait_until(lambda: c.ice_state() == "completed", timeout=5)
+        c, offer, _ = await join_without_dtls(bed, token(sub="gone"), clip)
         call = call_of(bed.server, "team")
         endpoint = next(iter(call.participants.values())).endpoint
         assert not endpoint.connected  # ICE is up, DTLS is not
@@ -94,11 +113,7 @@ async def test_a_peer_gone_after_its_answer_before_dtls_completes(token, clip):
 async def test_a_patient_gone_mid_call_without_a_leave(token, clip):
     """UDP stops and the signaling connection is cut (no leave, no WebSocket close)."""
     async with fault_bed(token, clip) as bed:
-        entry = await enter(bed.server, "Pat Gone")
-        patient = FaultyClient(bed.url, entry["token"], clip=clip)
-        (staff,) = await join_all(bed.url, [token(sub="dr-b")], clip, {"space": entry["space"]})
-        await patient.join({"space": entry["space"]})
-        await wait_for(receives_everyone([patient, staff]), timeout=15)
+        entry, patient, staff = await consultation(bed, token, clip, "Pat Gone", "dr-b")
         patient.silence_media()
         patient.drop_socket()
         left = await staff.wait_message(lambda m: m["type"] == "participant_left", timeout=5)
@@ -158,13 +173,8 @@ async def test_a_peer_gone_before_answering_a_new_offer(token, clip):
 
 async def test_dtls_that_never_completes_is_removed_at_the_connect_timeout(token, clip):
     async with fault_bed(token, clip) as bed:
-        c = FaultyClient(bed.url, token(sub="no-dtls"), clip=clip)
-        c.block_dtls = True
-        await c.join(TEAM)
-        offer = await c.wait_message(lambda m: m["type"] == "offer")
-        offered = time.monotonic()
+        c, offer, offered = await join_without_dtls(bed, token(sub="no-dtls"), clip)
         port = media_port(offer["sdp"])
-        await c.wait_until(lambda: c.ice_state() == "completed", timeout=5)
         told = await c.wait_message(lambda m: m["type"] == "error", timeout=6)
         took = time.monotonic() - offered
         assert told["code"] == "media_failed" and "connect timeout" in told["message"], told
@@ -183,12 +193,8 @@ async def waiting_area(server) -> list[dict]:
 async def test_a_patient_back_within_the_grace_keeps_space_and_place(token, clip):
     async with fault_bed(token, clip, waiting_area={"reconnect_grace": 30.0}) as bed:
         before_me = await enter(bed.server, "First")
-        entry = await enter(bed.server, "Pat Back")
+        entry, patient, staff = await consultation(bed, token, clip, "Pat Back", "dr-e")
         after_me = await enter(bed.server, "Last")
-        patient = FaultyClient(bed.url, entry["token"], clip=clip)
-        (staff,) = await join_all(bed.url, [token(sub="dr-e")], clip, {"space": entry["space"]})
-        await patient.join({"space": entry["space"]})
-        await wait_for(receives_everyone([patient, staff]), timeout=15)
         view = await waiting_area(bed.server)
         patient.silence_media()
         patient.drop_socket()
@@ -215,11 +221,7 @@ async def test_a_patient_back_before_the_server_noticed_the_drop_replaces_the_ol
     """The old socket is still open (a half-open TCP connection the server has not noticed):
     the new one replaces it, nobody is in the call twice."""
     async with fault_bed(token, clip, waiting_area={"reconnect_grace": 30.0}) as bed:
-        entry = await enter(bed.server, "Pat Twice")
-        old = FaultyClient(bed.url, entry["token"], clip=clip)
-        (staff,) = await join_all(bed.url, [token(sub="dr-e2")], clip, {"space": entry["space"]})
-        await old.join({"space": entry["space"]})
-        await wait_for(receives_everyone([old, staff]), timeout=15)
+        entry, old, staff = await consultation(bed, token, clip, "Pat Twice", "dr-e2")
         old.silence_media()
         again = FaultyClient(bed.url, entry["token"], clip=clip)
         await again.join({"space": entry["space"]})
