@@ -17,7 +17,7 @@ from typing import Any
 
 from sfu.auth import ROLES, mint_token
 from sfu.errors import ConfigError, UnsafeSecretFile
-from sfu.service.config import Config, default_config, load_config
+from sfu.service.config import Config, config_warnings, default_config, load_config
 
 
 class JsonFormatter(logging.Formatter):
@@ -144,6 +144,8 @@ async def _serve(config: Config, host: str | None, port: int | None, show_secret
               flush=True)
         print("sfu: mint a token: sfu token --secret-from-config --role staff --clinic demo "
               "--sub dr-lee --name 'Dr Lee'", flush=True)
+    for warning in config_warnings(config):
+        log.warning("config: %s", warning)
     log.info("listening on %s", bound)
     print(f"sfu: listening on {bound}", flush=True)
     stop = asyncio.Event()
@@ -219,11 +221,13 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
-        load_config(args.file)
+        config = load_config(args.file)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"{args.file}: {problem}", file=sys.stderr)
         return 1
+    for warning in config_warnings(config):  # valid, but unwise: said, not refused
+        print(f"{args.file}: warning: {warning}", file=sys.stderr)
     print(f"{args.file}: ok")
     return 0
 

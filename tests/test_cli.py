@@ -31,8 +31,9 @@ def test_the_example_config_is_valid_and_check_config_lists_every_problem(tmp_pa
     # example says to keep it) the example is valid
     placeholder = sfu("check-config", str(ROOT / "config/sfu.example.toml"))
     assert placeholder.returncode == 1 and "placeholder" in placeholder.stderr
+    assert "media.ice_servers[0].auth_secret: the example's placeholder" in placeholder.stderr
     assert sfu("check-config", str(ROOT / "config/sfu.example.toml"),
-               env={"SFU_AUTH_SECRET": "x" * 43}).returncode == 0
+               env={"SFU_AUTH_SECRET": "x" * 43, "SFU_TURN_SECRET": "y" * 43}).returncode == 0
     bad = tmp_path / "bad.toml"
     bad.write_text('[server]\nport = "eighty"\ncolour = "blue"\n[limits]\nmax_participants = 99\n'
                    '[auth]\nsecret = "short"\n[media]\nudp_ports = "9-1"\n')

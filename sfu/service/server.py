@@ -32,6 +32,7 @@ from sfu.service.events import ServerEvents
 from sfu.service.feed import WaitingAreaFeed
 from sfu.service.metrics import Metrics
 from sfu.service.signaling import SessionContext, SignalingSession
+from sfu.service.turn import ice_servers_json
 from sfu.service.webhooks import WebhookDispatcher
 from sfu.transport.counters import Counters
 from sfu.transport.endpoint import Endpoint, EndpointListener
@@ -59,10 +60,11 @@ class Server:
         self.feed = WaitingAreaFeed(self.registry)
         self.addresses = client_addresses(config)
         self._sockets: dict[str, int] = {}  # open WebSockets per client address
+        self._ice_server_settings = config.media.ice_servers
         self._session_context = SessionContext(
             calls=self.calls, feed=self.feed, events=self.events, secret=config.auth.secret,
             max_message_bytes=config.server.max_message_bytes,
-            ice_servers=self.ice_servers_json(),
+            ice_servers=self._ice_servers,
             on_outbox_full=lambda: self.counters.drop("signaling_outbox_full"),
             url_token=config.auth.url_token, media_budget=self._media_budget,
             verify=lambda token: refuse_revoked(config.auth.verify(token), self.registry),
@@ -291,12 +293,6 @@ class Server:
                       if s.status == WAITING and s.patient_present)
         return {"participants": roles, "rooms": rooms, "waiting_patients": waiting}
 
-    def ice_servers_json(self) -> list[dict[str, Any]]:
-        out = []
-        for server in self.config.media.ice_servers:
-            entry: dict[str, Any] = {"urls": server.urls}
-            if server.username:
-                entry["username"] = server.username
-                entry["credential"] = server.credential
-            out.append(entry)
-        return out
+    def _ice_servers(self, participant: str) -> list[dict[str, Any]]:
+        """The ``ice_servers`` of ``participant``'s ``joined``: its own TURN credentials."""
+        return ice_servers_json(self._ice_server_settings, participant, self.clock())

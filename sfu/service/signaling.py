@@ -55,7 +55,8 @@ class SessionContext:
     events: CallEvents
     secret: str
     max_message_bytes: int
-    ice_servers: list[dict[str, Any]]
+    # the ``ice_servers`` of ``joined`` for a participant id: its own TURN credentials, minted now
+    ice_servers: Callable[[str], list[dict[str, Any]]]
     on_outbox_full: Callable[[], None]
     # the token's claims (401 ApiError when not valid): the server's [auth] rules
     verify: Callable[[str], Claims] = lambda token: verify_token(token, "")
@@ -399,7 +400,7 @@ class SignalingSession:
     def joined(self, me: Member, key: CallKey, others: list[Member]) -> None:
         self.send({"type": "joined", "participant": me.id, "target": key.target(),
                    "participants": [m.to_json() for m in others],
-                   "ice_servers": self.ctx.ice_servers})
+                   "ice_servers": self.ctx.ice_servers(me.id)})
 
     def offer(self, sdp: str, tracks: list[TrackInfo]) -> None:
         self.send({"type": "tracks", "tracks": [

@@ -22,7 +22,7 @@ from typing import Any
 import pylibsrtp
 from aioice import stun
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
-from aioice.ice import Connection, StunProtocol, get_host_addresses
+from aioice.ice import Connection, StunProtocol, get_host_addresses, relayed_candidate
 from aiortc import RTCRtpTransceiver
 from aiortc import sdp as aiortc_sdp
 from aiortc.codecs import is_rtx
@@ -42,6 +42,42 @@ class IceSettings:
     addresses: tuple[str, ...] = ("127.0.0.1",)
     announced_address: str = ""
     port_range: tuple[int, int] | None = None
+    # also gather a relayed candidate from the connection's TURN server (its RTCConfiguration's
+    # iceServers), as a browser does: clients; the server offers host candidates only
+    relay: bool = False
+
+
+# how long a TURN allocation may take while gathering (aioice's own gathering waits as long)
+RELAY_TIMEOUT_S = 5.0
+
+
+async def _gather_relay(connection: Connection,
+                        on_drop: Callable[[str], None] | None) -> None:
+    """Add a relayed candidate from ``connection``'s TURN server, or log why there is none (a
+    refused credential: 401); the allocation is closed with the connection's other protocols."""
+
+    def protocol_factory() -> FastStunProtocol:
+        protocol = FastStunProtocol(connection)
+        if on_drop is not None:
+            protocol.on_drop = on_drop
+        return protocol
+
+    assert connection.turn_server is not None
+    try:
+        candidate, protocol = await asyncio.wait_for(relayed_candidate(
+            component=1, hide_related_address=False, protocol_factory=protocol_factory,
+            turn_server=connection.turn_server, turn_username=connection.turn_username,
+            turn_password=connection.turn_password, turn_ssl=connection.turn_ssl,
+            turn_transport=connection.turn_transport), RELAY_TIMEOUT_S)
+    except stun.TransactionFailed as exc:
+        log.warning("TURN server %s:%s refused an allocation: %s", *connection.turn_server,
+                    exc.response.attributes.get("ERROR-CODE"))
+        return
+    except (OSError, TimeoutError, stun.TransactionError) as exc:
+        log.warning("TURN server %s:%s gave no allocation: %r", *connection.turn_server, exc)
+        return
+    connection._protocols.append(protocol)
+    connection._local_candidates.append(candidate)
 
 
 async def _noop_async(*args: Any, **kwargs: Any) -> None:
@@ -366,9 +402,10 @@ def install_gatherer(connection: Connection, settings: IceSettings,
                      rx: RxTime | None = None,
                      on_drop: Callable[[str], None] | None = None) -> None:
     """Replace aioice's host gathering: chosen addresses (127.0.0.1 allowed), a port range,
-    and an announced address for 1:1 NAT. STUN/TURN candidates are not gathered by the server.
-    The sockets are read by ``TimestampedUdpTransport``, which puts each datagram's kernel
-    receive time into ``rx`` while it is handled."""
+    and an announced address for 1:1 NAT. STUN/TURN candidates are not gathered by the server;
+    with ``settings.relay`` (a client) a relayed candidate is added from the connection's TURN
+    server when it grants an allocation. The sockets are read by ``TimestampedUdpTransport``,
+    which puts each datagram's kernel receive time into ``rx`` while it is handled."""
     rx = rx if rx is not None else RxTime()
 
     async def gather_candidates() -> None:
@@ -391,6 +428,8 @@ def install_gatherer(connection: Connection, settings: IceSettings,
                 port=port, type="host")
             connection._protocols.append(protocol)
             connection._local_candidates.append(protocol.local_candidate)
+        if settings.relay and connection.turn_server is not None:
+            await _gather_relay(connection, on_drop)
         connection._local_candidates_end = True
 
     connection.gather_candidates = gather_candidates  # type: ignore[method-assign]
@@ -458,6 +497,14 @@ def keep_selected_pair(connection: Connection) -> None:
 
 def ice_connection(dtls: RTCDtlsTransport) -> Connection:
     return dtls.transport._connection
+
+
+def selected_pair(dtls: RTCDtlsTransport) -> tuple[Candidate, Candidate] | None:
+    """The (local, remote) candidates ICE selected, once it has."""
+    pair = ice_connection(dtls)._nominated.get(1)
+    if pair is None:
+        return None
+    return pair.local_candidate, pair.remote_candidate
 
 
 def dtls_of(transceiver: RTCRtpTransceiver) -> RTCDtlsTransport:
