@@ -3,7 +3,7 @@
     python -m bench.feedback_cost [--seconds 20] [--rounds 9] [--rate 700]
 
 A subscriber of a 1x6 room receives about 700 packets/s (five publishers' audio and video) and
-reports them every 100 ms (the synthetic client's ``sfu.client.twcc`` builder, as Chromium's
+reports them every 100 ms (``transportcc.ReceiveHistory``, the builder the server and the synthetic client use, at Chromium's
 cadence). This replays ``--seconds`` of such feedback through the server's code, cumulatively:
 
 * ``parse``: ``packets.parse_rtcp`` of each feedback packet;
@@ -26,9 +26,8 @@ import time
 from collections.abc import Callable
 
 from sfu.calls.link import Link
-from sfu.client.twcc import TransportFeedback as FeedbackBuilder
 from sfu.transport import packets as P
-from sfu.transport.transportcc import SendHistory
+from sfu.transport.transportcc import ReceiveHistory, SendHistory
 
 
 def workload(seconds: float, rate: float, seed: int = 1) -> tuple[list[tuple[float, int]], list[tuple[float, bytes]]]:
@@ -47,7 +46,7 @@ def workload(seconds: float, rate: float, seed: int = 1) -> tuple[list[tuple[flo
         t += frame
     sends += [(i * 0.02 / 5, 120) for i in range(int(seconds * audio_pps))]
     sends.sort()
-    builder = FeedbackBuilder(0x1234)
+    builder = ReceiveHistory(0x1234)
     feedbacks: list[tuple[float, bytes]] = []
     next_fb = 0.1
     for seq, (sent, _) in enumerate(sends, start=1):
@@ -57,7 +56,7 @@ def workload(seconds: float, rate: float, seed: int = 1) -> tuple[list[tuple[flo
             next_fb += 0.1
         if rng.random() < 0.001:
             continue  # lost
-        builder.on_packet(seq & 0xFFFF, 1000.0 + arrival)
+        builder.add(seq & 0xFFFF, 1000.0 + arrival)
     return sends, feedbacks
 
 

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import stat
 import sys
 import tempfile
 import time
@@ -15,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from sfu.auth import ROLES, mint_token
-from sfu.errors import ConfigError
-from sfu.service.config import Config, default_config, load_config
+from sfu.errors import ConfigError, UnsafeSecretFile
+from sfu.service.config import Config, config_warnings, default_config, load_config
 
 
 class JsonFormatter(logging.Formatter):
@@ -63,15 +64,46 @@ def default_secret_file() -> Path:
     return Path(base) / "sfu-default-secret"
 
 
-def _remember_default_secret(secret: str) -> None:
+def _check_private(path: Path, *, directory: bool) -> None:
+    """``path`` (not followed if a symlink) is ours and nobody else may change it (a directory:
+    not group- or world-writable) or read it (a file: no group or other bits at all)."""
+    st = os.lstat(path)
+    kind = "directory" if directory else "file"
+    if not (stat.S_ISDIR(st.st_mode) if directory else stat.S_ISREG(st.st_mode)):
+        raise UnsafeSecretFile(f"{path} is not a {kind} (a symbolic link or something else)")
+    if st.st_uid != os.getuid():
+        raise UnsafeSecretFile(f"{path} belongs to user id {st.st_uid}, not to us ({os.getuid()})")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & (0o022 if directory else 0o077):
+        need = "not writable by group or others (chmod 700)" if directory else "mode 600"
+        raise UnsafeSecretFile(f"{path} has mode {mode:o}: it must be {need}")
+
+
+def save_default_secret(secret: str) -> None:
+    """Keep the embedded default's secret in ``default_secret_file()`` for ``sfu token``: its
+    directory is created with mode 0700, or an existing one must be ours and not writable by
+    others (else ``UnsafeSecretFile``: anyone who can replace the file can read the secret, or
+    make us write it where they can); the file is written 0600, never through a symlink."""
     path = default_secret_file()
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secret)
-    except OSError as exc:
-        print(f"sfu: could not save the secret for 'sfu token' ({exc})", file=sys.stderr)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _check_private(path.parent, directory=True)
+    if path.exists() or path.is_symlink():
+        _check_private(path, directory=False)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(secret)
+
+
+def read_default_secret() -> str | None:
+    """The secret a running ``sfu serve`` on the embedded default saved, None when there is none
+    (``UnsafeSecretFile`` when the file or its directory is not private to us)."""
+    path = default_secret_file()
+    if not path.is_file():
+        return None
+    _check_private(path.parent, directory=True)
+    _check_private(path, directory=False)
+    return path.read_text().strip()
 
 
 def _load(path: str | None) -> tuple[Config, bool]:
@@ -94,16 +126,26 @@ async def _serve(config: Config, host: str | None, port: int | None, show_secret
         pass
     from sfu.service.server import Server
 
+    if show_secret:
+        try:
+            save_default_secret(config.auth.secret)
+        except UnsafeSecretFile as exc:
+            print(f"sfu: refusing to start: the secret file for 'sfu token' is not private: {exc}",
+                  file=sys.stderr)
+            return 1
+        except OSError as exc:
+            print(f"sfu: could not save the secret for 'sfu token' ({exc})", file=sys.stderr)
     server = Server(config)
     await server.start(host, port)
     log = logging.getLogger("sfu")
     bound = f"http://{host or config.server.host}:{server.port}"
     if show_secret:
-        _remember_default_secret(config.auth.secret)
         print(f"sfu: embedded default config; API secret for this run: {config.auth.secret}",
               flush=True)
         print("sfu: mint a token: sfu token --secret-from-config --role staff --clinic demo "
               "--sub dr-lee --name 'Dr Lee'", flush=True)
+    for warning in config_warnings(config):
+        log.warning("config: %s", warning)
     log.info("listening on %s", bound)
     print(f"sfu: listening on {bound}", flush=True)
     stop = asyncio.Event()
@@ -159,9 +201,14 @@ def cmd_token(args: argparse.Namespace) -> int:
                 for problem in exc.problems:
                     print(f"config error: {problem}", file=sys.stderr)
                 return 1
-        elif not secret and default_secret_file().is_file():
-            secret = default_secret_file().read_text().strip()  # a running `sfu serve` on defaults
         elif not secret:
+            try:
+                secret = read_default_secret()  # a running `sfu serve` on defaults
+            except UnsafeSecretFile as exc:
+                print(f"sfu token: the saved secret is not private, not used: {exc}",
+                      file=sys.stderr)
+                return 1
+        if not secret:
             print("sfu token: no secret: pass --config FILE, set SFU_AUTH_SECRET or --secret, "
                   "or start `sfu serve` on its embedded default first", file=sys.stderr)
             return 1
@@ -174,11 +221,13 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
-        load_config(args.file)
+        config = load_config(args.file)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"{args.file}: {problem}", file=sys.stderr)
         return 1
+    for warning in config_warnings(config):  # valid, but unwise: said, not refused
+        print(f"{args.file}: warning: {warning}", file=sys.stderr)
     print(f"{args.file}: ok")
     return 0
 

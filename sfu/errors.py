@@ -15,6 +15,11 @@ class ConfigError(SfuError):
         self.problems = problems
 
 
+class UnsafeSecretFile(SfuError):
+    """The embedded default's secret file or its directory could be read or replaced by
+    someone else (owner, mode, a symbolic link)."""
+
+
 class ApiError(SfuError):
     """An error with a contract code (API.md), raised by rooms and answered by the server."""
 
@@ -63,6 +68,12 @@ def unsupported_media_type(message: str) -> ApiError:
 
 def rate_limited(message: str) -> ApiError:
     return ApiError("rate_limited", message, 429)
+
+
+def server_full(message: str) -> ApiError:
+    """503 (an extension of the contract's codes): a server-wide budget is spent (media
+    connections, pre-call tests, WebSockets); try again later or elsewhere."""
+    return ApiError("server_full", message, 503)
 
 
 def room_full(message: str) -> ApiError:

@@ -131,3 +131,55 @@ def test_a_secret_under_32_characters_is_refused() -> None:
     with pytest.raises(ConfigError, match="at least 32 characters"):
         config_from_dict({"auth": {"secret": "x" * 31}}, environ={})
     assert config_from_dict({"auth": {"secret": "x" * 32}}, environ={}).auth.secret == "x" * 32
+
+
+def test_embedding_origins_are_exact_origins() -> None:
+    listed = ["https://portal.clinic.example", "https://portal.clinic.example:8443",
+              "http://localhost:3000", "http://127.0.0.1:3000"]
+    assert config_from_dict({**SECRET, "server": {"embed_origins": listed}},
+                            environ={}).server.embed_origins == listed
+    assert Config().server.embed_origins == []
+    found = problems({"server": {"embed_origins": [
+        "https://portal.example/", "https://*.clinic.example", "http://portal.example",
+        "HTTPS://Portal.example", "https://portal.example; script-src 'unsafe-inline'", "'self'",
+        "https://[::1]:8443", "https://portal.example:0", "https://user@portal.example"]}})
+    assert found == [
+        "server.embed_origins[0]: an origin has no path, query or fragment: "
+        "https://portal.example: 'https://portal.example/'",
+        "server.embed_origins[1]: no wildcards: list each portal origin (a wildcard would let "
+        "any of its hosts frame the call): 'https://*.clinic.example'",
+        "server.embed_origins[2]: https required (browsers give camera and microphone only to "
+        "secure pages; plain http only for localhost and 127.0.0.1): 'http://portal.example'",
+        *[f"server.embed_origins[{i}]: expected an origin, scheme://host[:port] in lower case, "
+          f"e.g. 'https://portal.clinic.example': {value!r}" for i, value in (
+              (3, "HTTPS://Portal.example"), (4, "https://portal.example; script-src 'unsafe-inline'"),
+              (5, "'self'"))],
+        "server.embed_origins[6]: an IPv6 address cannot be named in a Content-Security-Policy: "
+        "use a host name: 'https://[::1]:8443'",
+        *[f"server.embed_origins[{i}]: expected an origin, scheme://host[:port] in lower case, "
+          f"e.g. 'https://portal.clinic.example': {value!r}" for i, value in (
+              (7, "https://portal.example:0"), (8, "https://user@portal.example"))],
+    ]
+    assert problems({"server": {"embed_origins": "https://portal.example"}}) == [
+        "server.embed_origins: expected a list"]
+
+
+def test_client_address_and_budget_settings_are_checked() -> None:
+    found = problems({
+        "server": {"trusted_proxies": ["10.0.0.0/8", "proxy.example", "::1"],
+                   "forwarded_header": "X-Real-IP"},
+        "limits": {"ipv6_prefix": 129, "media_total": 0, "sockets_per_address": -1,
+                   "media_per_token": 0},
+    })
+    assert "server.trusted_proxies[1]: not an address or network: 'proxy.example'" in found
+    assert ("server.forwarded_header: one of X-Forwarded-For, Forwarded, got 'X-Real-IP'"
+            in found)
+    assert "limits.ipv6_prefix: must be 32-128, got 129" in found
+    assert "limits.media_total: must be greater than 0, got 0" in found
+    assert "limits.sockets_per_address: must be greater than 0, got -1" in found
+    assert "limits.media_per_token: must be greater than 0, got 0" in found
+    assert len(found) == 6, found
+    ok = config_from_dict({"auth": {"secret": "s" * 32},
+                           "server": {"trusted_proxies": ["10.0.0.0/8", "::1"],
+                                      "forwarded_header": "Forwarded"}})
+    assert ok.server.trusted_proxies == ["10.0.0.0/8", "::1"]

@@ -65,6 +65,7 @@ class Participant(EndpointListener):
         self.state = NEW
         self._spawn = spawn
         self._seated = False
+        self._media_up = False  # its endpoint connected (ICE and DTLS)
         self._tasks: set[asyncio.Task[None]] = set()
         self.endpoint = new_endpoint(id, self)
         self.link = Link()
@@ -91,6 +92,8 @@ class Participant(EndpointListener):
         """Enter the venue's roster (``ApiError`` when it ended or is full: nothing changed)."""
         self.venue.participant_joined(self.id, self.name, self.role, self.clock())
         self._seated = True
+        if self._media_up:
+            self.venue.media_connected(self.id, self.clock())
 
     def _leave_seat(self) -> None:
         if self._seated:
@@ -157,6 +160,11 @@ class Participant(EndpointListener):
     def failed(self, endpoint: object, reason: str) -> None:
         log.info("participant %s: media failed (%s)", self.id, reason, extra=self.log_context())
         self.fail("media_failed", f"media connection lost: {reason}", "failed")
+
+    def connected(self, endpoint: object) -> None:
+        self._media_up = True
+        if self._seated and self.state != LEFT:
+            self.venue.media_connected(self.id, self.clock())
 
     def first_media(self, endpoint: object) -> None:
         self.events.first_media(self.clock() - self.joined_at)

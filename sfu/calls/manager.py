@@ -32,7 +32,7 @@ from sfu.calls.media import EndpointFactory
 from sfu.calls.precall import PrecallTest
 from sfu.calls.probe import Probe, run_probe
 from sfu.calls.quality import QualityController
-from sfu.errors import ApiError, bad_request, not_found, room_full
+from sfu.errors import ApiError, bad_request, not_found, room_full, server_full
 from sfu.rooms import ClinicRegistry, Space, authorize_join
 from sfu.rooms.settings import LimitsSettings
 
@@ -82,9 +82,11 @@ class Calls:
             raise not_found("this consultation has ended")
         key = CallKey(venue.clinic, venue.kind, venue.id)
         call = self.by_key.get(key)
+        old = call.find_identity(claims.sub, claims.role) if call is not None else None
+        if old is None:  # a rejoin replaces its old connection: no more than before
+            self._media_budget()
         if call is not None:
             # the same identity joining again replaces its old connection (a reload, a reconnect)
-            old = call.find_identity(claims.sub, claims.role)
             if old is not None:
                 old.kick("replaced")
         else:
@@ -142,6 +144,11 @@ class Calls:
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) \
                 or not 2 <= seconds <= 15:
             raise bad_request("'seconds' must be a number from 2 to 15")
+        running = sum(1 for test in self.precalls if not test.closed)
+        if running >= self.limits.precall_total:
+            raise server_full(f"{running} pre-call tests are running on this server, the most "
+                              "at once; try again in a few seconds")
+        self._media_budget()
         test = PrecallTest("pc_" + secrets.token_hex(6), client=client,
                            new_endpoint=self.new_endpoint, settings=self.bandwidth,
                            seconds=float(seconds), monotonic=self.monotonic)
@@ -149,6 +156,17 @@ class Calls:
         test.start()
         self._spawn(self._forget_precall(test))
         return test
+
+    def media_connections(self) -> int:
+        """Media endpoints open (a UDP port each): participants in calls and pre-call tests."""
+        in_calls = sum(len(call) for call in self.by_key.values())
+        return in_calls + sum(1 for test in self.precalls if not test.closed)
+
+    def _media_budget(self) -> None:
+        """``server_full`` when ``limits.media_total`` endpoints are open already."""
+        if self.media_connections() >= self.limits.media_total:
+            raise server_full(f"this server holds its most media connections "
+                              f"({self.limits.media_total}); try again later")
 
     async def _forget_precall(self, test: PrecallTest) -> None:
         try:

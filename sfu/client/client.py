@@ -24,7 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc import sdp as aiortc_sdp
 from aiortc.exceptions import InvalidStateError
 
@@ -110,6 +116,10 @@ class Client:
     send_precall_upload: bool = True
     # Put the token in the WebSocket URL (``?token=``) instead of a first ``auth`` message.
     url_token: bool = False
+    # Gather a relayed candidate through the TURN server ``joined`` names (``ice_servers``),
+    # as a browser does; the STUN/TURN servers of the last ``joined`` are kept here.
+    use_turn: bool = True
+    ice_servers: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
@@ -181,6 +191,8 @@ class Client:
         if msg["type"] == "error":
             raise ClientError(msg["code"], msg.get("message", ""))
         self.participant = msg["participant"]
+        servers = msg.get("ice_servers")
+        self.ice_servers = servers if isinstance(servers, list) else []
         return msg
 
     async def precall(self, seconds: float = 3.0, timeout: float = 20.0) -> dict[str, Any]:
@@ -320,8 +332,8 @@ class Client:
     async def _on_offer(self, sdp: str) -> None:
         self.offers += 1
         if self._pc is None:
-            self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[],
-                                                          bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+            self._pc = RTCPeerConnection(RTCConfiguration(
+                iceServers=self._rtc_ice_servers(), bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         pc = self._pc
         parsed = aiortc_sdp.SessionDescription.parse(sdp)
         for media in parsed.media:
@@ -337,7 +349,8 @@ class Client:
         if first:
             self._hooked = True
             dtls = glue.dtls_of(pc.getTransceivers()[0])
-            glue.install_gatherer(glue.ice_connection(dtls), glue.IceSettings(self.ice_addresses),
+            glue.install_gatherer(glue.ice_connection(dtls),
+                                  glue.IceSettings(self.ice_addresses, relay=self.use_turn),
                                   self._rx_time)
             glue.hook_dtls(dtls, self._on_rtp, self._on_rtcp, time.monotonic,
                            peek=self._count_protected if self.count_only else None)
@@ -369,6 +382,30 @@ class Client:
         if first:
             self._start_senders(pc, parsed)
         await self.send({"type": "answer", "sdp": pc.localDescription.sdp})
+
+    def _rtc_ice_servers(self) -> list[RTCIceServer]:
+        """The TURN servers of ``joined`` for our peer connection (none unless ``use_turn``).
+
+        Only TURN: the client gathers host candidates of its own (``ice_addresses``) and no
+        server-reflexive ones, so a STUN server would only be asked for nothing."""
+        if not self.use_turn:
+            return []
+        return [RTCIceServer(urls=s["urls"], username=s.get("username"),
+                             credential=s.get("credential"))
+                for s in self.ice_servers
+                if any(str(url).startswith(("turn:", "turns:")) for url in s.get("urls", []))]
+
+    def selected_pair(self) -> dict[str, Any] | None:
+        """The candidate pair ICE selected: our candidate's type and address, the server's
+        address (through a TURN server it is the relay's allocation), or None before."""
+        if self._pc is None or not self._hooked:
+            return None
+        pair = glue.selected_pair(glue.dtls_of(self._pc.getTransceivers()[0]))
+        if pair is None:
+            return None
+        local, remote = pair
+        return {"local_type": local.type, "local": [local.host, local.port],
+                "remote_type": remote.type, "remote": [remote.host, remote.port]}
 
     def _start_senders(self, pc: RTCPeerConnection, offer: aiortc_sdp.SessionDescription) -> None:
         """Publish on the m-lines the tracks were attached to, with the offer's PTs and ids."""

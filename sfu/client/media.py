@@ -96,7 +96,10 @@ class ClipParams:
         return max(1, round(self.keyframe_interval_s * self.fps))
 
     def digest(self) -> str:
-        fields = dataclasses.asdict(self) | {"format": FORMAT_VERSION}
+        # numbers as floats: ClipParams(seconds=5) and ClipParams(seconds=5.0) (a CLI's float)
+        # are the same clip, and must share one cache file rather than encode it twice
+        fields = {k: float(v) if isinstance(v, int | float) else v
+                  for k, v in dataclasses.asdict(self).items()} | {"format": FORMAT_VERSION}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 

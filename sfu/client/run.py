@@ -17,8 +17,10 @@ per line, each with ``event``, ``t`` (seconds since the process started, monoton
   ``keyframes``, ``expected`` and ``lost`` (RFC 3550, from the sequence numbers since the track's
   current SSRC started: a new SSRC restarts them), and ``rendition_kbps`` (the video rendition
   being published), ``frames_sent`` (video frames published so far), ``switches`` (rendition
-  switches so far), ``remb_in`` (the last REMB the server sent for our video, bit/s) and
-  ``remb_out`` (the last REMB we sent, bit/s);
+  switches so far), ``remb_in`` (the last REMB the server sent for our video, bit/s),
+  ``remb_out`` (the last REMB we sent, bit/s) and ``ice`` (the selected candidate pair:
+  ``local_type`` such as ``host`` or ``relay``, ``local``, ``remote_type``, ``remote``; null
+  before ICE selects one);
 * ``{"event": "refused", "code": ..., "message": ...}`` when the join is refused (exit status 2);
 * with ``--precall SECONDS`` instead of a target: ``{"event": "precall_result", "result": {...}}``
   (the server's ``precall_result``) and nothing is joined;
@@ -178,7 +180,8 @@ async def run(args: argparse.Namespace) -> int:
                      rendition_kbps=video.rendition_kbps if video else None,
                      frames_sent=video.frames_sent if video else 0,
                      switches=video.switches if video else 0,
-                     remb_in=video.remb_bps if video else None, remb_out=client.remb_bps)
+                     remb_in=video.remb_bps if video else None, remb_out=client.remb_bps,
+                     ice=client.selected_pair())
                 next_stats += args.interval
             if now - start >= args.seconds or client.ended or (
                     client._reader is not None and client._reader.done()):

@@ -56,6 +56,9 @@ class MeetingRoom:
     def participant_left(self, pid: str, now: float) -> Seat | None:
         return self._roster.remove(pid)
 
+    def media_connected(self, pid: str, now: float) -> None:
+        return None  # a meeting room does not expire
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self._id,

@@ -14,6 +14,18 @@ class LimitsSettings:
     # identity and per client address; over it a join or pre-call gets ``rate_limited``
     media_per_token: int = 3
     media_per_address: int = 50
+    # ... and in total on this server (each holds a UDP port); over it ``server_full``
+    media_total: int = 600
+    # pre-call tests running at once on this server (each sends padding to measure a link);
+    # over it ``server_full``
+    precall_total: int = 20
+    # open WebSockets per client address and in total; over them the upgrade is refused (HTTP
+    # 429 ``rate_limited`` / 503 ``server_full``)
+    sockets_per_address: int = 100
+    sockets_total: int = 5000
+    # an IPv6 client counts as its whole /ipv6_prefix network for every per-address budget
+    # (one line usually holds a /64 or more)
+    ipv6_prefix: int = 64
 
 
 @dataclass(frozen=True)

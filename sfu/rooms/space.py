@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from sfu.auth import ADMIN, PATIENT, STAFF
+from sfu.auth import ADMIN, GUEST, PATIENT, STAFF
 from sfu.errors import not_found
 from sfu.rooms.roster import Roster, Seat
 from sfu.rooms.text import iso_time
@@ -15,7 +15,7 @@ IN_CONSULTATION: Final = "in_consultation"
 ON_HOLD: Final = "on_hold"
 
 ENDED_BY_STAFF: Final = "ended_by_staff"
-EXPIRED: Final = "expired"  # the patient never connected
+EXPIRED: Final = "expired"  # the patient never had media (or lost it) for too long
 PATIENT_LEFT: Final = "patient_left"  # the patient dropped and did not come back in time
 
 
@@ -50,8 +50,10 @@ class Space:
         self._roster = Roster(capacity)
         self._on_change = on_change
         self._staff_seen = False
-        self._patient_connected = False
         self._patient_left_at: float | None = None
+        # the patient's participants whose media connection is up, and since when none is
+        self._patient_media: set[str] = set()
+        self._without_media_since = now
         self.end_reason: str | None = None
 
     @property
@@ -98,7 +100,6 @@ class Space:
         if role in (STAFF, ADMIN):
             self._staff_seen = True
         if role == PATIENT:
-            self._patient_connected = True
             self._patient_left_at = None
         self._changed(previous)
         return participant
@@ -111,23 +112,39 @@ class Space:
             return None
         if participant.role == PATIENT and not self.patient_present:
             self._patient_left_at = now
+        if pid in self._patient_media:
+            self._patient_media.discard(pid)
+            if not self._patient_media:
+                self._without_media_since = now
         if not self.closed:
             self._changed(previous)
         return participant
 
+    def media_connected(self, pid: str, now: float) -> None:
+        """A participant's media connection is up (ICE and DTLS): a patient's keeps the space."""
+        seat = self._roster.get(pid)
+        if seat is not None and seat.role == PATIENT and not self.closed:
+            self._patient_media.add(pid)
+
     def expiry_reason(self, now: float, *, unconnected_expiry: float, reconnect_grace: float) -> str | None:
         """Why this space should be removed at ``now``, or None to keep it.
 
-        A patient who dropped keeps the space for ``reconnect_grace`` seconds (whoever else is in
-        it); a space whose patient never connected expires ``unconnected_expiry`` seconds after
-        entry, once nobody is in it.
+        A space whose patient has had no media connection for ``unconnected_expiry`` seconds
+        (since entry, or since the last one ended) expires, whatever sockets are open or joined,
+        unless a clinician or a guest is in it: a socket that joins and never answers, again and
+        again, held a space (and the waiting list's attention) for as long as it liked. A
+        patient who dropped keeps the space for ``reconnect_grace`` seconds (whoever else is in
+        it).
         """
-        if self.closed or self.patient_present:
+        if self.closed:
+            return None
+        if (not self._patient_media and not self._roster.has_role(STAFF, ADMIN, GUEST)
+                and now - self._without_media_since >= unconnected_expiry):
+            return EXPIRED
+        if self.patient_present:
             return None
         if self._patient_left_at is not None:
             return PATIENT_LEFT if now - self._patient_left_at >= reconnect_grace else None
-        if not self._patient_connected and not self._roster:
-            return EXPIRED if now - self.created_at >= unconnected_expiry else None
         return None
 
     def end(self, reason: str) -> tuple[str, ...]:

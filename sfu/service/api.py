@@ -36,6 +36,7 @@ from sfu.rooms import (
 )
 from sfu.rooms.text import new_id, valid_id
 from sfu.service.bodies import Entry, Error, ErrorDetail, Invite, WaitingAreaState
+from sfu.service.clientaddr import ClientAddresses
 from sfu.service.config import Config
 from sfu.service.jsontext import parse_json
 from sfu.service.openapi import build_openapi
@@ -132,11 +133,19 @@ async def read_json(request: web.BaseRequest, *, required: bool = True,
     return data
 
 
+def client_addresses(config: Config) -> ClientAddresses:
+    """How the configured server finds a request's client address (per-address budgets)."""
+    return ClientAddresses.from_settings(config.server.trusted_proxies,
+                                         config.server.forwarded_header, config.limits.ipv6_prefix)
+
+
 class _Api:
-    def __init__(self, registry: ClinicRegistry, config: Config, clock: Callable[[], float]) -> None:
+    def __init__(self, registry: ClinicRegistry, config: Config, clock: Callable[[], float],
+                 addresses: ClientAddresses) -> None:
         self.registry = registry
         self.config = config
         self.clock = clock
+        self.addresses = addresses
         self._openapi: bytes | None = None
 
     def claims(self, request: web.Request) -> Claims:
@@ -184,7 +193,7 @@ class _Api:
         self.registry.get(clinic_id)
         body = await read_json(request, json_only=True)
         now = self.clock()
-        address = request.remote or "unknown"
+        address = self.addresses.key(request.remote, request.headers)
         space = self.registry.enter_waiting_area(clinic_id, body.get("name"), address, now)
         ttl = self.config.auth.patient_token_ttl
         token = self.config.auth.mint(
@@ -302,13 +311,15 @@ def setup_api_routes(
     *,
     clock: Callable[[], float] = time.time,
     json_errors: bool = True,
+    addresses: ClientAddresses | None = None,
 ) -> None:
     """Register the HTTP calls of API.md on ``app`` (not /healthz, /metrics, /v1/ws).
 
     With ``json_errors`` (default) it also installs ``api_error_middleware``, so unknown ``/v1/``
-    paths and methods answer in the contract's error shape.
+    paths and methods answer in the contract's error shape. ``addresses``: how a request's
+    client address is found (the server's; by default from ``config``).
     """
-    api = _Api(registry, config, clock)
+    api = _Api(registry, config, clock, addresses or client_addresses(config))
     routes: list[tuple[str, str, Handler]] = [
         ("PUT", "/v1/clinics/{clinic}", api.put_clinic),
         ("GET", "/v1/clinics/{clinic}", api.get_clinic),

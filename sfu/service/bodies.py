@@ -20,7 +20,8 @@ DisplayName = Annotated[
     msgspec.Meta(
         min_length=1,
         max_length=NAME_MAX,
-        description="Trimmed; 1-80 characters; control characters are refused.",
+        description=("NFC; invisible characters left out, white space collapsed; 1-64 "
+                     "characters; control characters and bidirectional controls are refused."),
     ),
 ]
 Timestamp = Annotated[
@@ -34,6 +35,7 @@ ErrorCode = Literal[
     "conflict",
     "too_large",
     "rate_limited",
+    "server_full",
     "method_not_allowed",
 ]
 Role = Literal["patient", "guest", "staff", "admin"]

@@ -42,12 +42,15 @@ from sfu.bandwidth.settings import BandwidthSettings
 from sfu.errors import ConfigError
 from sfu.rooms.settings import ClinicSettings, LimitsSettings, RoomSettings, WaitingAreaSettings
 from sfu.rooms.text import valid_id
+from sfu.service.clientaddr import FORWARDED_HEADERS, parse_networks
 from sfu.service.settings import LoggingSettings, MetricsSettings, ServerSettings, WebhooksSettings
-from sfu.transport.settings import MediaSettings, parse_port_range
+from sfu.service.web import embed_origin_problem
+from sfu.transport.settings import IceServer, MediaSettings, parse_port_range
 
 __all__ = [
     "Config",
     "config_from_dict",
+    "config_warnings",
     "default_config",
     "load_config",
     "parse_port_range",
@@ -126,11 +129,16 @@ def config_from_dict(raw: dict[str, Any], environ: dict[str, str] | None = None)
 
 
 def _checked(cfg: Config, env: Mapping[str, str], problems: list[str]) -> Config:
-    """``cfg`` with ``SFU_AUTH_SECRET`` applied, if it and ``problems`` pass ``_validate``."""
+    """``cfg`` with ``SFU_AUTH_SECRET`` and ``SFU_TURN_SECRET`` applied, if it and ``problems``
+    pass ``_validate``."""
     if env.get("SFU_AUTH_SECRET"):
         cfg = dataclasses.replace(
             cfg, auth=dataclasses.replace(cfg.auth, secret=env["SFU_AUTH_SECRET"])
         )
+    if env.get("SFU_TURN_SECRET"):  # every TURN server that has a secret: the file's is a stand-in
+        servers = [dataclasses.replace(s, auth_secret=env["SFU_TURN_SECRET"]) if s.auth_secret
+                   else s for s in cfg.media.ice_servers]
+        cfg = dataclasses.replace(cfg, media=dataclasses.replace(cfg.media, ice_servers=servers))
     _validate(cfg, problems)
     if problems:
         raise ConfigError(problems)
@@ -260,6 +268,51 @@ def _without(raw: Any, found: list[tuple[KeyPath, str]]) -> Any:
 
 
 
+def _check_secret(key: str, secret: str, problems: list[str]) -> None:
+    """A shared secret anyone may test guesses against offline: long, and not the example's."""
+    if secret.lower().startswith(PLACEHOLDER_SECRETS):
+        problems.append(f"{key}: the example's placeholder; generate one, e.g. "
+                        "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
+    elif len(secret) < MIN_SECRET_CHARS:
+        problems.append(f"{key}: too short, use at least {MIN_SECRET_CHARS} characters "
+                        "(32 random bytes, e.g. secrets.token_urlsafe(32))")
+
+
+# A TURN credential's validity: at least a minute (clocks of the two hosts differ a little), at
+# most a day (what a leaked one is worth).
+TURN_TTL_RANGE = (60, 86400)
+
+
+def _check_ice_server(key: str, server: IceServer, problems: list[str]) -> None:
+    for url in server.urls:
+        if not re.match(r"^(stun|stuns|turn|turns):", url):
+            problems.append(f"{key}.urls: not a stun:/turn: URL: {url!r}")
+    lo, hi = TURN_TTL_RANGE
+    if not lo <= server.credential_ttl <= hi:
+        problems.append(f"{key}.credential_ttl: must be {lo}-{hi} seconds, "
+                        f"got {server.credential_ttl}")
+    if not server.auth_secret:
+        return
+    # a participant's TURN credential is an HMAC of this secret over a username it sees
+    _check_secret(f"{key}.auth_secret", server.auth_secret, problems)
+    if server.username or server.credential:
+        problems.append(f"{key}: auth_secret and username/credential exclude each other "
+                        "(with auth_secret each participant gets its own credential)")
+    if not any(re.match(r"^turns?:", url) for url in server.urls):
+        problems.append(f"{key}.auth_secret: only TURN servers take credentials; no turn: URL")
+
+
+def config_warnings(cfg: Config) -> list[str]:
+    """What is valid but unwise: ``sfu check-config`` prints it and ``sfu serve`` logs it."""
+    warnings = []
+    for i, server in enumerate(cfg.media.ice_servers):
+        if server.username and any(re.match(r"^turns?:", url) for url in server.urls):
+            warnings.append(f"media.ice_servers[{i}]: a static TURN username/credential is "
+                            "handed to every participant; use auth_secret (coturn's "
+                            "static-auth-secret) for per-participant, expiring credentials")
+    return warnings
+
+
 def _validate(cfg: Config, problems: list[str]) -> None:
     def positive(key: str, value: float) -> None:
         if value <= 0:
@@ -271,17 +324,26 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append(f"metrics.port: must be 0-65535, got {cfg.metrics.port}")
     if not cfg.auth.secret:
         problems.append("auth.secret: required (or set SFU_AUTH_SECRET)")
-    elif cfg.auth.secret.lower().startswith(PLACEHOLDER_SECRETS):
-        problems.append("auth.secret: the example's placeholder; generate one, e.g. "
-                        "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
-    elif len(cfg.auth.secret) < MIN_SECRET_CHARS:
-        problems.append(f"auth.secret: too short, use at least {MIN_SECRET_CHARS} characters "
-                        "(32 random bytes, e.g. secrets.token_urlsafe(32))")
+    else:
+        _check_secret("auth.secret", cfg.auth.secret, problems)
     if not 2 <= cfg.limits.max_participants <= 16:
         problems.append(f"limits.max_participants: must be 2-16, got {cfg.limits.max_participants}")
     positive("server.max_message_bytes", cfg.server.max_message_bytes)
     positive("server.drain_timeout", cfg.server.drain_timeout)
     positive("server.keepalive_timeout", cfg.server.keepalive_timeout)
+    for key in ("media_per_token", "media_per_address", "media_total", "precall_total",
+                "sockets_per_address", "sockets_total"):
+        positive(f"limits.{key}", getattr(cfg.limits, key))
+    if not 32 <= cfg.limits.ipv6_prefix <= 128:
+        problems.append(f"limits.ipv6_prefix: must be 32-128, got {cfg.limits.ipv6_prefix}")
+    for i, proxy in enumerate(cfg.server.trusted_proxies):
+        try:
+            parse_networks([proxy])
+        except ValueError:
+            problems.append(f"server.trusted_proxies[{i}]: not an address or network: {proxy!r}")
+    if cfg.server.forwarded_header not in FORWARDED_HEADERS:
+        problems.append(f"server.forwarded_header: one of {', '.join(FORWARDED_HEADERS)}, "
+                        f"got {cfg.server.forwarded_header!r}")
     positive("media.inactivity_timeout", cfg.media.inactivity_timeout)
     positive("media.connect_timeout", cfg.media.connect_timeout)
     positive("media.packet_cache_size", cfg.media.packet_cache_size)
@@ -303,9 +365,7 @@ def _validate(cfg: Config, problems: list[str]) -> None:
     except ValueError:
         problems.append(f"media.udp_ports: expected 'LOW-HIGH' or 'PORT', got {cfg.media.udp_ports!r}")
     for i, server in enumerate(cfg.media.ice_servers):
-        for url in server.urls:
-            if not re.match(r"^(stun|stuns|turn|turns):", url):
-                problems.append(f"media.ice_servers[{i}].urls: not a stun:/turn: URL: {url!r}")
+        _check_ice_server(f"media.ice_servers[{i}]", server, problems)
     if cfg.bandwidth.block_kbps > cfg.bandwidth.warn_kbps:
         problems.append("bandwidth.block_kbps: must not exceed bandwidth.warn_kbps")
     if cfg.bandwidth.warn_kbps > cfg.bandwidth.good_kbps:
@@ -314,6 +374,10 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append(f"logging.level: one of DEBUG, INFO, WARNING, ERROR, got {cfg.logging.level!r}")
     if cfg.logging.format not in ("text", "json"):
         problems.append(f"logging.format: 'text' or 'json', got {cfg.logging.format!r}")
+    for i, origin in enumerate(cfg.server.embed_origins):
+        problem = embed_origin_problem(origin)
+        if problem:
+            problems.append(f"server.embed_origins[{i}]: {problem}: {origin!r}")
     for i, url in enumerate(cfg.webhooks.urls):
         if not re.match(r"^https?://", url):
             problems.append(f"webhooks.urls[{i}]: not an http(s) URL: {url!r}")

@@ -46,6 +46,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         413: "TooLarge",
         415: "UnsupportedMediaType",
         429: "RateLimited",
+        503: "ServerFull",
     }
     return {str(status): _error(names[status]) for status in statuses}
 
@@ -77,7 +78,10 @@ _RESPONSES: dict[str, Any] = {
         ("TooLarge", "too_large: request body over 64 KiB"),
         ("UnsupportedMediaType",
          "unsupported_media_type: the body is not sent as Content-Type: application/json"),
-        ("RateLimited", "rate_limited: too many waiting-area entries from this address"),
+        ("RateLimited", "rate_limited: too many waiting-area entries, or open WebSockets, from "
+                        "this client address"),
+        ("ServerFull", "server_full: the server holds its most open WebSockets "
+                       "(limits.sockets_total)"),
     ]
 }
 
@@ -115,7 +119,8 @@ def _paths() -> dict[str, Any]:
                 "parameters": [
                     {"name": "token", "in": "query", "required": True, "schema": {"type": "string"}}
                 ],
-                "responses": {"101": {"description": "Switching protocols."}, **_errors(401)},
+                "responses": {"101": {"description": "Switching protocols."},
+                              **_errors(401, 429, 503)},
             }
         },
         "/v1/openapi.json": {

@@ -22,16 +22,17 @@ from sfu.auth import GUEST
 from sfu.calls.events import CallKey
 from sfu.calls.manager import Calls
 from sfu.calls.media import MediaEndpoint
-from sfu.errors import ApiError
+from sfu.errors import ApiError, rate_limited, server_full
 from sfu.rooms import IN_CONSULTATION, ON_HOLD, WAITING
 from sfu.rooms import events as ev
 from sfu.rooms.clinic import ClinicRegistry
-from sfu.service.api import error_response, refuse_revoked, setup_api_routes
+from sfu.service.api import client_addresses, error_response, refuse_revoked, setup_api_routes
 from sfu.service.config import Config
 from sfu.service.events import ServerEvents
 from sfu.service.feed import WaitingAreaFeed
 from sfu.service.metrics import Metrics
 from sfu.service.signaling import SessionContext, SignalingSession
+from sfu.service.turn import ice_servers_json
 from sfu.service.webhooks import WebhookDispatcher
 from sfu.transport.counters import Counters
 from sfu.transport.endpoint import Endpoint, EndpointListener
@@ -57,10 +58,13 @@ class Server:
                            events=self.events, limits=config.limits,
                            bandwidth=config.bandwidth, clock=clock)
         self.feed = WaitingAreaFeed(self.registry)
+        self.addresses = client_addresses(config)
+        self._sockets: dict[str, int] = {}  # open WebSockets per client address
+        self._ice_server_settings = config.media.ice_servers
         self._session_context = SessionContext(
             calls=self.calls, feed=self.feed, events=self.events, secret=config.auth.secret,
             max_message_bytes=config.server.max_message_bytes,
-            ice_servers=self.ice_servers_json(),
+            ice_servers=self._ice_servers,
             on_outbox_full=lambda: self.counters.drop("signaling_outbox_full"),
             url_token=config.auth.url_token, media_budget=self._media_budget,
             verify=lambda token: refuse_revoked(config.auth.verify(token), self.registry),
@@ -93,12 +97,13 @@ class Server:
         if not self.config.metrics.port:  # otherwise served on its own port (start)
             app.router.add_get("/metrics", self._public_metrics)
         app.router.add_get("/v1/ws", self._ws)
-        setup_api_routes(app, self.registry, self.config, clock=self.clock)
+        setup_api_routes(app, self.registry, self.config, clock=self.clock,
+                         addresses=self.addresses)
         if WEB_DIR.is_dir():
             from sfu.service.web import setup_web_routes
 
             try:
-                setup_web_routes(app, WEB_DIR)
+                setup_web_routes(app, WEB_DIR, self.config.server.embed_origins)
             except FileNotFoundError as exc:
                 log.warning("reference web client not served: %s", exc)
         return app
@@ -222,17 +227,43 @@ class Server:
         return web.Response(body=self.metrics.render(),
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
+    def _socket_budget(self, address: str) -> None:
+        """Refuse one more WebSocket from ``address`` (429) or at all (503): each holds a file
+        descriptor, a reader and a writer task."""
+        limits = self.config.limits
+        if sum(self._sockets.values()) >= limits.sockets_total:
+            raise server_full(f"this server holds its most WebSockets ({limits.sockets_total}); "
+                              "try again later")
+        if self._sockets.get(address, 0) >= limits.sockets_per_address:
+            raise rate_limited(f"too many WebSockets open from this address (at most "
+                               f"{limits.sockets_per_address})")
+
     async def _ws(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(heartbeat=20, max_msg_size=max(
-            4 * self.config.server.max_message_bytes, 1 << 20))
-        await ws.prepare(request)
-        session = SignalingSession(self._session_context, ws, request.remote or "unknown")
-        self.sessions.add(session)
+        address = self.addresses.key(request.remote, request.headers)
         try:
-            await session.run(request.query.get("token"))
+            self._socket_budget(address)
+        except ApiError as exc:
+            return error_response(exc)  # before the upgrade: an HTTP error with the code
+        self._sockets[address] = self._sockets.get(address, 0) + 1
+        try:
+            # aiohttp refuses a message of max_msg_size bytes or more (close code 1009) as soon
+            # as its frame header says so: the largest accepted is max_message_bytes
+            ws = web.WebSocketResponse(heartbeat=20,
+                                       max_msg_size=self.config.server.max_message_bytes + 1)
+            await ws.prepare(request)
+            session = SignalingSession(self._session_context, ws, address)
+            self.sessions.add(session)
+            try:
+                await session.run(request.query.get("token"))
+            finally:
+                self.sessions.discard(session)
+            return ws
         finally:
-            self.sessions.discard(session)
-        return ws
+            left = self._sockets[address] - 1
+            if left:
+                self._sockets[address] = left
+            else:
+                del self._sockets[address]
 
     # -- what the clinic domain tells -------------------------------------------------------------
     def _on_domain_event(self, event: ev.DomainEvent) -> None:
@@ -262,12 +293,6 @@ class Server:
                       if s.status == WAITING and s.patient_present)
         return {"participants": roles, "rooms": rooms, "waiting_patients": waiting}
 
-    def ice_servers_json(self) -> list[dict[str, Any]]:
-        out = []
-        for server in self.config.media.ice_servers:
-            entry: dict[str, Any] = {"urls": server.urls}
-            if server.username:
-                entry["username"] = server.username
-                entry["credential"] = server.credential
-            out.append(entry)
-        return out
+    def _ice_servers(self, participant: str) -> list[dict[str, Any]]:
+        """The ``ice_servers`` of ``participant``'s ``joined``: its own TURN credentials."""
+        return ice_servers_json(self._ice_server_settings, participant, self.clock())

@@ -16,6 +16,13 @@ class ServerSettings:
     # an idle HTTP keep-alive connection is closed after this long (aiohttp's default is an
     # hour: a stranger's idle connections would hold file descriptors that long)
     keepalive_timeout: float = 15.0
+    # Origins (scheme://host[:port]) whose pages may show the web client's pages in an iframe,
+    # besides this server's own: the CSP's frame-ancestors (sfu/service/web.py)
+    embed_origins: list[str] = field(default_factory=list)
+    # reverse proxies (addresses or CIDR networks) whose forwarding header gives the client's
+    # address for the per-address budgets; empty: the TCP peer is the client, headers ignored
+    trusted_proxies: list[str] = field(default_factory=list)
+    forwarded_header: str = "X-Forwarded-For"  # or "Forwarded" (RFC 7239)
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,8 @@ class SessionContext:
     events: CallEvents
     secret: str
     max_message_bytes: int
-    ice_servers: list[dict[str, Any]]
+    # the ``ice_servers`` of ``joined`` for a participant id: its own TURN credentials, minted now
+    ice_servers: Callable[[str], list[dict[str, Any]]]
     on_outbox_full: Callable[[], None]
     # the token's claims (401 ApiError when not valid): the server's [auth] rules
     verify: Callable[[str], Claims] = lambda token: verify_token(token, "")
@@ -83,7 +84,9 @@ class SignalingSession:
         self.precall: PrecallTest | None = None
         self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTBOX_SIZE)
         self._closing = False
-        self._asked = False  # a join, a pre-call test or a watch was asked for
+        # since when the socket has had nothing to do (no call, no pre-call test running, no
+        # feed), on the loop's clock; None while it has
+        self._idle_since: float | None = asyncio.get_running_loop().time()
         self._feed_expiry_running = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -184,12 +187,32 @@ class SignalingSession:
         if self.claims is None and not self._closing:
             self._refuse(f"no 'auth' message within {self.ctx.auth_timeout:g} s")
 
+    def _busy(self) -> None:
+        self._idle_since = None
+
+    def _idle(self) -> None:
+        """Nothing to do any more (a pre-call test's result, ``watch`` off)."""
+        if self._idle_since is None and not self._closing:
+            self._idle_since = asyncio.get_running_loop().time()
+
     async def _purpose_deadline(self) -> None:
-        await asyncio.sleep(self.ctx.purpose_timeout)
-        if not self._closing and not self._asked:
-            self.error("bad_request", f"nothing asked for (join, precall, watch) within "
-                                      f"{self.ctx.purpose_timeout:g} s")
-            self.close_soon()
+        """A socket with nothing to do for ``purpose_timeout`` (from its opening, or from the
+        end of its pre-call test) is told and closed: it held a descriptor and a writer task,
+        and a finished pre-call test's socket could stay for as long as a stranger liked."""
+        loop = asyncio.get_running_loop()
+        timeout = self.ctx.purpose_timeout
+        while not self._closing:
+            since = self._idle_since
+            if since is None:
+                await asyncio.sleep(timeout)  # busy: it cannot become idle sooner than this
+                continue
+            left = since + timeout - loop.time()
+            if left <= 0:
+                self.error("bad_request", f"nothing asked for (join, precall, watch) within "
+                                          f"{timeout:g} s")
+                self.close_soon()
+                return
+            await asyncio.sleep(left)
 
     async def _on_auth(self, message: dict[str, Any]) -> None:
         """The token (first message, or a refresh before ``exp``): ``authenticated`` with its
@@ -266,7 +289,6 @@ class SignalingSession:
 
     async def _on_join(self, message: dict[str, Any]) -> None:
         assert self.claims is not None
-        self._asked = True
         if self.participant is not None:
             raise bad_request("already joined; send 'leave' first")
         if self.precall is not None and not self.precall.closed:
@@ -274,18 +296,19 @@ class SignalingSession:
         try:
             self.ctx.media_budget(self)
             self.participant = self.ctx.calls.join(self.claims, message.get("target", {}), self)
+            self._busy()
         except ApiError as exc:
             self.error(exc.code, exc.message)
             if exc.code != "bad_request":
                 self.close_soon()
 
     async def _on_precall(self, message: dict[str, Any]) -> None:
-        self._asked = True
         if self._media() is not None:
             raise bad_request("a pre-call test runs before joining, one at a time")
         assert self.claims is not None
         self.ctx.media_budget(self)
         self.precall = self.ctx.calls.precall(self, message.get("seconds", 5), self.claims)
+        self._busy()
 
     async def _on_precall_stats(self, message: dict[str, Any]) -> None:
         """The client's own view during a pre-call test: ``outgoing_kbps`` (its uplink estimate)."""
@@ -346,13 +369,15 @@ class SignalingSession:
 
     async def _on_watch(self, message: dict[str, Any]) -> None:
         assert self.claims is not None
-        self._asked = True
         if message.get("waiting_area") is not True:
             self.ctx.feed.unwatch(self)
+            if self.participant is None and not self.holds_media():
+                self._idle()
             return
         requested = message.get("clinic")
         clinic = requested if isinstance(requested, str) else self.claims.clinic
         self.ctx.feed.watch(self, self.claims, clinic)
+        self._busy()
         if not self._feed_expiry_running:
             self._feed_expiry_running = True
             self._spawn(self._feed_expiry())
@@ -378,7 +403,7 @@ class SignalingSession:
     def joined(self, me: Member, key: CallKey, others: list[Member]) -> None:
         self.send({"type": "joined", "participant": me.id, "target": key.target(),
                    "participants": [m.to_json() for m in others],
-                   "ice_servers": self.ctx.ice_servers})
+                   "ice_servers": self.ctx.ice_servers(me.id)})
 
     def offer(self, sdp: str, tracks: list[TrackInfo]) -> None:
         self.send({"type": "tracks", "tracks": [
@@ -410,6 +435,8 @@ class SignalingSession:
 
     def precall_result(self, result: dict[str, Any]) -> None:
         self.send(result)
+        if self.participant is None:
+            self._idle()  # the test is over
 
     def precall_upload(self, kbps: float, seconds: float) -> None:
         self.send({"type": "precall_upload", "kbps": round(kbps), "seconds": seconds})

@@ -6,6 +6,14 @@ room from their own address and the token from the URL fragment, so the HTML is 
 response here carries a Content-Security-Policy that allows only this origin: no inline script or
 style, nothing from elsewhere.
 
+Framing: only this origin and the portal origins of ``[server] embed_origins`` may show the pages
+in a frame (``frame-ancestors``, which browsers check against every ancestor, so a listed portal
+framed by another site is refused too). No X-Frame-Options: it cannot name an origin, and a
+browser ignores it when ``frame-ancestors`` is there. Camera and microphone in a portal's iframe
+need the iframe's ``allow="camera; microphone"``; our ``Permissions-Policy`` allows them to our
+own origin (``self``), which is what the framed page is, so it does not list the portals (that list
+would be for frames inside our pages, and there are none).
+
 Files are read once at setup and served from memory; only flat file names with a known extension
 are served, so there is no path to traverse.
 """
@@ -14,8 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -29,7 +38,7 @@ CONTENT_TYPES = {
 
 PAGES = {"patient": "patient.html", "dashboard": "dashboard.html", "room": "room.html"}
 
-CSP = "; ".join([
+CSP_DIRECTIVES = (
     "default-src 'self'",
     "script-src 'self'",
     "style-src 'self'",
@@ -40,28 +49,60 @@ CSP = "; ".join([
     "object-src 'none'",
     "base-uri 'none'",
     "form-action 'self'",
-    "frame-ancestors 'self'",
-])
+)
 
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Permissions-Policy": "camera=(self), microphone=(self), geolocation=(), payment=()",
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
+# Hosts where browsers treat plain http as a secure context (camera and microphone work there).
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1")
+# An origin as a browser serializes it, in what a CSP host-source can say: a lower-case DNS name
+# or IPv4 address, an optional port; nothing that could end or extend a header.
+_LABEL = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?"
+_ORIGIN = re.compile(rf"https?://{_LABEL}(\.{_LABEL})*(:[0-9]{{1,5}})?")
+_EXPECTED = ("expected an origin, scheme://host[:port] in lower case, "
+             "e.g. 'https://portal.clinic.example'")
+
+
+def embed_origin_problem(origin: str) -> str | None:
+    """Why ``origin`` cannot be listed in ``server.embed_origins``; None when it can."""
+    if "*" in origin:
+        return ("no wildcards: list each portal origin "
+                "(a wildcard would let any of its hosts frame the call)")
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        return _EXPECTED
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        return _EXPECTED
+    if parts.path or parts.query or parts.fragment or origin.endswith(("?", "#")):
+        return f"an origin has no path, query or fragment: {parts.scheme}://{parts.netloc}"
+    if parts.netloc.startswith("["):
+        return "an IPv6 address cannot be named in a Content-Security-Policy: use a host name"
+    if not _ORIGIN.fullmatch(origin) or port == 0:
+        return _EXPECTED
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        return ("https required (browsers give camera and microphone only to secure pages; "
+                "plain http only for localhost and 127.0.0.1)")
+    return None
+
+
+def security_headers(embed_origins: Sequence[str] = ()) -> dict[str, str]:
+    """The headers of every page and asset; ``embed_origins`` may frame the pages besides us."""
+    frame_ancestors = " ".join(["'self'", *embed_origins])
+    return {
+        "Content-Security-Policy": "; ".join([*CSP_DIRECTIVES,
+                                              f"frame-ancestors {frame_ancestors}"]),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Permissions-Policy": "camera=(self), microphone=(self), geolocation=(), payment=()",
+        "Cross-Origin-Opener-Policy": "same-origin",
+    }
+
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _is_web_path(path: str) -> bool:
     return path.startswith("/c/") or path.startswith("/static/")
-
-
-async def _add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    if _is_web_path(request.path):
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
 
 
 def _page_handler(body: bytes) -> Handler:
@@ -84,8 +125,15 @@ def _load_assets(web_dir: Path) -> dict[str, tuple[bytes, str, str]]:
     return assets
 
 
-def setup_web_routes(app: web.Application, web_dir: Path) -> None:
-    """Serve the reference web client from ``web_dir`` on ``app``."""
+def setup_web_routes(app: web.Application, web_dir: Path,
+                     embed_origins: Sequence[str] = ()) -> None:
+    """Serve the reference web client from ``web_dir`` on ``app``; pages may be framed by
+    ``embed_origins`` (checked by ``embed_origin_problem``) besides this origin."""
+    for origin in embed_origins:  # the config loader refuses these already, with the reason
+        problem = embed_origin_problem(origin)
+        if problem:
+            raise ValueError(f"not an embedding origin: {origin!r}: {problem}")
+    headers = security_headers(embed_origins)
     for filename in PAGES.values():
         if not (web_dir / filename).is_file():
             raise FileNotFoundError(f"web client page missing: {web_dir / filename}")
@@ -106,4 +154,10 @@ def setup_web_routes(app: web.Application, web_dir: Path) -> None:
     app.router.add_get(f"/c/{{clinic:{ID}}}/dashboard", _page_handler(pages["dashboard"]))
     app.router.add_get(f"/c/{{clinic:{ID}}}/rooms/{{room:{ID}}}", _page_handler(pages["room"]))
     app.router.add_get("/static/{name}", static)
-    app.on_response_prepare.append(_add_security_headers)
+
+    async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+        if _is_web_path(request.path):
+            for name, value in headers.items():
+                response.headers.setdefault(name, value)
+
+    app.on_response_prepare.append(add_security_headers)

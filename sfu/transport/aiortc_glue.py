@@ -22,7 +22,7 @@ from typing import Any
 import pylibsrtp
 from aioice import stun
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
-from aioice.ice import Connection, StunProtocol, get_host_addresses
+from aioice.ice import Connection, StunProtocol, get_host_addresses, relayed_candidate
 from aiortc import RTCRtpTransceiver
 from aiortc import sdp as aiortc_sdp
 from aiortc.codecs import is_rtx
@@ -42,6 +42,42 @@ class IceSettings:
     addresses: tuple[str, ...] = ("127.0.0.1",)
     announced_address: str = ""
     port_range: tuple[int, int] | None = None
+    # also gather a relayed candidate from the connection's TURN server (its RTCConfiguration's
+    # iceServers), as a browser does: clients; the server offers host candidates only
+    relay: bool = False
+
+
+# how long a TURN allocation may take while gathering (aioice's own gathering waits as long)
+RELAY_TIMEOUT_S = 5.0
+
+
+async def _gather_relay(connection: Connection,
+                        on_drop: Callable[[str], None] | None) -> None:
+    """Add a relayed candidate from ``connection``'s TURN server, or log why there is none (a
+    refused credential: 401); the allocation is closed with the connection's other protocols."""
+
+    def protocol_factory() -> FastStunProtocol:
+        protocol = FastStunProtocol(connection)
+        if on_drop is not None:
+            protocol.on_drop = on_drop
+        return protocol
+
+    assert connection.turn_server is not None
+    try:
+        candidate, protocol = await asyncio.wait_for(relayed_candidate(
+            component=1, hide_related_address=False, protocol_factory=protocol_factory,
+            turn_server=connection.turn_server, turn_username=connection.turn_username,
+            turn_password=connection.turn_password, turn_ssl=connection.turn_ssl,
+            turn_transport=connection.turn_transport), RELAY_TIMEOUT_S)
+    except stun.TransactionFailed as exc:
+        log.warning("TURN server %s:%s refused an allocation: %s", *connection.turn_server,
+                    exc.response.attributes.get("ERROR-CODE"))
+        return
+    except (OSError, TimeoutError, stun.TransactionError) as exc:
+        log.warning("TURN server %s:%s gave no allocation: %r", *connection.turn_server, exc)
+        return
+    connection._protocols.append(protocol)
+    connection._local_candidates.append(candidate)
 
 
 async def _noop_async(*args: Any, **kwargs: Any) -> None:
@@ -193,12 +229,23 @@ class FastStunProtocol(StunProtocol):
 
     Once ICE has selected a pair, only its remote address is heard for anything but STUN (DTLS,
     RTP, RTCP): aioice passed every datagram from any address on to DTLS and SRTP, so anyone
-    who learned the port could feed them. STUN that aioice cannot parse is dropped as well.
-    Dropped datagrams are told to ``on_drop``."""
+    who learned the port could feed them. Dropped datagrams are told to ``on_drop``.
+
+    A STUN request that does not authenticate (not a Binding, no USERNAME or MESSAGE-INTEGRITY,
+    another ufrag, a wrong password) is dropped unanswered (``stun_unauthenticated``): aioice
+    answered it with an error response larger than the request, so a stranger with a spoofed
+    source address could make a media port reflect more than it was sent (RFC 8445 lets an
+    agent ignore requests for an unknown ufrag). STUN that aioice's parser cannot take is
+    dropped too (``malformed_stun``)."""
 
     on_drop: Callable[[str], None] = staticmethod(_ignore_drop)
 
     def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
+        if isinstance(data, bytes) and data and data[0] <= 3:
+            refused = self._refusal(data)
+            if refused is not None:
+                self.on_drop(refused)
+                return
         if isinstance(data, bytes) and data and data[0] > 3:  # not STUN (RFC 7983)
             pair = self.receiver._nominated.get(1)
             if pair is not None:
@@ -209,13 +256,31 @@ class FastStunProtocol(StunProtocol):
             if len(data) > 1 and 127 < data[0] < 192:
                 self.receiver.data_received(data, self.local_candidate.component)
                 return
+        super().datagram_received(data, addr)
+
+    def _refusal(self, data: bytes) -> str | None:
+        """Why a STUN-looking datagram (first byte 0-3) is dropped before aioice sees it, or
+        None: ``stun_unauthenticated`` for a request aioice would answer with an error (400 or
+        401), ``malformed_stun`` for what its parser cannot take. None for anything else
+        (responses, indications, what does not parse as STUN)."""
         try:
-            super().datagram_received(data, addr)
+            message = stun.parse_message(data)
+        except ValueError:
+            return None  # not STUN after all: the receive path below decides
         except struct.error:
-            # aioice's STUN parser unpacks an attribute of the wrong length (a 3-byte PRIORITY)
-            # with struct and lets the error out: from any address, it reached the event loop
-            # with a traceback and dropped the rest of the socket's batch
-            self.on_drop("malformed_stun")
+            # aioice unpacks an attribute of the wrong length (a 3-byte PRIORITY) with struct
+            # and lets the error out: from any address, it reached the event loop with a
+            # traceback and dropped the rest of the socket's batch
+            return "malformed_stun"
+        if message.message_class != stun.Class.REQUEST:
+            return None
+        connection = self.receiver
+        attributes = message.attributes
+        authentic = (message.message_method == stun.Method.BINDING
+                     and "USERNAME" in attributes and "MESSAGE-INTEGRITY" in attributes
+                     and connection._valid_username(attributes["USERNAME"])
+                     and message.check_message_integrity(connection.local_password.encode("utf8")))
+        return None if authentic else "stun_unauthenticated"
 
 
 class RxTime:
@@ -348,9 +413,10 @@ def install_gatherer(connection: Connection, settings: IceSettings,
                      rx: RxTime | None = None,
                      on_drop: Callable[[str], None] | None = None) -> None:
     """Replace aioice's host gathering: chosen addresses (127.0.0.1 allowed), a port range,
-    and an announced address for 1:1 NAT. STUN/TURN candidates are not gathered by the server.
-    The sockets are read by ``TimestampedUdpTransport``, which puts each datagram's kernel
-    receive time into ``rx`` while it is handled."""
+    and an announced address for 1:1 NAT. STUN/TURN candidates are not gathered by the server;
+    with ``settings.relay`` (a client) a relayed candidate is added from the connection's TURN
+    server when it grants an allocation. The sockets are read by ``TimestampedUdpTransport``,
+    which puts each datagram's kernel receive time into ``rx`` while it is handled."""
     rx = rx if rx is not None else RxTime()
 
     async def gather_candidates() -> None:
@@ -373,6 +439,8 @@ def install_gatherer(connection: Connection, settings: IceSettings,
                 port=port, type="host")
             connection._protocols.append(protocol)
             connection._local_candidates.append(protocol.local_candidate)
+        if settings.relay and connection.turn_server is not None:
+            await _gather_relay(connection, on_drop)
         connection._local_candidates_end = True
 
     connection.gather_candidates = gather_candidates  # type: ignore[method-assign]
@@ -440,6 +508,14 @@ def keep_selected_pair(connection: Connection) -> None:
 
 def ice_connection(dtls: RTCDtlsTransport) -> Connection:
     return dtls.transport._connection
+
+
+def selected_pair(dtls: RTCDtlsTransport) -> tuple[Candidate, Candidate] | None:
+    """The (local, remote) candidates ICE selected, once it has."""
+    pair = ice_connection(dtls)._nominated.get(1)
+    if pair is None:
+        return None
+    return pair.local_candidate, pair.remote_candidate
 
 
 def dtls_of(transceiver: RTCRtpTransceiver) -> RTCDtlsTransport:

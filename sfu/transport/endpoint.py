@@ -34,6 +34,10 @@ PADDING_BURST_S = 0.01  # probe padding is paced in bursts this far apart
 PADDING_BODY = bytes(254) + bytes([255])  # 255 bytes of padding, the last one saying so
 FEEDBACK_INTERVAL = 0.1  # seconds between transport feedback to a publisher (libwebrtc: 100 ms)
 ARRIVALS_PENDING_MAX = 4096  # transport-wide arrivals kept between two feedback rounds
+LIVENESS_TICK = 1.0  # seconds between two checks of the connect and inactivity timeouts
+# a check this much later than its tick means the server itself stalled: the excess is not
+# counted against the peer (each tick still advances the timers by at least TICK + SLACK)
+STALL_SLACK = 0.25
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,10 @@ class EndpointListener:
         return None
 
     def first_media(self, endpoint: Endpoint) -> None:
+        return None
+
+    def connected(self, endpoint: Endpoint) -> None:
+        """ICE and DTLS completed: the media connection is up."""
         return None
 
 
@@ -179,14 +187,24 @@ class Endpoint:
         if state == "connected":
             self.connected = True
             self.last_rx = self.clock()
+            self.listener.connected(self)
         elif state in ("failed", "closed") and not self.closed:
             self.listener.failed(self, f"transport {state}")
 
     async def _watch_liveness(self) -> None:
         s = self.settings
+        now = self.clock()
         while True:
-            await asyncio.sleep(1.0)
+            before = now
+            await asyncio.sleep(LIVENESS_TICK)
             now = self.clock()
+            # a tick that comes late measures the server's own stall (a blocked event loop, a
+            # paused VM), not the peer: that time is not counted against it
+            stalled = now - before - LIVENESS_TICK - STALL_SLACK
+            if stalled > 0:
+                self.last_rx = min(now, self.last_rx + stalled)
+                if self._offered_at is not None:
+                    self._offered_at += stalled
             if not self.connected:
                 # from the first offer: a peer that never answers holds a port and queues too
                 offered = self._offered_at

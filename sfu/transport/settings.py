@@ -7,11 +7,18 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class IceServer:
-    """A STUN or TURN server (``[[media.ice_servers]]``)."""
+    """A STUN or TURN server (``[[media.ice_servers]]``).
+
+    A TURN server either has one static ``username``/``credential`` that every participant is
+    handed, or an ``auth_secret`` shared with the TURN server (coturn's ``static-auth-secret``)
+    from which each participant gets its own credential, valid ``credential_ttl`` seconds
+    (``sfu/service/turn.py``). Secrets are left out of the repr, so they never reach a log."""
 
     urls: list[str]
     username: str = ""
-    credential: str = ""
+    credential: str = field(default="", repr=False)
+    auth_secret: str = field(default="", repr=False)
+    credential_ttl: int = 3600
 
 
 @dataclass(frozen=True)
@@ -22,7 +29,7 @@ class MediaSettings:
     announced_address: str = ""
     # "40000-40999" (a range), "40000" (one port per peer is still needed: see docs), "" (any).
     udp_ports: str = ""
-    # STUN/TURN servers for the server's own gathering and handed to clients in `joined`.
+    # STUN/TURN servers handed to clients in `joined` (the server gathers host candidates only).
     ice_servers: list[IceServer] = field(default_factory=list)
     # Without media or RTCP from a connected peer for this long, it is removed.
     inactivity_timeout: float = 30.0

@@ -33,17 +33,40 @@ export function pathParts() {
   return { clinic: parts[1] || "", room: parts[2] === "rooms" ? parts[3] || "" : "" };
 }
 
-// A token handed over in the URL fragment (#token=...). It is moved to sessionStorage and taken
+// The tab's sessionStorage (a token and the wait's start survive a reload), or a stand-in in
+// memory where the browser refuses storage: in a portal's iframe from another site Chromium
+// throws SecurityError on any use of it (third-party storage blocked). Then a reload of the
+// frame alone starts over; the portal's page, reloaded, hands the fragment token over again.
+function pageStorage() {
+  try {
+    const storage = window.sessionStorage;
+    storage.setItem("sfu.probe", "1");
+    storage.removeItem("sfu.probe");
+    return storage;
+  } catch (error) {
+    console.info(`sessionStorage unavailable (${error.name}): kept in memory for this page`);
+    const memory = new Map();
+    return {
+      getItem: (key) => (memory.has(key) ? memory.get(key) : null),
+      setItem: (key, value) => { memory.set(key, String(value)); },
+      removeItem: (key) => { memory.delete(key); },
+    };
+  }
+}
+
+export const storage = pageStorage();
+
+// A token handed over in the URL fragment (#token=...). It is moved to storage and taken
 // out of the address bar, so that it is not shared by copying the address or left in history.
 export function takeFragmentToken(storageKey) {
   const params = new URLSearchParams(location.hash.slice(1));
   const fromHash = params.get("token");
   if (fromHash) {
-    sessionStorage.setItem(storageKey, fromHash);
+    storage.setItem(storageKey, fromHash);
     history.replaceState(null, "", location.pathname + location.search);
     return fromHash;
   }
-  return sessionStorage.getItem(storageKey);
+  return storage.getItem(storageKey);
 }
 
 // The claims of a JWT, without verifying it (the server does that). null when unreadable.
@@ -137,6 +160,10 @@ export function explainMediaError(error) {
   switch (error && error.name) {
     case "NotAllowedError":
     case "SecurityError":
+      if (framedWithoutMedia()) {
+        return "This call is shown inside another website that does not let it use your camera "
+          + "and microphone. Please tell the clinic. Until then the others cannot see or hear you.";
+      }
       return "Your browser is blocking the camera and microphone. Allow them for this site "
         + "(look for the camera icon in the address bar) and reload the page. "
         + "Until then the others cannot see or hear you.";
@@ -150,6 +177,15 @@ export function explainMediaError(error) {
     default:
       return "The camera and microphone could not be started. You can still see and hear the others.";
   }
+}
+
+// Shown in another site's iframe that does not allow the camera or the microphone (no
+// allow="camera; microphone"): the browser refuses them whatever the person chooses.
+function framedWithoutMedia() {
+  if (window.top === window) return false;
+  const policy = document.permissionsPolicy || document.featurePolicy;
+  if (!policy || typeof policy.allowsFeature !== "function") return false;
+  return !policy.allowsFeature("camera") || !policy.allowsFeature("microphone");
 }
 
 function capitalize(text) {

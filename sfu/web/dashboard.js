@@ -6,7 +6,7 @@ import { SfuCall } from "./call.js";
 import {
   $, api, attachSelfView, bindMediaToggles, decodeClaims, el, explain, explainMediaError,
   formatDuration, getLocalMedia, parseMessage, pathParts, setBanner, showScreen, stopStream,
-  takeFragmentToken,
+  storage, takeFragmentToken,
   tokenExpired,
 } from "./common.js";
 
@@ -272,7 +272,7 @@ async function init() {
     return;
   }
   if (!claims || tokenExpired(claims)) {
-    sessionStorage.removeItem(TOKEN_KEY);
+    storage.removeItem(TOKEN_KEY);
     refuse(explain("unauthorized"));
     return;
   }
@@ -280,7 +280,7 @@ async function init() {
   try {
     update(await api("GET", `${base}/waiting-area`, { token }));
   } catch (error) {
-    if (error.code === "unauthorized") sessionStorage.removeItem(TOKEN_KEY);
+    if (error.code === "unauthorized") storage.removeItem(TOKEN_KEY);
     refuse(error.code === "not_found"
       ? "There is no clinic at this address."
       : explain(error.code, error.message, "this clinic's dashboard"));

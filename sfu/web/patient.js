@@ -4,8 +4,8 @@
 import { SfuCall } from "./call.js";
 import {
   $, api, attachSelfView, bindMediaToggles, decodeClaims, explain, explainMediaError,
-  formatDuration, getLocalMedia, pathParts, setBanner, showScreen, stopStream, takeFragmentToken,
-  tokenExpired,
+  formatDuration, getLocalMedia, pathParts, setBanner, showScreen, stopStream, storage,
+  takeFragmentToken, tokenExpired,
 } from "./common.js";
 import { PrecallTest, describePrecall, describePrecallError } from "./precall.js";
 
@@ -22,8 +22,8 @@ let consulted = false;
 let precall = null; // the running pre-call test, if any
 
 function forget() {
-  sessionStorage.removeItem(TOKEN_KEY);
-  sessionStorage.removeItem(SINCE_KEY);
+  storage.removeItem(TOKEN_KEY);
+  storage.removeItem(SINCE_KEY);
 }
 
 function refuse(text) {
@@ -60,7 +60,7 @@ function useToken(value) {
     $("#waiting-title").textContent = "Waiting to join the consultation";
     $("#waiting-text").textContent = "Please keep this page open: you will see the others as soon as they are here.";
   }
-  if (!sessionStorage.getItem(SINCE_KEY)) sessionStorage.setItem(SINCE_KEY, String(Date.now()));
+  if (!storage.getItem(SINCE_KEY)) storage.setItem(SINCE_KEY, String(Date.now()));
   startCall();
 }
 
@@ -69,7 +69,7 @@ async function startCall() {
   const stage = $("#call");
   stage.classList.remove("in-consultation");
   setBanner($("#media-error"), "");
-  const since = Number(sessionStorage.getItem(SINCE_KEY)) || Date.now();
+  const since = Number(storage.getItem(SINCE_KEY)) || Date.now();
   const tick = () => { $("#wait-time").textContent = formatDuration((Date.now() - since) / 1000); };
   tick();
   clearInterval(ticker);
@@ -237,8 +237,8 @@ async function enter(event) {
   setBanner(errorBox, "");
   try {
     const result = await api("POST", `/v1/clinics/${encodeURIComponent(clinic)}/waiting-area`, { body: { name } });
-    sessionStorage.setItem(TOKEN_KEY, result.token);
-    sessionStorage.setItem(SINCE_KEY, String(Date.now()));
+    storage.setItem(TOKEN_KEY, result.token);
+    storage.setItem(SINCE_KEY, String(Date.now()));
     useToken(result.token);
   } catch (error) {
     const text = error.code === "not_found"
@@ -257,7 +257,7 @@ function init() {
   $("#leave").addEventListener("click", leave);
   $("#precall-start").addEventListener("click", testConnection);
   $("#rejoin").addEventListener("click", () => {
-    const kept = sessionStorage.getItem(TOKEN_KEY) || token;
+    const kept = storage.getItem(TOKEN_KEY) || token;
     if (kept) useToken(kept);
     else location.reload();
   });

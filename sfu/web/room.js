@@ -3,7 +3,7 @@
 import { SfuCall } from "./call.js";
 import {
   $, attachSelfView, bindMediaToggles, decodeClaims, explain, explainMediaError, getLocalMedia,
-  pathParts, setBanner, showScreen, stopStream, takeFragmentToken, tokenExpired,
+  pathParts, setBanner, showScreen, stopStream, storage, takeFragmentToken, tokenExpired,
 } from "./common.js";
 
 const { clinic, room } = pathParts();
@@ -83,7 +83,7 @@ function init() {
     refuse("This page needs an invitation link. Please open the link you were sent "
       + "(or the room's link on the clinic dashboard).");
   } else if (!claims || tokenExpired(claims)) {
-    sessionStorage.removeItem(TOKEN_KEY);
+    storage.removeItem(TOKEN_KEY);
     refuse(explain("unauthorized"));
   } else {
     start();

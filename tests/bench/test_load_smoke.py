@@ -11,7 +11,7 @@ import pytest
 from bench import load
 from tests.conftest import SECRET
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(240)
 
 
 async def run_load(server: Any, clip_dir: Path, tmp_path: Path, *args: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
+import pytest
 
 
 async def test_pages_are_served_with_a_strict_content_security_policy(server: Any) -> None:
@@ -43,3 +44,46 @@ async def test_api_responses_do_not_get_the_page_headers(server: Any) -> None:
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{server.url}/healthz") as response:
             assert "Content-Security-Policy" not in response.headers
+
+
+async def test_only_this_origin_may_frame_the_pages_by_default(server: Any) -> None:
+    async with aiohttp.ClientSession() as http:
+        for path in ("/c/demo", "/c/demo/dashboard", "/c/demo/rooms/team", "/static/call.js"):
+            async with http.get(server.url + path) as response:
+                csp = response.headers["Content-Security-Policy"]
+                assert csp.endswith("; frame-ancestors 'self'"), csp
+                assert "X-Frame-Options" not in response.headers
+                policy = response.headers["Permissions-Policy"]
+                assert "camera=(self)" in policy and "microphone=(self)" in policy, policy
+
+
+async def test_listed_portal_origins_may_frame_the_pages_and_nothing_contradicts_it() -> None:
+    from tests.conftest import make_config, running_server
+
+    origins = ["https://portal.clinic.example", "https://portal.clinic.example:8443",
+               "http://localhost:3000"]
+    async with running_server(make_config(server={"embed_origins": origins})) as srv:
+        async with aiohttp.ClientSession() as http:
+            for path in ("/c/demo", "/c/demo/dashboard", "/c/demo/rooms/team"):
+                async with http.get(srv.url + path) as response:
+                    assert response.status == 200
+                    directives = [d.strip() for d in
+                                  response.headers["Content-Security-Policy"].split(";")]
+                    assert [d for d in directives if d.startswith("frame-ancestors")] == [
+                        "frame-ancestors 'self' https://portal.clinic.example "
+                        "https://portal.clinic.example:8443 http://localhost:3000"]
+                    assert "default-src 'self'" in directives and "script-src 'self'" in directives
+                    # no older header that would forbid the frame; camera and microphone stay
+                    # allowed to our own origin, which the framed page is
+                    assert "X-Frame-Options" not in response.headers
+                    policy = response.headers["Permissions-Policy"]
+                    assert "camera=(self)" in policy and "microphone=(self)" in policy, policy
+                    assert "Set-Cookie" not in response.headers
+
+
+def test_a_server_built_without_the_loader_refuses_a_bad_origin_too() -> None:
+    from sfu.service.server import Server
+    from tests.conftest import make_config
+
+    with pytest.raises(ValueError, match="not an embedding origin"):
+        Server(make_config(server={"embed_origins": ["https://portal.example; script-src *"]}))

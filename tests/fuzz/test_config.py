@@ -20,7 +20,20 @@ from tests.fuzz.budget import budget
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "sfu.example.toml"
 EXAMPLE_TEXT = EXAMPLE.read_text(encoding="utf-8")
-EXAMPLE_RAW = tomllib.loads(EXAMPLE_TEXT)
+
+
+def real_secrets(value: Any) -> Any:
+    """The example with its placeholder secrets (``change-me...``, refused) replaced."""
+    if isinstance(value, dict):
+        return {k: real_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [real_secrets(v) for v in value]
+    if isinstance(value, str) and value.startswith("change-me"):
+        return "fuzz-placeholder-replaced-0123456789abcdef"
+    return value
+
+
+EXAMPLE_RAW = real_secrets(tomllib.loads(EXAMPLE_TEXT))
 SECRET = {"SFU_AUTH_SECRET": "fuzz-secret-0123456789abcdef-0123456789"}
 
 # what tomllib gives: strings, integers of any size, floats (inf and nan too), booleans,

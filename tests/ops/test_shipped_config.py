@@ -20,7 +20,8 @@ from ..conftest import make_config
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "sfu.example.toml"
 REAL_SECRET = "an-operators-real-secret-0123456789abcdef"
-ENV = {"SFU_AUTH_SECRET": REAL_SECRET}
+REAL_TURN_SECRET = "the-turn-servers-static-auth-secret-0123456789"
+ENV = {"SFU_AUTH_SECRET": REAL_SECRET, "SFU_TURN_SECRET": REAL_TURN_SECRET}
 
 
 def exported_metric_names() -> set[str]:
@@ -40,10 +41,12 @@ def exported_metric_names() -> set[str]:
 
 def test_the_example_config_passes_check_config(capsys: pytest.CaptureFixture[str],
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    # with a real secret in the environment, as the example says to keep it (its own
-    # placeholder is refused: tests/test_config.py)
-    monkeypatch.setenv("SFU_AUTH_SECRET", REAL_SECRET)
+    # with real secrets in the environment, as the example says to keep them (its own
+    # placeholders are refused: tests/test_config.py)
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
     assert main(["check-config", str(EXAMPLE)]) == 0
+    assert "warning" not in capsys.readouterr().err  # the example hands out no shared password
     assert load_config(EXAMPLE, environ=ENV).webhooks.queue_size == 1000
 
 

@@ -92,16 +92,32 @@ def test_rate_limiter_forgets_quiet_addresses(registry: ClinicRegistry) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", [None, 42, "", "   ", "x" * 81, "Ada\x00", "Ada\nBob", "Ada\u202eevil", "\x1b[31mAda"]
+    "name", [None, 42, "", "   ", "x" * 65, "Ada\x00", "Ada\nBob", "Ada\u202eevil", "\x1b[31mAda",
+             "Ada\u2066evil\u2069", "\u200b\u200b", "\u3164", "\ufeff \u2800", "Ada\ud800"]
 )
 def test_bad_display_names_are_refused(registry: ClinicRegistry, name: object) -> None:
     assert status(registry.enter_waiting_area, "c1", name, "10.0.0.1", T0) == 400
     assert len(registry.get("c1").waiting_area) == 0
 
 
-@pytest.mark.parametrize("name", ["A", "x" * 80, "José Núñez", "李小龍", "👩‍👩‍👧 family"])
+@pytest.mark.parametrize("name", ["A", "x" * 64, "José Núñez", "李小龍", "👩‍👩‍👧 family"])
 def test_good_display_names_are_kept(registry: ClinicRegistry, name: str) -> None:
     assert registry.enter_waiting_area("c1", f" {name} ", "10.0.0.1", T0).patient_name == name
+
+
+@pytest.mark.parametrize(("name", "shown"), [
+    ("Jose\u0301", "José"),  # NFC: one character, as staff search and compare it
+    ("Ada\u200b \u200cLove\u00adlace\ufeff", "Ada Lovelace"),  # zero-width, soft hyphen, BOM
+    ("  Ada \t\u00a0\u3000 Lovelace  ", "Ada Lovelace"),  # any run of white space: one space
+    ("Ada\u3164\u2800", "Ada"),  # blank letters: an attacker's "empty" name
+    ("Z" + "\u0336" * 40 + "oe", "Z\u0336\u0336\u0336oe"),  # combining marks drawn over other rows
+    ("a\u200db", "ab"),  # a joiner between letters draws nothing
+    ("x" * 60 + "\u200b" * 30, "x" * 60),  # the bound counts what is shown
+])
+def test_names_shown_to_staff_are_normalized(registry: ClinicRegistry, name: str, shown: str) -> None:
+    """Attacker-chosen names show on every dashboard of the clinic: what staff read is what is
+    stored, without invisible characters, piles of combining marks or padding."""
+    assert registry.enter_waiting_area("c1", name, "10.0.0.1", T0).patient_name == shown
 
 
 # -- expiry -----------------------------------------------------------------------------------
@@ -120,7 +136,41 @@ def test_a_space_whose_patient_never_connects_expires(events: list[DomainEvent])
 def test_connected_patient_keeps_the_space(registry: ClinicRegistry) -> None:
     space = registry.enter_waiting_area("c1", "Ada", "10.0.0.1", T0)
     space.participant_joined("p1", "Ada", "patient", T0 + 1)
+    space.media_connected("p1", T0 + 2)
     assert registry.expire(T0 + 10_000) == []
+
+
+def test_a_joined_patient_without_media_does_not_hold_the_space(events: list[DomainEvent]) -> None:
+    """A socket that joins and never connects media (and joins again when let go) held its
+    space for ever: a seat is not a media connection."""
+    registry = make_registry(events.append, unconnected_expiry=900)
+    space = registry.enter_waiting_area("c1", "Ada", "10.0.0.1", T0)
+    space.participant_joined("p1", "Ada", "patient", T0 + 1)
+    space.participant_left("p1", T0 + 30)  # the connect timeout let it go; it joins again
+    space.participant_joined("p2", "Ada", "patient", T0 + 31)
+    assert registry.expire(T0 + 899) == []
+    assert registry.expire(T0 + 900) == [space]
+    assert SpaceEnded("c1", space.id, "expired", ("p2",)) in events
+
+
+def test_the_expiry_counts_from_when_the_patient_lost_media(registry: ClinicRegistry) -> None:
+    space = registry.enter_waiting_area("c1", "Ada", "10.0.0.1", T0)
+    space.participant_joined("p1", "Ada", "patient", T0)
+    space.media_connected("p1", T0 + 1)
+    space.participant_left("p1", T0 + 5000)  # dropped; comes back, but no media again
+    space.participant_joined("p2", "Ada", "patient", T0 + 5001)
+    assert registry.expire(T0 + 5899) == []
+    assert registry.expire(T0 + 5900) == [space]
+    assert space.end_reason == "expired"
+
+
+def test_media_of_someone_else_than_the_patient_does_not_count(registry: ClinicRegistry) -> None:
+    space = registry.enter_waiting_area("c1", "Ada", "10.0.0.1", T0)
+    space.media_connected("nobody", T0)  # not seated
+    space.participant_joined("g1", "Guest", "guest", T0)
+    space.media_connected("g1", T0)
+    space.participant_left("g1", T0 + 1)
+    assert registry.expire(T0 + 900) == [space]
 
 
 def test_staff_waiting_for_a_patient_who_never_came_keeps_the_space(registry: ClinicRegistry) -> None:
