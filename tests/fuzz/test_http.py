@@ -98,7 +98,7 @@ def request(live: LiveServer, method: str, path: str, body: bytes, content_type:
                                                   max_size=60)))
 @example(ROUTES[4], "demo", "x", deep(30_000), "application/json", None)  # RecursionError: 500
 @example(ROUTES[0], "demo", "x", deep(30_000), "application/json", TOKENS[4])
-def test_every_call_answers_any_body_with_a_result_or_a_json_4xx(live, tracebacks, route, clinic,
+def test_every_call_answers_any_body_with_a_result_or_a_json_4xx(live, no_traceback_logged, route, clinic,
                                                                   other, body, content_type, token):
     method, template = route
     clinic, other = quote(clinic, safe=""), quote(other, safe="")
@@ -111,4 +111,4 @@ def test_every_call_answers_any_body_with_a_result_or_a_json_4xx(live, traceback
         error = json.loads(payload)["error"]
         assert isinstance(error["code"], str) and isinstance(error["message"], str)
         assert live.run(state(live)) == before, (method, path, status)
-    assert not tracebacks.texts() and not live.loop_errors
+    assert not no_traceback_logged.records and not live.loop_errors
