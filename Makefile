@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast bench load lint browser turn clean
+.PHONY: install run test test-fast fuzz bench load lint browser turn clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,20 @@ test: $(STAMP) browser turn
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -x -m "not browser and not netns"
+
+# Long fuzzing (docs/fuzzing.md): every tests/fuzz property with 100x the examples `make test`
+# runs (fewer for the slow ones) and fresh random inputs, then atheris on the byte parsers for FUZZ_SECONDS each. Niced.
+FUZZ_SECONDS ?= 60
+FUZZ_STAMP := $(VENV)/.fuzz-installed
+
+$(FUZZ_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,fuzz]'
+	touch $(FUZZ_STAMP)
+
+fuzz: $(FUZZ_STAMP)
+	HYPOTHESIS_PROFILE=fuzz nice -n 10 $(BIN)/python -m pytest -q -p no:cacheprovider \
+	  --timeout=0 --hypothesis-show-statistics tests/fuzz
+	nice -n 10 $(BIN)/python -m tests.fuzz.atheris_run --seconds $(FUZZ_SECONDS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.forwarding $(ARGS)

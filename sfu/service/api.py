@@ -38,6 +38,7 @@ from sfu.rooms.text import new_id, valid_id
 from sfu.service.bodies import Entry, Error, ErrorDetail, Invite, WaitingAreaState
 from sfu.service.clientaddr import ClientAddresses
 from sfu.service.config import Config
+from sfu.service.jsontext import parse_json
 from sfu.service.openapi import build_openapi
 
 logger = logging.getLogger("sfu.service.api")
@@ -124,7 +125,7 @@ async def read_json(request: web.BaseRequest, *, required: bool = True,
         # make its visitors' browsers enter the waiting area
         raise unsupported_media_type("the body must be sent as Content-Type: application/json")
     try:
-        data = json.loads(body.decode("utf-8"))
+        data = parse_json(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise bad_request("malformed JSON body") from exc
     if not isinstance(data, dict):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import ipaddress
+import math
 import os
 import re
 import secrets
@@ -93,6 +94,8 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Conf
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
     return config_from_dict(raw, environ)
@@ -166,10 +169,11 @@ def _converter() -> Converter:
         bool, _scalar(lambda v: isinstance(v, bool), "true or false", bool))
     conv.register_structure_hook(
         int, _scalar(lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer", int))
+    number = _scalar(lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+                     "a number", float)
+    # TOML has inf and nan: a nan timeout compares false with everything and never fires
     conv.register_structure_hook(
-        float,
-        _scalar(lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number", float),
-    )
+        float, lambda v, t: _scalar(math.isfinite, "a finite number", float)(number(v, t), t))
     conv.register_structure_hook(str, _scalar(lambda v: isinstance(v, str), "a string", str))
 
     def tables(cls: Any) -> Callable[[Any, Any], Any]:

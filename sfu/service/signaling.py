@@ -32,6 +32,7 @@ from sfu.calls.manager import Calls
 from sfu.calls.precall import PrecallTest
 from sfu.errors import ApiError, NegotiationError, bad_request
 from sfu.rooms.text import iso_time
+from sfu.service.jsontext import parse_json
 from sfu.transport.endpoint import TrackInfo
 
 log = logging.getLogger(__name__)
@@ -251,7 +252,7 @@ class SignalingSession:
 
     async def _handle_text(self, data: str) -> None:
         try:
-            message = json.loads(data)
+            message = parse_json(data)
         except ValueError:
             self.error("bad_request", "message is not valid JSON")
             return
@@ -356,6 +357,8 @@ class SignalingSession:
         mid = message.get("sdpMid")
         try:
             await media.add_candidate(candidate, mid if isinstance(mid, str) else None)
+        except NegotiationError as exc:
+            raise bad_request(str(exc)) from exc
         except (ValueError, IndexError, KeyError, TypeError) as exc:
             raise bad_request(f"malformed candidate: {exc}") from exc
 

@@ -235,14 +235,17 @@ class FastStunProtocol(StunProtocol):
     another ufrag, a wrong password) is dropped unanswered (``stun_unauthenticated``): aioice
     answered it with an error response larger than the request, so a stranger with a spoofed
     source address could make a media port reflect more than it was sent (RFC 8445 lets an
-    agent ignore requests for an unknown ufrag)."""
+    agent ignore requests for an unknown ufrag). STUN that aioice's parser cannot take is
+    dropped too (``malformed_stun``)."""
 
     on_drop: Callable[[str], None] = staticmethod(_ignore_drop)
 
     def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
-        if isinstance(data, bytes) and data and data[0] <= 3 and not self._authentic(data):
-            self.on_drop("stun_unauthenticated")
-            return
+        if isinstance(data, bytes) and data and data[0] <= 3:
+            refused = self._refusal(data)
+            if refused is not None:
+                self.on_drop(refused)
+                return
         if isinstance(data, bytes) and data and data[0] > 3:  # not STUN (RFC 7983)
             pair = self.receiver._nominated.get(1)
             if pair is not None:
@@ -255,21 +258,29 @@ class FastStunProtocol(StunProtocol):
                 return
         super().datagram_received(data, addr)
 
-    def _authentic(self, data: bytes) -> bool:
-        """False for a STUN request that aioice would answer with an error (400 or 401);
-        True for anything else (responses, indications, what does not parse as STUN)."""
+    def _refusal(self, data: bytes) -> str | None:
+        """Why a STUN-looking datagram (first byte 0-3) is dropped before aioice sees it, or
+        None: ``stun_unauthenticated`` for a request aioice would answer with an error (400 or
+        401), ``malformed_stun`` for what its parser cannot take. None for anything else
+        (responses, indications, what does not parse as STUN)."""
         try:
             message = stun.parse_message(data)
         except ValueError:
-            return True  # not STUN after all: the receive path below decides
+            return None  # not STUN after all: the receive path below decides
+        except struct.error:
+            # aioice unpacks an attribute of the wrong length (a 3-byte PRIORITY) with struct
+            # and lets the error out: from any address, it reached the event loop with a
+            # traceback and dropped the rest of the socket's batch
+            return "malformed_stun"
         if message.message_class != stun.Class.REQUEST:
-            return True
+            return None
         connection = self.receiver
         attributes = message.attributes
-        return (message.message_method == stun.Method.BINDING
-                and "USERNAME" in attributes and "MESSAGE-INTEGRITY" in attributes
-                and connection._valid_username(attributes["USERNAME"])
-                and message.check_message_integrity(connection.local_password.encode("utf8")))
+        authentic = (message.message_method == stun.Method.BINDING
+                     and "USERNAME" in attributes and "MESSAGE-INTEGRITY" in attributes
+                     and connection._valid_username(attributes["USERNAME"])
+                     and message.check_message_integrity(connection.local_password.encode("utf8")))
+        return None if authentic else "stun_unauthenticated"
 
 
 class RxTime:

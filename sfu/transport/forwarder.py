@@ -331,7 +331,8 @@ class OutStream:
             return None
         ntp, rtp_ts, at = sr
         elapsed = now - at
-        ntp_now = ntp + int(elapsed * (1 << 32))
+        # NTP time wraps at 64 bits (a publisher's SR may say anything, 2^64 - 1 included)
+        ntp_now = (ntp + int(elapsed * (1 << 32))) & 0xFFFFFFFFFFFFFFFF
         rtp_now = (rtp_ts + int(elapsed * self.clock_rate) + anchor.ts_offset) & 0xFFFFFFFF
         self.sent_srs[(ntp_now >> 16) & 0xFFFFFFFF] = now
         if len(self.sent_srs) > 8:

@@ -73,13 +73,17 @@ def parse_rtp(data: bytes) -> RtpPacket:
             i = start
             while i < offset:
                 byte = data[i]
-                if byte == 0:
+                ext_id = byte >> 4
+                if ext_id == 0:  # padding (RFC 8285: id 0; libwebrtc skips it whatever its length)
                     i += 1
                     continue
-                ext_id = byte >> 4
                 if ext_id == 15:
                     break
                 length = (byte & 0x0F) + 1
+                if i + 1 + length > offset:
+                    # its value would run into the payload (or be cut off at the packet's end:
+                    # an empty value, which the audio path could not copy)
+                    raise ValueError("RTP header extension element overruns its block")
                 ext[ext_id] = data[i + 1:i + 1 + length]
                 i += 1 + length
     if b0 & 0x20:
@@ -442,7 +446,8 @@ def parse_rtcp(data: bytes) -> list[RtcpMessage]:
 def _pack_blocks(blocks: list[ReportBlock]) -> bytes:
     return b"".join(
         struct.pack("!IIIIII", b.ssrc, (b.fraction_lost & 0xFF) << 24 | (b.packets_lost & 0xFFFFFF),
-                    b.highest_seq & 0xFFFFFFFF, b.jitter & 0xFFFFFFFF, b.lsr, b.dlsr)
+                    b.highest_seq & 0xFFFFFFFF, b.jitter & 0xFFFFFFFF, b.lsr & 0xFFFFFFFF,
+                    b.dlsr & 0xFFFFFFFF)
         for b in blocks[:31]
     )
 
@@ -452,7 +457,8 @@ def _rtcp(count: int, ptype: int, body: bytes) -> bytes:
 
 
 def build_sr(sr: SenderReport) -> bytes:
-    body = struct.pack("!IIIIII", sr.ssrc, sr.ntp >> 32, sr.ntp & 0xFFFFFFFF, sr.rtp_ts & 0xFFFFFFFF,
+    body = struct.pack("!IIIIII", sr.ssrc, (sr.ntp >> 32) & 0xFFFFFFFF, sr.ntp & 0xFFFFFFFF,
+                       sr.rtp_ts & 0xFFFFFFFF,
                        sr.packets & 0xFFFFFFFF, sr.octets & 0xFFFFFFFF) + _pack_blocks(sr.reports)
     return _rtcp(min(len(sr.reports), 31), RTCP_SR, body)
 

@@ -171,8 +171,9 @@ class WebRtcPeer:
             raise NegotiationError("no offer is waiting for an answer")
         try:
             parsed = aiortc_sdp.SessionDescription.parse(sdp)
-        except (ValueError, IndexError, KeyError, TypeError) as exc:
-            raise NegotiationError(f"malformed SDP: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - aiortc's parser raises many types for bad SDP
+            # (StopIteration for an unknown payload type, AttributeError, AssertionError ...)
+            raise NegotiationError(f"malformed SDP: {exc or type(exc).__name__}") from exc
         got = [(m.kind, m.rtp.muxId) for m in parsed.media]
         if got != self._offer_mids:
             raise NegotiationError(
@@ -229,7 +230,10 @@ class WebRtcPeer:
         text = candidate[len("candidate:"):] if candidate.startswith("candidate:") else candidate
         if not text:
             return
-        parsed = candidate_from_sdp(text)
+        try:
+            parsed = candidate_from_sdp(text)
+        except Exception as exc:  # noqa: BLE001 - aiortc's parser asserts on a short line
+            raise NegotiationError(f"malformed candidate: {exc or type(exc).__name__}") from exc
         if sdp_mid is None and self._offer_mids:
             sdp_mid = self._offer_mids[0][1]  # with BUNDLE every m-line shares one transport
         parsed.sdpMid = sdp_mid

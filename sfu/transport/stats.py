@@ -68,8 +68,9 @@ class ReceiveStats:
         if expected_interval > 0 and lost_interval > 0:
             fraction = min(255, (lost_interval << 8) // expected_interval)
         dlsr = int((now - self.lsr_time) * 65536) if self.lsr else 0
+        # DLSR is 32 bits of 1/65536 s: it stays at its largest 18.2 h after the last SR
         return ReportBlock(ssrc, fraction, self.lost, self.extended_max, self.jitter_q4 >> 4,
-                           self.lsr, max(0, dlsr))
+                           self.lsr, min(max(0, dlsr), 0xFFFFFFFF))
 
     def on_sender_report(self, ntp: int, now: float) -> None:
         self.lsr = (ntp >> 16) & 0xFFFFFFFF

@@ -25,7 +25,11 @@ def test_parse_reads_the_fixed_header_and_one_byte_extensions():
 
 @pytest.mark.parametrize("data", [b"", b"\x80" * 11, b"\x40" + b"\x00" * 20,
                                   b"\x90\x60\x00\x01" + b"\x00" * 8 + b"\xbe\xde\x00\x05",
-                                  b"\xa0\x60\x00\x01" + b"\x00" * 8 + b"\x00\x00\xff"])
+                                  b"\xa0\x60\x00\x01" + b"\x00" * 8 + b"\x00\x00\xff",
+                                  # an extension element whose value is cut off by the end of
+                                  # the packet (it was parsed as empty) or runs into the payload
+                                  b"\x90\x60\x00\x01" + b"\x00" * 8 + b"\xbe\xde\x00\x01\x00\x00\x00\x21",
+                                  b"\x90\x60\x00\x01" + b"\x00" * 8 + b"\xbe\xde\x00\x01\x00\x00\x00\x21abc"])
 def test_malformed_rtp_raises_value_error(data):
     with pytest.raises(ValueError):
         P.parse_rtp(data)
