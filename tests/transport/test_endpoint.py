@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from aiortc import (
+    AudioStreamTrack,
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCSessionDescription,
+    VideoStreamTrack,
+)
+
 from sfu.transport import packets as P
 from sfu.transport.counters import Counters
-from sfu.transport.endpoint import Endpoint, EndpointListener
+from sfu.transport.endpoint import Endpoint, EndpointListener, TrackInfo
 from sfu.transport.forwarder import Consumer, OutStream
 from sfu.transport.settings import MediaSettings
 from tests.transport.test_forwarder import Sink, producer, vp8
@@ -50,3 +61,46 @@ async def test_sent_octets_are_the_bytes_sent_so_far_per_outgoing_ssrc():
     prod.on_rtp(vp8(2, 3000), 0.1)
     assert endpoint.sent_octets() == {555: sum(len(wire) for wire in sink.rtp)} and len(sink.rtp) == 2
     await endpoint.close()
+
+
+class EchoListener(EndpointListener):
+    """Like a pre-call test: keeps the offers and sends the client's media back to it."""
+
+    def __init__(self) -> None:
+        self.offers: list[str] = []
+
+    async def send_offer(self, endpoint: object, sdp: str, tracks: list[TrackInfo]) -> None:
+        self.offers.append(sdp)
+
+    def producers_changed(self, endpoint: object) -> None:
+        assert isinstance(endpoint, Endpoint)
+        for prod in list(endpoint.producers.values()):
+            endpoint.subscribe(prod)
+
+
+async def test_an_answer_that_crosses_the_close_changes_nothing():
+    """A pre-call test can end (and close its endpoint) while the client's answer is being
+    applied: the answer is dropped quietly; it raised InvalidStateError out of the signaling
+    socket's handler (a traceback in the log) before."""
+    listener = EchoListener()
+    endpoint = Endpoint("e1", MediaSettings(), listener, Counters())
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[],
+                                                bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+    try:
+        endpoint.start()
+        endpoint.renegotiate()
+        async with asyncio.timeout(5):
+            while not listener.offers:
+                await asyncio.sleep(0.01)
+        await client.setRemoteDescription(RTCSessionDescription(listener.offers[0], "offer"))
+        client.addTrack(AudioStreamTrack())
+        client.addTrack(VideoStreamTrack())
+        await client.setLocalDescription(await client.createAnswer())
+        applying = asyncio.ensure_future(endpoint.apply_answer(client.localDescription.sdp))
+        await asyncio.sleep(0)  # under way: aiortc is applying it
+        await endpoint.close()
+        await applying
+        assert endpoint.subscribed() == []
+    finally:
+        await endpoint.close()
+        await client.close()
