@@ -403,6 +403,15 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
              f"[waiting_area]\nentry_rate_limit = 100000\n"
              f"reconnect_grace = {args.reconnect_grace}\n")
     rooms = max((int(s.room[1:]) for s in slots if s.room), default=-1) + 1
+    phases: dict[str, float] = {}
+    mark = time.monotonic()
+
+    def phase(name: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        phases[name] = round(now - mark, 1)
+        mark = now
+
     proc, url = await asyncio.to_thread(start_server, rooms, workdir, 3.0, TREE, extra=extra,
                                         clinic=CLINIC, log=log_path)
     sampler = Sampler(proc.pid, url)
@@ -421,7 +430,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         baseline = median_row(base_rows)
         samples += base_rows
         workers = Workers(max(1, min(args.workers, len(slots))), spec, slots)
+        phase("server_start_and_baseline")
         await workers.up(180.0)
+        phase("clients_start")
         sampler.t0 = time.monotonic()
         for row in samples:
             row["t"] = -1.0
@@ -447,8 +458,10 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             await asyncio.sleep(min(0.5, max(0.0, next_at - now)))
         churn_end = samples[-1]
         stopped_at = time.monotonic()
+        phase("churn")
         workers.tell("stop")
         await workers.wait_for("stopped", 60.0)
+        phase("clients_leave")
         leftover = await end_leftover_spaces(url)
         emptied: float | None = None
         while time.monotonic() - stopped_at < args.settle:
@@ -458,15 +471,18 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 emptied = time.monotonic() - stopped_at
                 break
             await asyncio.sleep(1.0)
+        phase("server_drops_everyone")
         workers.tell("release")
         await workers.wait_for("done", 60.0)
         await workers.close()
+        phase("clients_exit")
         after_rows = []
         for _ in range(3):
             await asyncio.sleep(1.0)
             after_rows.append(await asyncio.to_thread(sampler.sample, "after"))
         samples += after_rows
         after = median_row(after_rows)
+        phase("after_samples")
     finally:
         if workers is not None:
             workers.tell("stop")
@@ -490,6 +506,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                  "after": after},
         "trend": {key: trend(post, key) for key in SERIES},
         "emptied_after_seconds": emptied,
+        "phase_seconds": phases,
         "leftover_spaces_ended": leftover,
         "churn": workers.churn(),
         "server_log": {"path": str(log_path) if args.server_log else None, **scan_log(log_path)},
@@ -531,6 +548,7 @@ def render(report: dict[str, Any]) -> str:
         "other: " + ", ".join(f"{k} {v}" for k, v in counts.items()
                               if ":" in k and not k.startswith("join_failed:")),
         f"leftover spaces ended at the end: {report['leftover_spaces_ended']}",
+        "phases (s): " + ", ".join(f"{k} {v:g}" for k, v in report["phase_seconds"].items()),
         f"server log: {report['server_log']['tracebacks']} tracebacks, "
         f"{report['server_log']['errors']} ERROR lines, "
         f"{report['server_log']['warnings']} WARNING lines", ""]

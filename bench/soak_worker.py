@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import queue
 import random
 import time
 import traceback
@@ -32,7 +33,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.load_worker import _next_command, quiet_warnings
+from bench.load_worker import quiet_warnings
 from sfu.auth import STAFF, mint_token
 from sfu.client.client import Client, ClientError
 from sfu.client.media import Clip, ClipParams, load_clip
@@ -403,16 +404,18 @@ async def _process_main(index: int, spec: SoakSpec, slots: list[Slot], events: A
                         commands: Any) -> None:
     clip = load_clip(Path(spec.clip_dir) if spec.clip_dir else None, spec.clip_params)
     worker = SoakWorker(index, spec, slots, clip)
+    parent = os.getppid()
     events.put(("up", index, os.getpid()))
-    while (await _next_command(commands))[0] != "go":
-        pass
+    while (first := await _command(commands, parent))[0] != "go":
+        if first[0] == "orphaned":
+            return
 
     async def listen() -> None:
         while True:
-            command = await _next_command(commands)
-            if command[0] == "stop":
+            command = await _command(commands, parent)
+            if command[0] in ("stop", "orphaned"):
                 worker.stop.set()
-            elif command[0] == "release":
+            if command[0] in ("release", "orphaned"):
                 worker.release.set()
                 return
 
@@ -430,3 +433,15 @@ async def _process_main(index: int, spec: SoakSpec, slots: list[Slot], events: A
             task.cancel()
         await asyncio.gather(listener, reporter, return_exceptions=True)
     events.put(("done", index, tally.to_json()))
+
+
+async def _command(commands: Any, parent: int) -> tuple[Any, ...]:
+    """The orchestrator's next command; ``("orphaned",)`` once it is gone (killed): then the
+    clients leave and the process ends instead of churning on unwatched."""
+    while True:
+        try:
+            return tuple(commands.get_nowait())
+        except queue.Empty:
+            if os.getppid() != parent:
+                return ("orphaned",)
+            await asyncio.sleep(0.25)

@@ -18,7 +18,7 @@ async def test_a_short_soak_churns_and_the_server_returns_to_its_baseline(
     report = await soak.main([
         "--duration", "25", "--consultations", "2", "--warmup", "8", "--interval", "1",
         "--stay", "3-6", "--workers", "1", "--inactivity-timeout", "5", "--hold", "40",
-        "--settle", "60", "--clip-seconds", "5", "--clip-dir", str(clip_dir),
+        "--settle", "60", "--video-kbps", "500", "--clip-seconds", "5", "--clip-dir", str(clip_dir),
         "--json", str(out)])
     assert json.loads(out.read_text())["verdicts"] == report["verdicts"]
 
