@@ -322,18 +322,15 @@ class SoakWorker:
             stay = self._stay()
             if not await self._pause(stay / 2):
                 return
-            if variant == "patient_reconnects":
+            if variant in ("patient_reconnects", "patient_vanishes_and_returns"):
                 live.remove(patient)
-                await self._reload(patient)
-                if not await self._pause(self.rng.uniform(1.0, 3.0)):
-                    return
-                if (back := await self._join(patient_token, target)) is not None:
-                    live.append(back)
-                    self.count("reconnects")
-            elif variant == "patient_vanishes_and_returns":
-                live.remove(patient)
-                await self._vanish(patient)
-                if not await self._pause(self.rng.uniform(2.0, 5.0)):
+                if variant == "patient_reconnects":  # a reload: back 1-3 s later
+                    await self._reload(patient)
+                    away = self.rng.uniform(1.0, 3.0)
+                else:  # a network change: back 2-5 s later, before the server noticed
+                    await self._vanish(patient)
+                    away = self.rng.uniform(2.0, 5.0)
+                if not await self._pause(away):
                     return
                 if (back := await self._join(patient_token, target)) is not None:
                     live.append(back)
