@@ -397,7 +397,13 @@ def patient_consent(connection: Connection, interval_s: float = CONSENT_INTERVAL
         loop = asyncio.get_running_loop()
         answered = loop.time()
         while True:
+            # connect() starts this once ICE completes: a close that came in between found no
+            # task to cancel, and one that comes during the sleep may not cancel it either
+            if connection._closing:
+                return
             await asyncio.sleep(interval_s * (0.8 + 0.4 * random.random()))
+            if connection._closing:
+                return
             for pair in list(connection._nominated.values()):
                 request = connection.build_request(pair, nominate=False)
                 try:

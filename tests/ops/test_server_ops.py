@@ -140,7 +140,14 @@ async def test_gauges_count_open_endpoints_sockets_and_tasks(server, token, clip
                     and sample(t, "sfu_signaling_sockets") == 0.0
                     and sample(t, "sfu_asyncio_tasks") == idle_tasks)
 
-        await eventually(released, within=20)
+        try:
+            await eventually(released, within=20)
+        except TimeoutError:
+            t = await scrape()
+            left = [repr(task.get_coro()) for task in asyncio.all_tasks()]
+            raise AssertionError(f"not released: endpoints {sample(t, 'sfu_media_endpoints')}, "
+                                 f"sockets {sample(t, 'sfu_signaling_sockets')}, tasks "
+                                 f"{sample(t, 'sfu_asyncio_tasks')} (idle {idle_tasks}): {left}")
 
 
 async def test_metrics_on_a_separate_port_when_configured(make_server) -> None:
