@@ -147,7 +147,8 @@ async def test_gauges_count_open_endpoints_sockets_and_tasks(server, token, clip
             left = [repr(task.get_coro()) for task in asyncio.all_tasks()]
             raise AssertionError(f"not released: endpoints {sample(t, 'sfu_media_endpoints')}, "
                                  f"sockets {sample(t, 'sfu_signaling_sockets')}, tasks "
-                                 f"{sample(t, 'sfu_asyncio_tasks')} (idle {idle_tasks}): {left}")
+                                 f"{sample(t, 'sfu_asyncio_tasks')} (idle {idle_tasks}): {left}"
+                                 ) from None
 
 
 async def test_metrics_on_a_separate_port_when_configured(make_server) -> None:
