@@ -53,8 +53,8 @@ def proc_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def scrape(url: str) -> dict[str, float]:
-    text = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
+def scrape(url: str, timeout: float = 5.0) -> dict[str, float]:
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=timeout).read().decode()
     out: dict[str, float] = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
@@ -75,23 +75,31 @@ def received_packets(metrics: dict[str, float]) -> float:
 
 
 def start_server(rooms: int, workdir: Path, probe_seconds: float = 3.0,
-                 tree: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
+                 tree: Path | None = None, *, extra: str = "", clinic: str = "bench",
+                 log: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
     """``sfu serve`` in its own process; ``tree``: a source tree (a git worktree) to run the
-    server from instead of this one (the participants always run this tree's client)."""
+    server from instead of this one (the participants always run this tree's client);
+    ``extra``: more TOML tables for the config (not [server], [auth], [logging], [bandwidth]);
+    ``log``: a file for the server's log (stderr), else it is discarded."""
     port = free_port()
     room_lines = "".join(f'  [[clinics.rooms]]\n  id = "r{i}"\n  name = "Room {i}"\n' for i in range(rooms))
     config = workdir / "bench.toml"
     config.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = {port}\n[auth]\nsecret = "{SECRET}"\n'
-        f'[logging]\nlevel = "WARNING"\n[bandwidth]\nprobe_seconds = {probe_seconds}\n'
-        f'[[clinics]]\nid = "bench"\nname = "Bench clinic"\n{room_lines}')
+        f'[logging]\nlevel = "WARNING"\n[bandwidth]\nprobe_seconds = {probe_seconds}\n{extra}'
+        f'[[clinics]]\nid = "{clinic}"\nname = "Bench clinic"\n{room_lines}')
     env = dict(os.environ)
     if tree is not None:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tree.resolve()), env.get("PYTHONPATH"))
                                             if p)
-    proc = subprocess.Popen([sys.executable, "-m", "sfu.cli", "serve", "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                            cwd=str(tree.resolve()) if tree is not None else None)
+    err = log.open("wb") if log is not None else subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "sfu.cli", "serve", "--config", str(config)],
+                                stdout=subprocess.DEVNULL, stderr=err, env=env,
+                                cwd=str(tree.resolve()) if tree is not None else None)
+    finally:
+        if log is not None:
+            err.close()
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60  # a loaded machine imports slowly
     while time.monotonic() < deadline:

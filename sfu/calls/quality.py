@@ -53,11 +53,26 @@ class QualityController:
         self._probes: dict[str, ProbeController] = {}  # receiver -> its downlink's probing
         self._told: dict[str, str] = {}  # receiver -> the level it was last told
 
+    def remembered(self) -> set[str]:
+        """The participant and producer ids this keeps anything for (only those present)."""
+        return set(self._caps) | set(self._ignored_cap) | set(self._probes) | set(self._told)
+
+    def _forget_absent(self, participants: list[Participant]) -> None:
+        """Drop what was kept for people (and their streams) no longer in the call: a room can
+        stay open all day while people come and go."""
+        present = {p.id for p in participants}
+        streams = {producer.id for p in participants for producer in p.endpoint.producers.values()}
+        for table, keep in ((self._probes, present), (self._told, present),
+                            (self._caps, streams), (self._ignored_cap, streams)):
+            for key in [k for k in table if k not in keep]:
+                del table[key]
+
     # -- the tick ------------------------------------------------------------------------------------
     def tick(self, now: float) -> None:
         elapsed = 1.0 if self._last_tick is None else max(0.2, now - self._last_tick)
         self._last_tick = now
         participants = self.call.members()
+        self._forget_absent(participants)
         streams: list[Stream] = []
         loudest: tuple[float, str] | None = None
         for p in participants:

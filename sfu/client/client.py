@@ -674,6 +674,26 @@ class Client:
         """Drop the signaling socket without a word (no ``leave``): an abrupt disconnect."""
         await self.close()
 
+    async def go_silent(self) -> None:
+        """Vanish as a peer whose network went away: no more media, RTCP or consent answers, the
+        media sockets closed without a DTLS close or an RTCP BYE, and the signaling socket left
+        open but unread (its heartbeat pings go unanswered) with no close frame. Only the
+        server's own timers can tell. ``close`` frees what is left here."""
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self._stop_tasks()
+        if self._pc is not None and self._hooked:
+            glue.close_sockets_silently(glue.ice_connection(
+                glue.dtls_of(self._pc.getTransceivers()[0])))
+
+    @property
+    def signaling_lost(self) -> bool:
+        """The signaling socket's connection is gone (closed by the server, or reset), whether or
+        not anyone read it (after ``go_silent``: the server noticed and closed it)."""
+        return self._ws is None or self._ws.get_extra_info("socket") is None
+
 
 def transport_seq(data: bytes, ext_id: int) -> int | None:
     """The transport-wide sequence number in an RTP packet's one-byte header extensions, if any."""

@@ -83,6 +83,13 @@ class _ScrapeCollector(Collector):
         yield g
         yield GaugeMetricFamily("sfu_waiting_patients", "Patients waiting for staff",
                                 value=snap.get("waiting_patients", 0))
+        yield GaugeMetricFamily("sfu_media_endpoints",
+                                "Media endpoints open (a call's or a pre-call test's)",
+                                value=snap.get("endpoints", 0))
+        yield GaugeMetricFamily("sfu_signaling_sockets", "WebSocket signaling sockets open",
+                                value=snap.get("sockets", 0))
+        yield GaugeMetricFamily("sfu_asyncio_tasks", "Tasks of the server's event loop",
+                                value=snap.get("tasks", 0))
         f = CounterMetricFamily("sfu_rtp_packets_forwarded", "RTP packets forwarded", labels=["kind"])
         b = CounterMetricFamily("sfu_rtp_bytes_forwarded", "RTP bytes forwarded", labels=["kind"])
         r = CounterMetricFamily("sfu_rtp_packets_received", "RTP packets received", labels=["kind"])

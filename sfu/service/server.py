@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import logging
 import time
+import weakref
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ class Server:
                                        waiting_area=config.waiting_area,
                                        on_event=self._on_domain_event)
         self.sessions: set[SignalingSession] = set()
+        # every endpoint made, for the gauge of open ones (a closed one drops out with its owner)
+        self._endpoints: weakref.WeakSet[Endpoint] = weakref.WeakSet()
         self.draining = False
         self.calls = Calls(registry=self.registry, new_endpoint=self._new_endpoint,
                            events=self.events, limits=config.limits,
@@ -88,7 +91,9 @@ class Server:
 
     def _new_endpoint(self, endpoint_id: str, listener: EndpointListener) -> MediaEndpoint:
         """The one place the server makes a media endpoint."""
-        return Endpoint(endpoint_id, self.config.media, listener, self.counters)
+        endpoint = Endpoint(endpoint_id, self.config.media, listener, self.counters)
+        self._endpoints.add(endpoint)
+        return endpoint
 
     def _make_app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.server.max_message_bytes)
@@ -291,8 +296,18 @@ class Server:
         roles, rooms = self.calls.snapshot()
         waiting = sum(1 for clinic in self.registry.clinics for s in clinic.waiting_area.spaces
                       if s.status == WAITING and s.patient_present)
-        return {"participants": roles, "rooms": rooms, "waiting_patients": waiting}
+        return {"participants": roles, "rooms": rooms, "waiting_patients": waiting,
+                "endpoints": sum(1 for e in list(self._endpoints) if not e.closed),
+                "sockets": len(self.sessions), "tasks": _task_count()}
 
     def _ice_servers(self, participant: str) -> list[dict[str, Any]]:
         """The ``ice_servers`` of ``participant``'s ``joined``: its own TURN credentials."""
         return ice_servers_json(self._ice_server_settings, participant, self.clock())
+
+
+def _task_count() -> int:
+    """Tasks of the running event loop; 0 when rendered outside one (no server running)."""
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # no running loop: nothing to count
+        return 0

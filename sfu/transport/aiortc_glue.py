@@ -15,7 +15,7 @@ import random
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,9 +23,10 @@ import pylibsrtp
 from aioice import stun
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aioice.ice import Connection, StunProtocol, get_host_addresses, relayed_candidate
-from aiortc import RTCRtpTransceiver
+from aiortc import RTCPeerConnection, RTCRtpTransceiver
 from aiortc import sdp as aiortc_sdp
 from aiortc.codecs import is_rtx
+from aiortc.exceptions import InvalidStateError
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpHeaderExtensionParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
@@ -471,7 +472,13 @@ def patient_consent(connection: Connection, interval_s: float = CONSENT_INTERVAL
         loop = asyncio.get_running_loop()
         answered = loop.time()
         while True:
+            # connect() starts this once ICE completes: a close that came in between found no
+            # task to cancel, and one that comes during the sleep may not cancel it either
+            if connection._closing:
+                return
             await asyncio.sleep(interval_s * (0.8 + 0.4 * random.random()))
+            if connection._closing:
+                return
             for pair in list(connection._nominated.values()):
                 request = connection.build_request(pair, nominate=False)
                 try:
@@ -516,6 +523,54 @@ def selected_pair(dtls: RTCDtlsTransport) -> tuple[Candidate, Candidate] | None:
     if pair is None:
         return None
     return pair.local_candidate, pair.remote_candidate
+
+
+class ConnectTasks:
+    """aiortc starts a task for every remote description that connects ICE, then DTLS, then the
+    senders and receivers (``RTCPeerConnection.__connect``), and keeps no hold on it. Closed
+    while ICE checks with a live peer were under way, the connection left it running (~37 s,
+    holding everything), after which it raised ``InvalidStateError`` that nobody retrieved.
+    Here those tasks are owned: ``close`` (before the peer connection's) cancels and awaits
+    them, and one that fails because the connection closed under it is a debug line."""
+
+    def __init__(self, pc: RTCPeerConnection) -> None:
+        self._pc = pc
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+        original: Callable[[], Coroutine[Any, Any, None]] = getattr(  # noqa: B009
+            pc, "_RTCPeerConnection__connect")  # name-mangled: aiortc's private method
+
+        async def connect() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._tasks.add(task)
+            try:
+                await original()
+            except (InvalidStateError, ConnectionError) as exc:
+                if not (self._closing or pc.connectionState == "closed"):
+                    raise
+                log.debug("aiortc's connect ended by the close: %r", exc)
+            finally:
+                self._tasks.discard(task)
+
+        setattr(pc, "_RTCPeerConnection__connect", connect)  # noqa: B010 - name-mangled
+
+    async def close(self) -> None:
+        self._closing = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def close_sockets_silently(connection: Connection) -> None:
+    """Close an ICE connection's UDP sockets at once, sending nothing (no DTLS close_notify, no
+    RTCP BYE, no more consent checks or answers): a peer whose network vanished (the soak's
+    clients). Sends on them are dropped from then on."""
+    for protocol in connection._protocols:
+        transport = getattr(protocol, "transport", None)
+        if transport is not None:
+            transport.close()
 
 
 def dtls_of(transceiver: RTCRtpTransceiver) -> RTCDtlsTransport:

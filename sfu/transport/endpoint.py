@@ -245,9 +245,18 @@ class Endpoint:
                 for slot, _, c in self._slots.values() if slot.mid is not None]
 
     async def apply_answer(self, sdp: str) -> None:
+        if self.closed:  # a pre-call test that ended, a participant put out: nothing to apply
+            return
         if not self._offer_in_flight:
             raise NegotiationError("no offer is waiting for an answer")
-        info = await self.peer.apply_answer(sdp)
+        try:
+            info = await self.peer.apply_answer(sdp)
+        except NegotiationError:
+            if self.closed:  # aiortc refuses it because the endpoint closed meanwhile
+                return
+            raise
+        if self.closed:  # closed while aiortc applied it: no producers, no subscriptions
+            return
         self._offer_in_flight = False
         self._apply_transport_cc(info.transport_cc)
         self._apply_transport_cc_in(info.transport_cc_in)

@@ -107,6 +107,7 @@ class WebRtcPeer:
                  on_drop: Callable[[str], None] | None = None) -> None:
         self._pc = RTCPeerConnection(RTCConfiguration(
             iceServers=ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        self._connects = glue.ConnectTasks(self._pc)
         self._on_state = on_state
         self._pc.on("connectionstatechange", self._state_changed)
         self.publish: dict[str, RTCRtpTransceiver] = {}
@@ -244,4 +245,5 @@ class WebRtcPeer:
             return
         self.closed = True
         self.wire.reset()
+        await self._connects.close()
         await self._pc.close()

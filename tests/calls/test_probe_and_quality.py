@@ -207,3 +207,23 @@ async def test_a_paused_downlink_is_probed_and_video_comes_back_within_seconds()
     assert kbps > 0 and seconds == ProbeSettings().duration_s
     assert back_after is not None and back_after <= 6, back_after
     await world.calls.close()
+
+
+async def test_the_quality_controller_forgets_whoever_left_a_long_call(world: World) -> None:
+    """A meeting room can stay open all day while people come and go: what the controller keeps
+    per receiver and per published stream (probes, the level last told, caps) is only for who is
+    still there. It kept an entry for everyone who had ever joined, for the life of the call."""
+    stayer = world.join("staff", "dr-stays", {"room": "team"})
+    world.endpoint(stayer).publish("audio", "video")
+    for i in range(12):
+        visitor = world.join("staff", f"dr-{i}", {"room": "team"})
+        world.endpoint(visitor).publish("audio", "video")
+        for _ in range(3):
+            tick(world, loss={world.endpoint(visitor).id: 0.2 if i % 2 else 0.0})
+        await visitor.close("left")
+    tick(world, loss={})
+    quality = stayer.call.quality
+    assert quality is not None
+    present = {stayer.id} | {p.id for p in world.endpoint(stayer).producers.values()}
+    assert quality.remembered() <= present
+    assert stayer.id in quality.remembered()  # what it keeps for who stays, it keeps

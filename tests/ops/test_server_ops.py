@@ -107,6 +107,50 @@ async def test_metrics_follow_a_real_call(server, token, clip) -> None:
     assert not re.search(r'"(demo|team|p_[0-9a-f]{16}|dr-[ab])"', text)
 
 
+async def test_gauges_count_open_endpoints_sockets_and_tasks(server, token, clip) -> None:
+    """What a soak watches for leaks: the media endpoints and signaling sockets open, and the
+    event loop's tasks, which all come back to where they were once the call is over."""
+    async with aiohttp.ClientSession() as http:  # one connection: one handler task throughout
+
+        async def scrape() -> str:
+            async with http.get(f"{server.url}/metrics") as response:
+                return await response.text()
+
+        text = await scrape()
+        assert sample(text, "sfu_media_endpoints") == 0.0
+        assert sample(text, "sfu_signaling_sockets") == 0.0
+        idle_tasks = sample(text, "sfu_asyncio_tasks")
+        assert idle_tasks > 0  # at least the housekeeping and this scrape's handler
+        a = Client(server.url, token(sub="dr-a"), clip=clip)
+        b = Client(server.url, token(sub="dr-b"), clip=clip)
+        try:
+            await a.join({"room": "team"})
+            await b.join({"room": "team"})
+            text = await scrape()
+            assert sample(text, "sfu_media_endpoints") == 2.0
+            assert sample(text, "sfu_signaling_sockets") == 2.0
+            assert sample(text, "sfu_asyncio_tasks") > idle_tasks + 4
+        finally:
+            await a.leave()
+            await b.leave()
+
+        async def released() -> bool:
+            t = await scrape()
+            return (sample(t, "sfu_media_endpoints") == 0.0
+                    and sample(t, "sfu_signaling_sockets") == 0.0
+                    and sample(t, "sfu_asyncio_tasks") == idle_tasks)
+
+        try:
+            await eventually(released, within=20)
+        except TimeoutError:
+            t = await scrape()
+            left = [repr(task.get_coro()) for task in asyncio.all_tasks()]
+            raise AssertionError(f"not released: endpoints {sample(t, 'sfu_media_endpoints')}, "
+                                 f"sockets {sample(t, 'sfu_signaling_sockets')}, tasks "
+                                 f"{sample(t, 'sfu_asyncio_tasks')} (idle {idle_tasks}): {left}"
+                                 ) from None
+
+
 async def test_metrics_on_a_separate_port_when_configured(make_server) -> None:
     port = free_port()
     srv = await make_server(metrics={"port": port})

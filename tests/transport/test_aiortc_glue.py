@@ -331,3 +331,20 @@ def test_what_is_neither_dtls_nor_rtp_never_reaches_aiortc_and_its_queue_is_boun
         deliver(bytes([22, 0xFE, 0xFD]) + i.to_bytes(2, "big"), 1)  # DTLS-looking
     assert len(connection.seen) == glue.MAX_QUEUED_DATAGRAMS
     assert dropped.count("receive_queue_full") == 36
+
+
+async def test_consent_started_after_the_close_ends_at_once():
+    """aioice's connect() starts the consent task when ICE completes; a close that ran in between
+    (ICE completed as the peer went away) has nothing to cancel yet, and the task then ran on a
+    closed connection until its 30 s expiry, holding it (seen as a lingering task)."""
+    conn = Connection(ice_controlling=True)
+    conn.remote_username, conn.remote_password = "peer", "secret"
+    glue.patient_consent(conn)  # the real intervals: 5 s checks, 30 s expiry
+    await conn.close()
+    task = asyncio.ensure_future(conn.query_consent())  # what connect() does, after the close
+    try:
+        await asyncio.wait_for(asyncio.shield(task), 1.0)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
