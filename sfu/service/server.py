@@ -255,7 +255,11 @@ class Server:
             # as its frame header says so: the largest accepted is max_message_bytes
             ws = web.WebSocketResponse(heartbeat=20,
                                        max_msg_size=self.config.server.max_message_bytes + 1)
-            await ws.prepare(request)
+            try:
+                await ws.prepare(request)
+            except ConnectionError:  # the client went away during the upgrade: nothing to serve
+                log.debug("a WebSocket closed during its upgrade")
+                return web.Response()  # aiohttp's own write of it meets the closed connection
             session = SignalingSession(self._session_context, ws, address)
             self.sessions.add(session)
             try:

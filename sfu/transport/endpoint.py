@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiortc import RTCIceServer
+from aiortc.exceptions import InvalidStateError
 
 from sfu.errors import NegotiationError
 from sfu.transport import packets as P
@@ -236,6 +237,11 @@ class Endpoint:
             if self._offered_at is None:
                 self._offered_at = self.clock()
             await self.listener.send_offer(self, sdp, self.tracks())
+        except InvalidStateError:
+            # the connection closed under the offer (its transport failed, the endpoint is
+            # closing): its state change has told the failure already (``_on_state``)
+            if not self.closed:
+                log.info("endpoint %s: no offer made, its connection is closed", self.id)
         except Exception as exc:  # noqa: BLE001 - a failure at the participant's boundary
             log.exception("endpoint %s: offer failed", self.id)
             self.listener.failed(self, f"offer failed: {exc}")

@@ -114,6 +114,28 @@ async def test_an_answer_that_crosses_the_close_changes_nothing():
         await client.close()
 
 
+async def test_an_offer_on_a_connection_closed_under_it_is_a_failure_not_a_traceback():
+    """Seen in a loaded soak: a renegotiation offer found its peer connection already closed;
+    aiortc's InvalidStateError was logged as ``offer failed`` with a traceback and the failure told
+    twice. The closed state tells it once, without one (the suite fails on any logged traceback)."""
+    failures: list[str] = []
+
+    class Listener(EchoListener):
+        def failed(self, endpoint: object, reason: str) -> None:
+            failures.append(reason)
+
+    endpoint = Endpoint("e1", MediaSettings(), Listener(), Counters())
+    try:
+        endpoint.start()
+        await endpoint.peer._pc.close()  # closed under the endpoint, as a failed transport's is
+        endpoint.renegotiate()
+        await until(lambda: bool(failures), 5, 0.01)
+        await asyncio.sleep(0.2)  # the offer task has run into the closed connection
+        assert failures == ["transport closed"]
+    finally:
+        await endpoint.close()
+
+
 async def test_closing_as_ice_completes_leaves_no_task_exception_unretrieved():
     """aiortc starts a connect task per description and owns none: a re-offer made while ICE
     was still checking (the first answer brought the client's tracks, so the server subscribes
