@@ -27,6 +27,7 @@ from sfu.errors import ApiError, rate_limited, server_full
 from sfu.rooms import IN_CONSULTATION, ON_HOLD, WAITING
 from sfu.rooms import events as ev
 from sfu.rooms.clinic import ClinicRegistry
+from sfu.service import memory
 from sfu.service.api import client_addresses, error_response, refuse_revoked, setup_api_routes
 from sfu.service.config import Config
 from sfu.service.events import ServerEvents
@@ -54,6 +55,7 @@ class Server:
                                        waiting_area=config.waiting_area,
                                        on_event=self._on_domain_event)
         self.sessions: set[SignalingSession] = set()
+        self.memory_trims = 0  # housekeeping's malloc_trim calls that returned memory
         # every endpoint made, for the gauge of open ones (a closed one drops out with its owner)
         self._endpoints: weakref.WeakSet[Endpoint] = weakref.WeakSet()
         self.draining = False
@@ -173,10 +175,15 @@ class Server:
         await self.webhooks.close()
 
     async def _housekeeping(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_trim = loop.time() + memory.TRIM_INTERVAL
         while True:
             await asyncio.sleep(1.0)
             self.registry.expire(self.clock())
             self.calls.tick()
+            if loop.time() >= next_trim:  # freed heap back to the system (sfu/service/memory.py)
+                next_trim = loop.time() + memory.TRIM_INTERVAL
+                self.memory_trims += memory.trim()
 
     async def _measure_loop_lag(self) -> None:
         loop = asyncio.get_running_loop()
