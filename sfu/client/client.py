@@ -258,6 +258,9 @@ class Client:
             data = json.loads(msg.data)
             self.messages.append(data)
             kind = data.get("type")
+            if kind == "precall_started":  # the test's TURN servers, before its offer
+                servers = data.get("ice_servers")
+                self.ice_servers = servers if isinstance(servers, list) else []
             if kind == "offer":
                 try:
                     await self._on_offer(data["sdp"])

@@ -22,7 +22,7 @@ per line, each with ``event``, ``t`` (seconds since the process started, monoton
   ``local_type`` such as ``host`` or ``relay``, ``local``, ``remote_type``, ``remote``; null
   before ICE selects one);
 * ``{"event": "refused", "code": ..., "message": ...}`` when the join is refused (exit status 2);
-* with ``--precall SECONDS`` instead of a target: ``{"event": "precall_result", "result": {...}}``
+* with ``--precall SECONDS`` instead of a target: its messages (``message`` lines, as below), then ``{"event": "precall_result", "result": {...}}``
   (the server's ``precall_result``) and nothing is joined;
 * ``{"event": "error", ...}`` on any other failure (exit status 1);
 * ``{"event": "left"}`` last.
@@ -153,6 +153,9 @@ async def run(args: argparse.Namespace) -> int:
             except ClientError as exc:
                 emit("refused", code=exc.code, message=exc.message)
                 return 2
+            for m in client.messages:
+                if m.get("type") != "offer":
+                    emit("message", message=m)
             emit("precall_result", result=result)
             return 0
         try:

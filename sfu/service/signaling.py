@@ -308,6 +308,9 @@ class SignalingSession:
         assert self.claims is not None
         self.ctx.media_budget(self)
         self.precall = self.ctx.calls.precall(self, message.get("seconds", 5), self.claims)
+        # before its first offer (made in a task of its own): the TURN servers, so a client behind
+        # a firewall that blocks the media ports tests the path its call will take
+        self.send({"type": "precall_started", "ice_servers": self.ctx.ice_servers(self.precall.id)})
         self._busy()
 
     async def _on_precall_stats(self, message: dict[str, Any]) -> None:

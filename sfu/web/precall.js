@@ -24,6 +24,7 @@ export class PrecallTest {
     this.seconds = options.seconds || 5;
     this.ws = null;
     this.pc = null;
+    this.iceServers = []; // from precall_started
     this.done = false;
     this.queue = Promise.resolve();
   }
@@ -57,6 +58,9 @@ export class PrecallTest {
   async handle(message) {
     if (this.done) return;
     switch (message.type) {
+      case "precall_started": // the TURN servers for this test's connection, before its offer
+        this.iceServers = Array.isArray(message.ice_servers) ? message.ice_servers : [];
+        break;
       case "offer":
         await this.answer(message.sdp);
         break;
@@ -82,7 +86,7 @@ export class PrecallTest {
     let pc = this.pc;
     const first = !pc;
     if (first) {
-      pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+      pc = new RTCPeerConnection({ bundlePolicy: "max-bundle", iceServers: this.iceServers || [] });
       this.pc = pc;
       pc.onconnectionstatechange = () => {
         if (pc.connectionState === "failed") this.fail("media_failed", "the test connection failed");

@@ -30,6 +30,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -232,6 +233,45 @@ async def test_media_flows_both_ways_through_the_relay(coturn, netns_clip_dir, c
         await close_all([host])
         await server.close()
     assert TURN_SECRET not in caplog.text
+
+
+async def test_a_precall_test_from_behind_the_firewall_runs_through_the_relay(
+        coturn, netns_clip_dir) -> None:
+    """The pre-call test takes the path the call will take: ``precall_started`` gives its own
+    TURN credential before the test's offer. Without it the test's connection had host
+    candidates only and, behind a firewall that lets UDP reach only coturn, never connected."""
+    lab, turn_port, _ = coturn
+    address = lab.server_address
+    from sfu.service.server import Server
+
+    load_clip(netns_clip_dir, ClipParams(seconds=CLIP_SECONDS))
+    server = Server(make_config(media={"ice_addresses": [address], "ice_servers": [IceServer(
+        urls=[f"turn:{address}:{turn_port}?transport=udp"], auth_secret=TURN_SECRET)]}))
+    await server.start(address, 0)
+    link = lab.add()
+    drop_udp_except(link, address, turn_port)
+    token = mint_token(SECRET, sub="patient-behind", role="staff", clinic="demo")
+    argv = [sys.executable, "-m", "sfu.client.run", "--url", f"http://{address}:{server.port}",
+            "--token", token, "--precall", "3", "--ice-address", link.ns_addr,
+            "--clip-dir", str(netns_clip_dir), "--clip-seconds", str(CLIP_SECONDS)]
+    tester = netns.ClientProcess(link.exec_argv(argv), "precall")
+    try:
+        await tester.start()
+        await tester.wait_for(lambda c: any(e["event"] in ("precall_result", "refused")
+                                            for e in c.events), timeout=40)
+        ended = next(e for e in tester.events if e["event"] in ("precall_result", "refused"))
+        assert ended["event"] == "precall_result", ended
+        result = ended["result"]
+        print(f"\nturn-relay: pre-call test behind the firewall: {result['verdict']}, "
+              f"up {result['up_kbps']} down {result['down_kbps']} kbit/s, "
+              f"{dropped_by_firewall(link)} direct datagrams dropped")
+        assert result["down_kbps"] > 0 and result["up_kbps"] > 0, result
+        started = next(m for m in tester.messages if m.get("type") == "precall_started")
+        (given,) = started["ice_servers"]
+        assert given["username"].split(":", 1)[1].startswith("pc_"), given  # the test's own
+    finally:
+        await tester.stop()
+        await server.close()
 
 
 async def gathered(address: str, port: int, username: str, password: str) -> list[str]:
