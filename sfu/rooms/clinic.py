@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sfu.errors import bad_request, not_found
+from sfu.errors import bad_request, not_found, server_full
 from sfu.rooms.events import (
     ClinicUpdated,
     DomainEvent,
@@ -171,6 +171,10 @@ class ClinicRegistry:
         if area.closed:
             return area.enter(name, now)  # raises 409 with the clinic's message
         self._limiter.check(address, now)
+        unconnected = sum(c.waiting_area.unconnected() for c in self._clinics.values())
+        if unconnected >= self.limits.unconnected_spaces_total:
+            raise server_full("Too many patients are connecting at the moment. Please try "
+                              "again in a minute.")
         return area.enter(name, now, patient_sub=patient_sub)
 
     def find_space(self, clinic_id: str, space_id: str) -> Space | None:

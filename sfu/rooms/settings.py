@@ -23,6 +23,10 @@ class LimitsSettings:
     # 429 ``rate_limited`` / 503 ``server_full``)
     sockets_per_address: int = 100
     sockets_total: int = 5000
+    # waiting-area spaces, over every clinic, whose patient has no media connection (entered and
+    # not yet connected, or dropped); over it patient entry gets 503 ``server_full``: strangers
+    # from many addresses cannot fill every clinic's waiting list at once
+    unconnected_spaces_total: int = 1000
     # an IPv6 client counts as its whole /ipv6_prefix network for every per-address budget
     # (one line usually holds a /64 or more)
     ipv6_prefix: int = 64

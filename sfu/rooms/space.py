@@ -120,6 +120,11 @@ class Space:
             self._changed(previous)
         return participant
 
+    @property
+    def patient_media_connected(self) -> bool:
+        """A patient's media connection is up in this space right now."""
+        return bool(self._patient_media)
+
     def media_connected(self, pid: str, now: float) -> None:
         """A participant's media connection is up (ICE and DTLS): a patient's keeps the space."""
         seat = self._roster.get(pid)

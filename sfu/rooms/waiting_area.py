@@ -90,6 +90,10 @@ class WaitingArea:
             raise not_found("no such space: it has ended or never existed")
         return space
 
+    def unconnected(self) -> int:
+        """Open spaces whose patient has no media connection (entered or dropped)."""
+        return sum(1 for s in self._spaces.values() if not s.closed and not s.patient_media_connected)
+
     @property
     def spaces(self) -> list[Space]:
         """Longest waiting first."""

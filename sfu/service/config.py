@@ -332,7 +332,7 @@ def _validate(cfg: Config, problems: list[str]) -> None:
     positive("server.drain_timeout", cfg.server.drain_timeout)
     positive("server.keepalive_timeout", cfg.server.keepalive_timeout)
     for key in ("media_per_token", "media_per_address", "media_total", "precall_total",
-                "sockets_per_address", "sockets_total"):
+                "sockets_per_address", "sockets_total", "unconnected_spaces_total"):
         positive(f"limits.{key}", getattr(cfg.limits, key))
     if not 32 <= cfg.limits.ipv6_prefix <= 128:
         problems.append(f"limits.ipv6_prefix: must be 32-128, got {cfg.limits.ipv6_prefix}")

@@ -81,7 +81,8 @@ _RESPONSES: dict[str, Any] = {
         ("RateLimited", "rate_limited: too many waiting-area entries, or open WebSockets, from "
                         "this client address"),
         ("ServerFull", "server_full: the server holds its most open WebSockets "
-                       "(limits.sockets_total)"),
+                       "(limits.sockets_total), or, for patient entry, its most waiting-area "
+                       "spaces without their patient's media (limits.unconnected_spaces_total)"),
     ]
 }
 
@@ -191,7 +192,7 @@ def _paths() -> dict[str, Any]:
                 "requestBody": _body(_ref("NameBody")),
                 "responses": {
                     "201": _json(_ref("Entry"), "The new space."),
-                    **_errors(400, 404, 409, 413, 415, 429),
+                    **_errors(400, 404, 409, 413, 415, 429, 503),
                 },
             },
             "get": {

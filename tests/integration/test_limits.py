@@ -91,7 +91,7 @@ async def test_media_connections_and_precall_tests_are_bounded_in_total(token):
             sessions.append(session)
             socks.append(sock)
         await socks[0].send_str(json.dumps({"type": "precall", "seconds": 5}))
-        assert (await next_json(socks[0]))["type"] in ("offer", "tracks")
+        assert (await next_json(socks[0]))["type"] in ("precall_started", "offer", "tracks")
         await socks[1].send_str(json.dumps({"type": "precall", "seconds": 5}))
         refused = await next_json(socks[1])
         assert refused["type"] == "error" and refused["code"] == "server_full", refused

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sfu.auth import PATIENT
 from sfu.errors import ApiError
 from sfu.rooms import (
     ClinicRegistry,
@@ -13,6 +14,7 @@ from sfu.rooms import (
     RoomUpdated,
     Venue,
 )
+from sfu.rooms.settings import ClinicSettings, LimitsSettings, WaitingAreaSettings
 
 from .conftest import T0
 
@@ -122,3 +124,23 @@ def test_spaces_and_rooms_are_venues(registry: ClinicRegistry) -> None:
         venue.participant_joined("s1", "Dr Lee", "staff", T0)
         assert venue.participants == [{"id": "s1", "name": "Dr Lee", "role": "staff"}]
         assert venue.participant_left("s1", T0) is not None and not venue.is_full
+
+
+def test_unconnected_spaces_have_a_budget_over_every_clinic(events: list[DomainEvent]) -> None:
+    """Strangers from many addresses cannot fill every clinic's waiting list: beyond
+    ``limits.unconnected_spaces_total`` spaces without their patient's media, entry is 503
+    ``server_full``; a patient whose media connects frees a place in that budget."""
+    registry = ClinicRegistry(
+        [ClinicSettings("c1", "Clinic one"), ClinicSettings("c2", "Clinic two")],
+        limits=LimitsSettings(max_spaces_per_clinic=10, unconnected_spaces_total=3),
+        waiting_area=WaitingAreaSettings(entry_rate_limit=100), on_event=events.append)
+    first = registry.enter_waiting_area("c1", "A", "198.51.100.1", T0)
+    registry.enter_waiting_area("c2", "B", "198.51.100.2", T0)
+    registry.enter_waiting_area("c1", "C", "198.51.100.3", T0)
+    with pytest.raises(ApiError) as refused:
+        registry.enter_waiting_area("c2", "D", "198.51.100.4", T0)
+    assert (refused.value.code, refused.value.status) == ("server_full", 503)
+    assert sum(len(registry.get(c).waiting_area.spaces) for c in ("c1", "c2")) == 3
+    first.participant_joined("p1", "A", PATIENT, T0 + 1)
+    first.media_connected("p1", T0 + 2)
+    registry.enter_waiting_area("c2", "D", "198.51.100.4", T0 + 3)
