@@ -183,7 +183,10 @@ class Server:
             self.calls.tick()
             if loop.time() >= next_trim:  # freed heap back to the system (sfu/service/memory.py)
                 next_trim = loop.time() + memory.TRIM_INTERVAL
-                self.memory_trims += memory.trim()
+                # in a worker thread: a trim walks the heap (~20 ms), which the loop must not stall
+                # for (packets in flight would bunch up); allocations meanwhile mostly come from
+                # Python's own arenas, not glibc's locked ones
+                self.memory_trims += await asyncio.to_thread(memory.trim)
 
     async def _measure_loop_lag(self) -> None:
         loop = asyncio.get_running_loop()
