@@ -126,6 +126,9 @@ class Server:
         addresses = self._runner.addresses  # (host, port, ...) of each bound socket
         if addresses:
             self.port = int(addresses[0][1])
+        # a first trim now: the worker thread the minute's trims run in starts with the server
+        # (a fixed part of its baseline, not a thread that appears under load)
+        self.memory_trims += await asyncio.to_thread(memory.trim)
         self._spawn(self._housekeeping())
         self._spawn(self._measure_loop_lag())
         if self.config.metrics.port:
