@@ -222,6 +222,14 @@ async def ws_plain(server):
     return session, sock
 
 
+async def authed(server, tok: str):
+    """A socket that sent its token in a first ``auth`` message and was answered."""
+    session, sock = await ws_plain(server)
+    await sock.send_str(json.dumps({"type": "auth", "token": tok}))
+    assert (await next_json(sock))["type"] == "authenticated"
+    return session, sock
+
+
 async def test_the_token_in_a_first_auth_message_then_join_and_a_refresh(server, token):
     session, sock = await ws_plain(server)
     try:
@@ -290,12 +298,9 @@ async def test_the_operator_may_refuse_tokens_in_the_url(token):
 
 async def test_an_authenticated_socket_that_asks_for_nothing_is_closed(token):
     srv = await started_server(session=dict(purpose_timeout=0.5))
-    session, sock = await ws_plain(srv)
-    busy_session, busy = await ws_plain(srv)
+    session, sock = await authed(srv, token(sub="idle"))
+    busy_session, busy = await authed(srv, token(sub="watcher"))
     try:
-        await sock.send_str(json.dumps({"type": "auth", "token": token(sub="idle")}))
-        assert (await next_json(sock))["type"] == "authenticated"
-        await busy.send_str(json.dumps({"type": "auth", "token": token(sub="watcher")}))
         await busy.send_str(json.dumps({"type": "watch", "waiting_area": True}))
         msg = await next_json(sock, timeout=3.0)
         assert msg["type"] == "error" and msg["code"] == "bad_request", msg

@@ -14,7 +14,7 @@ from aioice import stun
 
 from sfu.client.client import Client
 from tests.integration.helpers import wait_for
-from tests.integration.test_bad_input import next_json, started_server, ws_plain
+from tests.integration.test_bad_input import authed, next_json, started_server
 
 PROXY = {"trusted_proxies": ["127.0.0.1"]}
 
@@ -72,13 +72,6 @@ async def test_websockets_are_bounded_per_client_address_and_in_total():
             await wait_for(lambda: not srv._sockets, timeout=3)
     finally:
         await srv.close()
-
-
-async def authed(srv, tok: str):
-    session, sock = await ws_plain(srv)
-    await sock.send_str(json.dumps({"type": "auth", "token": tok}))
-    assert (await next_json(sock))["type"] == "authenticated"
-    return session, sock
 
 
 async def test_media_connections_and_precall_tests_are_bounded_in_total(token):
