@@ -33,6 +33,8 @@ export class SfuCall {
     this.attempt = 0;
     this.queue = Promise.resolve();
     this.published = false;
+    this.sendLayers = null; // rid -> whether anyone receives that layer of our video (publish_layers)
+    this.layers = {}; // participant id -> {rid, width, height} we receive of them, or null (paused)
   }
 
   start() {
@@ -74,6 +76,8 @@ export class SfuCall {
       case "participant_joined": return this.onParticipantJoined(message.participant);
       case "participant_left": return this.onParticipantLeft(message.participant);
       case "quality": return this.onQuality(message);
+      case "publish_layers": return this.onPublishLayers(message.layers);
+      case "video_layers": return this.onVideoLayers(message.layers);
       case "error": return this.onServerError(message.code, message.message);
       case "ended": return this.onEnded(message.reason);
       default: return undefined;
@@ -179,6 +183,7 @@ export class SfuCall {
       unmute.hidden = true;
       video.play().catch(() => {});
     });
+    if (id in this.layers) video.title = describeLayer(this.layers[id]);
     this.tiles.set(id, tile);
     this.grid.append(root);
     this.labelTile(tile);
@@ -226,6 +231,7 @@ export class SfuCall {
   onParticipantLeft(p) {
     const id = p && typeof p === "object" ? p.id : p;
     this.participants.delete(id);
+    delete this.layers[id];
     this.removeTile(id);
     this.emitParticipants();
   }
@@ -238,10 +244,15 @@ export class SfuCall {
   // In a call of four or more each picture is a small tile on the others' screens: send it at half
   // the size and at most 15 frames/s (a quarter of the pixels, so each receiver decodes a quarter
   // as much and each sender encodes less), as conferencing clients do for grids; back to full size
-  // when the call shrinks. Changes the encoder only: no renegotiation. One change at a time (each
-  // setParameters must follow its own getParameters).
+  // when the call shrinks. With simulcast (several encodings, one per rid) the server picks a layer
+  // for each receiver, so the sizes stay as the browser chose them; only the frame rate is capped,
+  // and each layer is turned on or off as the server's `publish_layers` says (no one receives it:
+  // don't encode it). Changes the encoder only: no renegotiation. One change at a time (each
+  // setParameters must follow its own getParameters), and a failed step does not stop the next.
   fitSentVideo() {
-    this.fitting = (this.fitting || Promise.resolve()).then(() => this.fitSentVideoNow());
+    this.fitting = (this.fitting || Promise.resolve()).then(() => this.fitSentVideoNow()).catch((error) => {
+      console.warn("could not change the sent video:", error && error.name, error && error.message);
+    });
     return this.fitting;
   }
 
@@ -253,21 +264,57 @@ export class SfuCall {
       const sender = transceiver.sender;
       if (!this.ownMids.has(transceiver.mid) || !sender.track || sender.track.kind !== "video") continue;
       const params = sender.getParameters();
-      const encoding = params.encodings && params.encodings[0];
-      if (!encoding || (encoding.scaleResolutionDownBy || 1) === (small ? 2 : 1)) continue;
-      encoding.scaleResolutionDownBy = small ? 2 : 1;
-      if (small) encoding.maxFramerate = 15;
-      else delete encoding.maxFramerate;
+      const encodings = params.encodings || [];
+      const changed = encodings.length > 1 ? this.fitLayers(encodings, small) : fitSingle(encodings[0], small);
+      if (!changed) continue;
       try {
         await sender.setParameters(params);
       } catch (error) {
-        console.warn("could not change the sent video's size:", error);
+        console.warn("could not change the sent video:", error);
       }
+    }
+  }
+
+  // Simulcast encodings: active as `publish_layers` says (a rid it does not name, or before it
+  // came, stays on; the lowest layer is always on), at most 15 frames/s in a call of four or more.
+  // Returns whether anything changed.
+  fitLayers(encodings, small) {
+    let changed = false;
+    for (const encoding of encodings) {
+      const wanted = this.sendLayers && encoding.rid in this.sendLayers ? Boolean(this.sendLayers[encoding.rid]) : true;
+      const active = wanted || encoding === encodings[0];
+      if (encoding.active !== active) {
+        encoding.active = active;
+        changed = true;
+      }
+      changed = capFramerate(encoding, small) || changed;
+    }
+    return changed;
+  }
+
+  // {"type": "publish_layers", "layers": {"q": true, "h": true, "f": false}}: which layers of our
+  // video anyone receives (docs/API.md). A client without simulcast has nothing to change.
+  onPublishLayers(layers) {
+    if (!layers || typeof layers !== "object") return undefined;
+    this.sendLayers = { ...layers };
+    return this.fitSentVideo();
+  }
+
+  // {"type": "video_layers", "layers": {"<participant>": {rid, width, height} or null}}: which
+  // layer of each participant's video we receive (null: paused for us). Kept for the tiles'
+  // tooltips and for tests (window.sfuCall.layers).
+  onVideoLayers(layers) {
+    if (!layers || typeof layers !== "object") return;
+    this.layers = { ...this.layers, ...layers };
+    for (const [id, layer] of Object.entries(layers)) {
+      const tile = this.tiles.get(id);
+      if (tile) tile.video.title = describeLayer(layer);
     }
   }
 
   onQuality(message) {
     this.quality = { level: message.level, reason: message.reason, own: message.participant === this.selfId };
+    if (message.layers && typeof message.layers === "object") this.onVideoLayers(message.layers);
     const banner = this.options.banner;
     if (!banner) return;
     const own = !message.participant || message.participant === this.selfId;
@@ -341,6 +388,8 @@ export class SfuCall {
     this.pc = null;
     this.published = false;
     this.ownMids = null;
+    this.sendLayers = null;
+    this.layers = {};
     this.tracks.clear();
     for (const id of [...this.tiles.keys()]) this.removeTile(id);
   }
@@ -364,6 +413,33 @@ export class SfuCall {
     this.send({ type: "leave" });
     this.finish();
   }
+}
+
+// One encoding (no simulcast): half size and 15 frames/s in a call of four or more. Returns
+// whether anything changed.
+function fitSingle(encoding, small) {
+  if (!encoding || (encoding.scaleResolutionDownBy || 1) === (small ? 2 : 1)) return false;
+  encoding.scaleResolutionDownBy = small ? 2 : 1;
+  capFramerate(encoding, small);
+  return true;
+}
+
+function capFramerate(encoding, small) {
+  if (small && encoding.maxFramerate !== 15) {
+    encoding.maxFramerate = 15;
+    return true;
+  }
+  if (!small && encoding.maxFramerate !== undefined) {
+    delete encoding.maxFramerate;
+    return true;
+  }
+  return false;
+}
+
+function describeLayer(layer) {
+  if (!layer) return "Video paused (connection too weak)";
+  const size = layer.width && layer.height ? ` ${layer.width}x${layer.height}` : "";
+  return layer.rid ? `Receiving layer ${layer.rid}${size}` : `Receiving${size}`;
 }
 
 function roleLabel(p) {
