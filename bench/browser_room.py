@@ -57,10 +57,15 @@ ROOM_STATS_JS = """async () => {
                     frames: r.framesDecoded || 0, packets: r.packetsReceived || 0,
                     lost: r.packetsLost || 0, fps: r.framesPerSecond || 0});
     }
+    // with simulcast one outbound-rtp per layer (rid): the picture's frames are those of the
+    // layer that sent the most, its size that of the widest, the target the layers' sum
     if (r.type === "outbound-rtp" && r.kind === "video") {
-      out.sent += r.framesSent || 0; out.encoded += r.framesEncoded || 0;
-      out.w = r.frameWidth || 0; out.h = r.frameHeight || 0; out.fpsOut = r.framesPerSecond || 0;
-      out.target = r.targetBitrate || 0; out.qlr = r.qualityLimitationReason;
+      out.sent = Math.max(out.sent, r.framesSent || 0);
+      out.encoded = Math.max(out.encoded, r.framesEncoded || 0);
+      if ((r.frameWidth || 0) >= out.w) {
+        out.w = r.frameWidth || 0; out.h = r.frameHeight || 0; out.fpsOut = r.framesPerSecond || 0;
+      }
+      out.target = (out.target || 0) + (r.targetBitrate || 0); out.qlr = r.qualityLimitationReason;
     }
     if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded")
       out.aob = r.availableOutgoingBitrate || 0;
