@@ -10,7 +10,9 @@ and forgets them. Per sender (the participant the ``tracks`` message says an m-l
   (a freeze: a frame shown more than max(3 x the mean frame duration, mean + 150 ms) after the one
   before), packets received, and the frame width and height of the stream that last received;
 * audio: packets received;
-* the page's ``video_layers`` (``sfuCall.layers``), only when it changed.
+* the page's ``video_layers`` (``sfuCall.layers``), only when it changed;
+* what it sends: per layer (rid, "-" without simulcast) width, frames sent and Chromium's
+  quality limitation reason (``cpu`` or ``bandwidth`` explain a top layer narrower than 640).
 
 The functions below turn rows into per-sender series and answer: how long did a counter stop
 growing inside a window, what changed over it, and from when on a width held (pure, tested).
@@ -35,8 +37,11 @@ MONITOR_JS = """() => {
     try {
       if (call && call.pc) {
         const stats = await call.pc.getStats();
-        const row = {t: Date.now(), self: call.selfId, state: call.pc.connectionState, v: {}, a: {}};
+        const row = {t: Date.now(), self: call.selfId, state: call.pc.connectionState, v: {}, a: {}, o: {}};
         stats.forEach((r) => {
+          if (r.type === "outbound-rtp" && r.kind === "video") {
+            row.o[r.rid || "-"] = [r.frameWidth || 0, r.framesSent || 0, r.qualityLimitationReason || ""];
+          }
           if (r.type !== "inbound-rtp") return;
           const info = call.tracks.get(String(r.mid));
           const owner = info ? info.participant : null;

@@ -204,6 +204,18 @@ def weak_on_server(server: Any, pid: str, kbit: float) -> dict[str, Any]:
     return {"t": time.time(), "capacity": kbit}
 
 
+def sent_summary(page: Page) -> dict[str, tuple[dict[int, int], dict[str, int]]]:
+    """Per layer the page sends: how many samples showed each width and each of Chromium's
+    quality limitation reasons."""
+    out: dict[str, tuple[dict[int, int], dict[str, int]]] = {}
+    for row in page.rows:
+        for rid, (width, _frames, reason) in (row.get("o") or {}).items():
+            ws, rs = out.setdefault(rid, ({}, {}))
+            ws[width] = ws.get(width, 0) + 1
+            rs[reason] = rs.get(reason, 0) + 1
+    return out
+
+
 def check(good1: Page, good2: Page, weak: Page, phases: list[tuple[float, float]],
           server_view: list[dict[str, Any]]) -> None:
     pages = [good1, good2, weak]
@@ -281,6 +293,8 @@ def check(good1: Page, good2: Page, weak: Page, phases: list[tuple[float, float]
     lines.append("weak on the server (t, capacity, estimate, sent, loss): " + " ".join(
         f"{round(v['t'] - a0)}:{v['capacity']:.0f}/{v.get('estimate')}/{v.get('sent')}/"
         f"{v.get('loss')}" for v in server_view))
+    for page in pages:
+        lines.append(f"{page.label} sends (per layer: widths, limitation): {sent_summary(page)}")
     for page in pages:
         expect(page.simulcast, f"{page.label}: no simulcast negotiated (its answer has no "
                                f"a=simulcast:send: did the server offer a=simulcast:recv?)")
