@@ -10,9 +10,10 @@ and forgets them. Per sender (the participant the ``tracks`` message says an m-l
   (a freeze: a frame shown more than max(3 x the mean frame duration, mean + 150 ms) after the one
   before), packets received, and the frame width and height of the stream that last received;
 * audio: packets received;
-* the page's ``video_layers`` (``sfuCall.layers``), only when it changed;
-* what it sends: per layer (rid, "-" without simulcast) width, frames sent and Chromium's
-  quality limitation reason (``cpu`` or ``bandwidth`` explain a top layer narrower than 640).
+* the page's ``video_layers`` (``sfuCall.layers``) and ``publish_layers`` (``sfuCall.sendLayers``),
+  each only when it changed;
+* what it sends: per layer (rid, "-" without simulcast) width, frames sent, Chromium's quality
+  limitation reason (``cpu`` or ``bandwidth`` explain a top layer narrower than 640), bytes sent.
 
 The functions below turn rows into per-sender series and answer: how long did a counter stop
 growing inside a window, what changed over it, and from when on a width held (pure, tested).
@@ -31,6 +32,7 @@ MONITOR_JS = """() => {
   const mon = {rows: [], errors: 0, lastError: null, stopped: false};
   window.__sfuMonitor = mon;
   let lastLayers = null;
+  let lastSending = null;
   const tick = async () => {
     if (mon.stopped) return;
     const call = window.sfuCall;
@@ -40,7 +42,8 @@ MONITOR_JS = """() => {
         const row = {t: Date.now(), self: call.selfId, state: call.pc.connectionState, v: {}, a: {}, o: {}};
         stats.forEach((r) => {
           if (r.type === "outbound-rtp" && r.kind === "video") {
-            row.o[r.rid || "-"] = [r.frameWidth || 0, r.framesSent || 0, r.qualityLimitationReason || ""];
+            row.o[r.rid || "-"] = [r.frameWidth || 0, r.framesSent || 0, r.qualityLimitationReason || "",
+                                    r.bytesSent || 0];
           }
           if (r.type !== "inbound-rtp") return;
           const info = call.tracks.get(String(r.mid));
@@ -59,6 +62,8 @@ MONITOR_JS = """() => {
           const last = r.lastPacketReceivedTimestamp || 0;
           if (last >= v.last) { v.last = last; v.w = r.frameWidth || 0; v.h = r.frameHeight || 0; }
         });
+        const sending = JSON.stringify(call.sendLayers || null);
+        if (sending !== lastSending) { row.pl = JSON.parse(sending); lastSending = sending; }
         const layers = JSON.stringify(call.layers || {});
         if (layers !== lastLayers) { row.layers = JSON.parse(layers); lastLayers = layers; }
         mon.rows.push(row);
@@ -177,3 +182,21 @@ def freeze_bound(points: Sequence[VideoPoint], t0: float, t1: float) -> tuple[in
     lies between total / count and total."""
     return (int(delta(points, t0, t1, lambda p: p.freezes)),
             round(delta(points, t0, t1, lambda p: p.freeze_s), 3))
+
+
+def layer_kbps(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Per layer a page sent (rid): its mean rate in kbit/s over the seconds it was sending
+    (RTP payload, from bytesSent), 0 for a layer that never sent."""
+    out: dict[str, float] = {}
+    spans: dict[str, list[tuple[float, int]]] = {}
+    for row in rows:
+        for rid, values in (row.get("o") or {}).items():
+            spans.setdefault(rid, []).append((row["t"] / 1000.0, int(values[3])))
+    for rid, points in spans.items():
+        octets = seconds = 0.0
+        for (t0, b0), (t1, b1) in zip(points, points[1:], strict=False):
+            if b1 > b0:
+                octets += b1 - b0
+                seconds += t1 - t0
+        out[rid] = round(octets * 8 / 1000 / seconds, 1) if seconds > 0 else 0.0
+    return out

@@ -8,6 +8,7 @@ from bench.browser_layers import (
     delta,
     freeze_bound,
     held_from,
+    layer_kbps,
     longest_stall,
     video_series,
     widths,
@@ -59,3 +60,11 @@ def test_freezes_and_deltas_are_counted_inside_the_window() -> None:
     assert freeze_bound(pts, 0.5, 2.0) == (2, 0.9)
     assert delta(pts, 0.0, 2.0, lambda p: p.keyframes) == 3
     assert delta(pts, 9.0, 10.0, lambda p: p.frames) == 0.0
+
+
+def test_a_layers_rate_counts_only_the_seconds_it_was_sending() -> None:
+    rows = [{"t": 0, "o": {"q": [320, 0, "none", 0], "h": [0, 0, "none", 0]}},
+            {"t": 1000, "o": {"q": [320, 20, "none", 12_500], "h": [0, 0, "none", 0]}},
+            {"t": 2000, "o": {"q": [320, 40, "none", 12_500], "h": [0, 0, "none", 0]}},
+            {"t": 3000, "o": {"q": [320, 60, "none", 25_000], "h": [0, 0, "none", 0]}}]
+    assert layer_kbps(rows) == {"q": 100.0, "h": 0.0}

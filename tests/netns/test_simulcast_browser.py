@@ -46,6 +46,7 @@ from bench.browser_layers import (
     delta,
     freeze_bound,
     held_from,
+    layer_kbps,
     longest_stall,
     video_series,
     widths,
@@ -181,7 +182,7 @@ async def run_call(server: Any, link: netns.Link, host: Any, shaped: Any,
             tick = time.monotonic()
             for page in pages:
                 await page.drain()
-            server_view.append(weak_on_server(server, weak.pid, kbit))
+            server_view.append(on_server(server, weak.pid, kbit))
             await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
     for page in pages:
         await page.drain()
@@ -190,18 +191,32 @@ async def run_call(server: Any, link: netns.Link, host: Any, shaped: Any,
     return good1, good2, weak, phases, server_view
 
 
-def weak_on_server(server: Any, pid: str, kbit: float) -> dict[str, Any]:
-    """The server's view of the weak page: its downlink estimate and what it is sent."""
+def on_server(server: Any, weak_pid: str, kbit: float) -> dict[str, Any]:
+    """The server's view, once a second: per participant its downlink estimate and what it is
+    sent, per video it receives the layer forwarded / asked for (or paused), and per simulcast
+    publisher the layers it was told to send."""
     now = time.monotonic()
+    row: dict[str, Any] = {"t": time.time(), "capacity": kbit, "rx": {}, "on": {}}
     for call in server.calls.by_key.values():
-        participant = call.participants.get(pid)
-        if participant is not None:
+        told = getattr(call.quality, "_layers_on", {})
+        for participant in call.members():
             est = participant.link.down_kbps(now)
-            return {"t": time.time(), "capacity": kbit,
-                    "estimate": None if est is None else round(est),
-                    "sent": round(participant.link.sent_kbps),
-                    "loss": round(participant.link.loss, 3)}
-    return {"t": time.time(), "capacity": kbit}
+            gets = {}
+            for consumer in participant.endpoint.consumers():
+                if consumer.producer.kind != "video":
+                    continue
+                layer = getattr(consumer, "layer", None)
+                target = getattr(consumer, "target", None)
+                gets[consumer.producer.owner] = "paused" if consumer.paused else f"{layer}>{target}"
+            row["rx"][participant.id] = {
+                "estimate": None if est is None else round(est),
+                "sent": round(participant.link.sent_kbps), "loss": round(participant.link.loss, 3),
+                "gets": gets}
+            video = participant.endpoint.producers.get("video")
+            if video is not None and video.id in told:
+                row["on"][participant.id] = "".join(r for r, on in told[video.id].items() if on)
+    row.update(row["rx"].get(weak_pid, {}))
+    return row
 
 
 def sent_summary(page: Page) -> dict[str, tuple[dict[int, int], dict[str, int]]]:
@@ -209,7 +224,7 @@ def sent_summary(page: Page) -> dict[str, tuple[dict[int, int], dict[str, int]]]
     quality limitation reasons."""
     out: dict[str, tuple[dict[int, int], dict[str, int]]] = {}
     for row in page.rows:
-        for rid, (width, _frames, reason) in (row.get("o") or {}).items():
+        for rid, (width, _frames, reason, _octets) in (row.get("o") or {}).items():
             ws, rs = out.setdefault(rid, ({}, {}))
             ws[width] = ws.get(width, 0) + 1
             rs[reason] = rs.get(reason, 0) + 1
@@ -293,8 +308,17 @@ def check(good1: Page, good2: Page, weak: Page, phases: list[tuple[float, float]
     lines.append("weak on the server (t, capacity, estimate, sent, loss): " + " ".join(
         f"{round(v['t'] - a0)}:{v['capacity']:.0f}/{v.get('estimate')}/{v.get('sent')}/"
         f"{v.get('loss')}" for v in server_view))
+    for v in server_view[::2]:
+        lines.append(f"server at {v['t'] - a0:4.0f} s: " + "; ".join(
+            f"{names.get(pid, pid)} est {rx['estimate']} sent {rx['sent']} gets "
+            + ",".join(f"{names.get(o, o)}={g}" for o, g in rx["gets"].items())
+            for pid, rx in v["rx"].items())
+            + " | sends " + ",".join(f"{names.get(k, k)}={on}" for k, on in v["on"].items()))
     for page in pages:
-        lines.append(f"{page.label} sends (per layer: widths, limitation): {sent_summary(page)}")
+        lines.append(f"{page.label} sends (per layer: widths, limitation): {sent_summary(page)}; "
+                     f"kbit/s while sending: {layer_kbps(page.rows)}")
+        lines.append(f"{page.label} told to send: " + "; ".join(
+            f"{r['t'] / 1000.0 - a0:.1f} s {r['pl']}" for r in page.rows if "pl" in r))
     for page in pages:
         expect(page.simulcast, f"{page.label}: no simulcast negotiated (its answer has no "
                                f"a=simulcast:send: did the server offer a=simulcast:recv?)")
