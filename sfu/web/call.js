@@ -12,6 +12,10 @@ const RECONNECT_DELAYS = [1000, 2000, 4000, 8000, 8000];
 const DISCONNECTED_GRACE_MS = 8000;
 const DEGRADED_BANNER_AFTER_MS = 5000; // a reduced picture is told only once it lasts this long
 const SMALL_VIDEO_FROM = 4; // participants in the call from which pictures are sent at half size
+// The lowest simulcast layer (320x240 of the 640x480 camera) is what a weak downlink receives of
+// everyone: Chromium sends it at about 200 kbit/s, so two of them and their audio (about 540
+// kbit/s with packet overheads) did not fit a 500 kbit/s downlink; at 150 they take about 390.
+const LOWEST_LAYER_BPS = 150000;
 
 export class SfuCall {
   // options: token, target ({space} or {room}), localStream (or null), grid (element for tiles),
@@ -276,10 +280,14 @@ export class SfuCall {
   }
 
   // Simulcast encodings: active as `publish_layers` says (a rid it does not name, or before it
-  // came, stays on; the lowest layer is always on), at most 15 frames/s in a call of four or more.
-  // Returns whether anything changed.
+  // came, stays on; the lowest layer is always on), at most 15 frames/s in a call of four or more,
+  // the lowest layer at most LOWEST_LAYER_BPS. Returns whether anything changed.
   fitLayers(encodings, small) {
     let changed = false;
+    if (encodings[0].maxBitrate !== LOWEST_LAYER_BPS) {
+      encodings[0].maxBitrate = LOWEST_LAYER_BPS;
+      changed = true;
+    }
     for (const encoding of encodings) {
       const wanted = this.sendLayers && encoding.rid in this.sendLayers ? Boolean(this.sendLayers[encoding.rid]) : true;
       const active = wanted || encoding === encodings[0];
