@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,9 +158,10 @@ async def test_three_pages_one_behind_500kbit_switch_layers_without_freezing(
 
 async def run_call(server: Any, link: netns.Link, host: Any, shaped: Any,
                    url: str) -> tuple[Page, Page, Page, list[tuple[float, float]],
-                                      list[dict[str, Any]]]:
+                                      list[dict[str, Any]], tuple[float, float, float]]:
     """Join the three pages, step the weak link through :data:`PHASES`, return the pages with
-    their samples, the phases' (start, end) wall times and the server's view once a second."""
+    their samples, the phases' (start, end) wall times, the server's view once a second and the
+    machine's load average when the call began."""
     good1 = await Page.open(host, "good1", url)
     good2 = await Page.open(host, "good2", url)
     weak = await Page.open(shaped, "weak", url)
@@ -170,6 +172,7 @@ async def run_call(server: Any, link: netns.Link, host: Any, shaped: Any,
            for pg in pages}
     for page in pages:
         page.simulcast = "a=simulcast:send" in sdp[page.label]
+    load = os.getloadavg()
     start = time.time()
     phases, server_view = [], []
     t = start
@@ -188,7 +191,7 @@ async def run_call(server: Any, link: netns.Link, host: Any, shaped: Any,
         await page.drain()
         await page.page.evaluate(STOP_JS)
     phases[-1] = (phases[-1][0], time.time())
-    return good1, good2, weak, phases, server_view
+    return good1, good2, weak, phases, server_view, load
 
 
 def on_server(server: Any, weak_pid: str, kbit: float) -> dict[str, Any]:
@@ -232,7 +235,7 @@ def sent_summary(page: Page) -> dict[str, tuple[dict[int, int], dict[str, int]]]
 
 
 def check(good1: Page, good2: Page, weak: Page, phases: list[tuple[float, float]],
-          server_view: list[dict[str, Any]]) -> None:
+          server_view: list[dict[str, Any]], load: tuple[float, float, float]) -> None:
     pages = [good1, good2, weak]
     (a0, a1), (b0, b1), (c0, c1) = phases
     lines = []
@@ -327,6 +330,13 @@ def check(good1: Page, good2: Page, weak: Page, phases: list[tuple[float, float]
         expect(not page.errors, f"{page.label} page errors: {page.errors[:5]}")
         bad = [c for c in page.console if c.startswith("error")]
         expect(not bad, f"{page.label} console errors: {bad[:5]}")
+    for page in pages:
+        times = [r["t"] / 1000.0 for r in page.rows]
+        gap = max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+        lines.append(f"{page.label}: {len(times)} samples, longest between two {gap:.2f} s "
+                     f"(the page's own timer: longer means the page was starved of CPU)")
+    lines.append(f"machine: load average {load} at the start, {os.getloadavg()} at the end "
+                 f"({os.cpu_count()} CPUs)")
     report = "\n".join(f"simulcast-browser: {line}" for line in lines)
     print("\n" + report)
     assert not failures, "\n".join(failures) + "\n" + report
