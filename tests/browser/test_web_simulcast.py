@@ -6,7 +6,7 @@ answers ``a=simulcast:recv q;h;f``) or one. What the sender's ``getParameters`` 
 what the encoder does:
 
 * ``publish_layers`` turns each encoding on or off by rid; the lowest stays on whatever it says,
-  and a rid it does not name stays on; the lowest is sent at 150 kbit/s at most;
+  and a rid it does not name stays on; the lowest is sent at 100 kbit/s at most;
 * in a call of four or more, simulcast encodings keep their sizes (the server picks a layer for
   each receiver) and get at most 15 frames/s; a single encoding is halved as before and ignores
   ``publish_layers``;
@@ -74,7 +74,7 @@ async def test_the_web_client_turns_layers_on_and_off_as_the_server_says(
     assert states(out["onlyLowest"]) == {"q": True, "h": False, "f": False}
     assert states(out["lowestKept"]) == {"q": True, "h": True, "f": True}
     # the lowest layer is what a weak downlink gets of everyone: capped so that two fit 500 kbit/s
-    assert [e["bps"] for e in out["onlyLowest"]] == [150_000, None, None]
+    assert [e["bps"] for e in out["onlyLowest"]] == [100_000, None, None]
     assert [e["bps"] for e in out["fourSingle"]] == [None]
     assert [(e["scale"], e["fps"]) for e in out["fourLayered"]] == [(4, 15), (2, 15), (1, 15)]
     assert [(e["scale"], e["fps"]) for e in out["twoLayered"]] == [(4, None), (2, None), (1, None)]
