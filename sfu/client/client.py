@@ -9,6 +9,10 @@ Like Chromium, it accepts transport-cc when the server offers it, on both direct
 transport feedback on what it receives (every 100 ms), and it stamps what it publishes with
 transport-wide numbers and runs the send-side estimator (``sfu.bandwidth.SendSideEstimator``)
 on the server's feedback; its video follows the lower of that estimate and the server's REMB.
+
+With ``simulcast`` layers, it answers a server offer that asks for simulcast as Chromium does
+(``sfu/client/simulcast.py``) and publishes every layer on an SSRC of its own with its rid, in
+lockstep, turning layers off and on as the server's ``publish_layers`` says (issue 12).
 """
 
 from __future__ import annotations
