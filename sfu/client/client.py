@@ -161,6 +161,7 @@ class Client:
         self.publish_layers_received = 0
         self.video_layers: dict[str, Any] | None = None  # the server's last video_layers
         self.pli_by_ssrc: dict[int, int] = {}  # PLIs / FIRs the server sent, per media SSRC
+        self.last_answer: str | None = None  # the SDP of the last answer we sent
         self._counted: dict[int, TrackStats] = {}  # SSRC -> stats counted without decryption
         self._sender_tasks: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
@@ -437,6 +438,7 @@ class Client:
         if simulcast is not None and self.simulcast_rids:
             # after aiortc: it would drop the lines it does not know when it serializes
             local = answer_simulcast(local, simulcast, self.simulcast_rids)
+        self.last_answer = local
         await self.send({"type": "answer", "sdp": local})
 
     def _rtc_ice_servers(self) -> list[RTCIceServer]:
