@@ -546,6 +546,8 @@ def build_report(args: argparse.Namespace, run: Run, server: ProcSampler | None,
         "join_definition": R.JOIN_DEFINITION,
         "failures": dict(run.failures),
         "packets_sent": sum(r["samples"][-1][1] for r in records if r.get("samples")),
+        # participants that published simulcast layers (--simulcast, and the server offered it)
+        "simulcast_publishers": sum(1 for r in records if r.get("simulcast_layers")),
         "packets_received": sum(s[2] for r in records for s in r.get("streams", [])),
         "packets_expected": expected,
         "packets_received_in_pairs": received,

@@ -74,6 +74,7 @@ class Record:
     dropped: str | None = None  # lost after joining: an `error`, an unexpected `ended`, ...
     waited: float | None = None  # patients: joined -> a staff member joined them
     late_skips: int = 0  # clip frames the publisher skipped because its loop was late
+    simulcast_layers: int = 0  # video layers it published as simulcast (0: one stream)
     # (time, packets sent so far, {publisher: (packets, video packets) received}); every active
     # participant of a worker is sampled at the same instants (each second, each join and leave)
     samples: list[tuple[float, int, dict[str, tuple[int, int]]]] = field(default_factory=list)
@@ -352,10 +353,11 @@ class Worker:
         await self._close(client)
         now = time.monotonic()
         rec.left_at = rec.left_at or now
-        rec.samples.append(self._sample(now, client))
+        rec.samples.append(self._counters(now, client))
         rec.streams = received_rows(client)
         rec.late_skips = sum(t.late_skips for t in (client.video_track, client.audio_track)
                              if t is not None)
+        rec.simulcast_layers = len(client.simulcast_rids)
         self.emit(("left", self.index, now))
 
     async def _close(self, client: Client) -> None:
@@ -485,9 +487,9 @@ class Worker:
         windows of the delivered ratio start and end on a sample)."""
         now = time.monotonic()
         for rec, client in self.active.values():
-            rec.samples.append(self._sample(now, client))
+            rec.samples.append(self._counters(now, client))
 
-    def _sample(self, now: float, client: Client) -> tuple[float, int, dict[str, tuple[int, int]]]:
+    def _counters(self, now: float, client: Client) -> tuple[float, int, dict[str, tuple[int, int]]]:
         """(now, packets sent, received per publisher): audio only when publishing simulcast,
         where a subscriber gets one of a publisher's video layers."""
         audio_only = self.spec.simulcast
@@ -499,7 +501,7 @@ class Worker:
         for at in self.plan.snapshots:
             if not await self._until(at):
                 return
-            rows = [(rec.participant, rec.call, *self._sample(at, client)[1:])
+            rows = [(rec.participant, rec.call, *self._counters(at, client)[1:])
                     for rec, client in self.active.values()]
             self.emit(("snapshot", self.index, at, rows))
 
