@@ -16,6 +16,11 @@ For each receiver independently, with a budget equal to its downlink (unknown = 
 So the video total never exceeds the budget, and the patient's stream and the active speaker
 (given a higher priority by the caller) are the last to be capped and paused.
 
+A **simulcast** stream (``layers``: the encodings its publisher sends, each with its rate) is
+given whole layers: its minimum is its lowest layer, and raising it moves up to the best layer
+that fits what is left (``StreamAllocation.layer``). Its level is ``full`` on its top layer,
+``capped`` on a lower one; pausing stays the last resort, when not even the lowest layer fits.
+
 ``publisher_cap_kbps`` for each video stream is the most any receiver takes (the encoding that
 serves everyone when the publisher simulcasts or the forwarder can thin layers); it is the value
 to ask the publisher for via REMB. With ``shared_encoding=True`` (one non-scalable encoding,
@@ -54,6 +59,11 @@ _RANK = {Level.PAUSED: 0, Level.CAPPED: 1, Level.FULL: 2}
 _RECEIVER_RANK = {ReceiverLevel.AUDIO_ONLY: 0, ReceiverLevel.DEGRADED: 1, ReceiverLevel.GOOD: 2}
 
 
+def _rank(a: StreamAllocation) -> tuple[int, int]:
+    """How good an allocation is: its level, then (simulcast) its layer."""
+    return _RANK[a.level], -1 if a.layer is None else a.layer
+
+
 def receiver_rank(level: ReceiverLevel) -> int:
     """0 audio_only, 1 degraded, 2 good: higher is better."""
     return _RECEIVER_RANK[level]
@@ -67,6 +77,9 @@ class Stream:
     full_kbps: float
     min_kbps: float
     priority: int = 0  # higher first: the patient's stream, the active speaker
+    # simulcast: (layer index, kbps) of each layer that can be forwarded, lowest rate first;
+    # empty for a single encoding. ``min_kbps``/``full_kbps`` are then its lowest/top layer's.
+    layers: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,7 @@ class Receiver:
 class StreamAllocation:
     level: Level
     kbps: float
+    layer: int | None = None  # the simulcast layer to forward (None: not simulcast, or paused)
 
 
 @dataclass
@@ -127,15 +141,29 @@ def _allocate_receiver(
         if s.min_kbps <= left:
             given[s.id] = s.min_kbps
             left -= s.min_kbps
+    chosen: dict[str, int] = {}  # simulcast stream -> position in its layers
     for s in video:
-        if s.id in given and left > 0:
-            extra = min(left, s.full_kbps - given[s.id])
-            given[s.id] += max(extra, 0.0)
-            left -= max(extra, 0.0)
+        if s.id not in given or left <= 0:
+            continue
+        if s.layers:  # whole layers: the best one the budget reaches
+            at = 0
+            while at + 1 < len(s.layers) and s.layers[at + 1][1] - given[s.id] <= left:
+                at += 1
+            chosen[s.id] = at
+            extra = s.layers[at][1] - given[s.id]
+        else:
+            extra = max(min(left, s.full_kbps - given[s.id]), 0.0)
+        given[s.id] += extra
+        left -= extra
     for s in video:
         kbps = given.get(s.id)
         if kbps is None:
             out[s.id] = StreamAllocation(Level.PAUSED, 0.0)
+        elif s.layers:
+            at = chosen.get(s.id, 0)
+            top = at == len(s.layers) - 1
+            out[s.id] = StreamAllocation(Level.FULL if top else Level.CAPPED, kbps,
+                                         s.layers[at][0])
         else:
             out[s.id] = StreamAllocation(Level.FULL if kbps >= s.full_kbps else Level.CAPPED, kbps)
     return out, over
@@ -198,7 +226,7 @@ def _share(result: Allocation, by_id: Mapping[str, Stream]) -> None:
     """Lower each video stream to the least rate any non-paused receiver was given."""
     least: dict[str, float] = {}
     for (_, sid), a in result.streams.items():
-        if by_id[sid].kind == "video" and a.level is not Level.PAUSED:
+        if by_id[sid].kind == "video" and not by_id[sid].layers and a.level is not Level.PAUSED:
             least[sid] = min(least.get(sid, math.inf), a.kbps)
     for key, a in result.streams.items():
         sid = key[1]
@@ -282,7 +310,7 @@ class AllocationSmoother:
             chosen = self._choose(now, key, have, want)
             out.streams[key] = chosen
             self._current[key] = chosen
-            if have is None or have.level is not chosen.level:
+            if have is None or have.level is not chosen.level or have.layer != chosen.layer:
                 previous = None if have is None else have.level
                 resumed = previous is Level.PAUSED and chosen.level is not Level.PAUSED
                 changes.append(
@@ -312,13 +340,13 @@ class AllocationSmoother:
         if have is None:
             return want
         hold = self._hold.get(key, self.upgrade_hold_s)
-        if _RANK[want.level] < _RANK[have.level]:
+        if _rank(want) < _rank(have):
             self._pending_since.pop(key, None)
             last_up = self._last_upgrade.get(key)
             if last_up is not None and now - last_up < hold:
                 self._hold[key] = min(hold * 2.0, self.max_hold_s)
             return want
-        if _RANK[want.level] == _RANK[have.level]:
+        if _rank(want) == _rank(have):
             self._pending_since.pop(key, None)
             return want
         since = self._pending_since.setdefault(key, now)
@@ -326,4 +354,4 @@ class AllocationSmoother:
             self._pending_since.pop(key, None)
             self._last_upgrade[key] = now
             return want
-        return StreamAllocation(have.level, min(have.kbps, want.kbps))
+        return StreamAllocation(have.level, min(have.kbps, want.kbps), have.layer)

@@ -62,6 +62,10 @@ class Client(Protocol):
     def member_joined(self, member: Member) -> None: ...
     def member_left(self, member: Member) -> None: ...
     def quality(self, notice: QualityNotice) -> None: ...
+    def publish_layers(self, layers: dict[str, bool]) -> None:
+        """Which of its simulcast layers (by RID) anyone receives: it may stop the others."""
+    def video_layers(self, layers: dict[str, Any]) -> None:
+        """Which layer this receiver gets of each participant's video (None: paused)."""
     def failed(self, code: str, message: str) -> None:
         """The participant is out with an error: refused by the probe (``insufficient_bandwidth``)
         or its media failed (``media_failed``). The client is done."""

@@ -46,6 +46,17 @@ class MediaProducer(Protocol):
         """Mean loudness (0-127) since the last call, or None without samples."""
         ...
 
+    @property
+    def rids(self) -> Sequence[str]: ...  # simulcast layers, lowest first; empty: one encoding
+
+    def layer_octets(self) -> Sequence[int]:
+        """Bytes received so far on each simulcast layer (empty: one encoding)."""
+        ...
+
+    def layer_sizes(self) -> Sequence[tuple[int, int] | None]:
+        """(width, height) of each layer's last keyframe (one entry without simulcast)."""
+        ...
+
 
 class MediaConsumer(Protocol):
     """A producer's forwarded copy towards one subscriber."""
@@ -55,7 +66,14 @@ class MediaConsumer(Protocol):
     @property
     def paused(self) -> bool: ...
 
+    @property
+    def layer(self) -> int | None: ...  # the simulcast layer forwarded now (None: none/single)
+    @property
+    def target(self) -> int | None: ...  # the simulcast layer asked for (None: single)
+
     def set_paused(self, paused: bool, now: float) -> None: ...
+    def set_layer(self, layer: int, now: float) -> None:
+        """Forward this simulcast layer from its next keyframe on (nothing without simulcast)."""
 
 
 class MediaEndpoint(Protocol):

@@ -12,7 +12,7 @@ Pure policy lives in sfu/bandwidth; this module only moves numbers between it an
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Any, Literal
 
 from sfu.bandwidth import (
     Allocation,
@@ -27,6 +27,7 @@ from sfu.bandwidth import (
 from sfu.bandwidth.probe import ProbeController
 from sfu.calls.call import Call, Participant
 from sfu.calls.events import CallEvents, QualityNotice
+from sfu.calls.media import MediaProducer
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,10 @@ RESUME_SLACK = 1.3  # a paused video resumes capped once its publisher sends at 
 
 
 UPGRADE_HOLD_S = 5.0  # a better level is applied only after it held this long
+# a simulcast publisher is not capped for its weakest receiver (each receiver gets the layer its
+# link carries); the REMB only bounds all its layers together
+MAX_SIMULCAST_KBPS = 4000.0
+LAYER_ACTIVE_KBPS = 5.0  # a layer sending less than this is not being sent
 
 
 class QualityController:
@@ -52,10 +57,19 @@ class QualityController:
         self._resume_kbps: dict[str, float] = {}  # receiver -> what its cheapest paused video needs
         self._probes: dict[str, ProbeController] = {}  # receiver -> its downlink's probing
         self._told: dict[str, str] = {}  # receiver -> the level it was last told
+        # simulcast tracks (by producer id): bytes per layer at the last tick, each layer's
+        # smoothed rate while it was sent, the layers told to its publisher (dynacast), and
+        # per receiver the layers it was last told it gets (``video_layers``)
+        self._layer_octets: dict[str, list[int]] = {}
+        self._layer_kbps: dict[str, dict[int, float]] = {}
+        self._layers_on: dict[str, dict[str, bool]] = {}
+        self._told_layers: dict[str, dict[str, Any]] = {}
 
     def remembered(self) -> set[str]:
         """The participant and producer ids this keeps anything for (only those present)."""
-        return set(self._caps) | set(self._ignored_cap) | set(self._probes) | set(self._told)
+        return (set(self._caps) | set(self._ignored_cap) | set(self._probes) | set(self._told)
+                | set(self._layer_octets) | set(self._layer_kbps) | set(self._layers_on)
+                | set(self._told_layers))
 
     def _forget_absent(self, participants: list[Participant]) -> None:
         """Drop what was kept for people (and their streams) no longer in the call: a room can
@@ -63,7 +77,10 @@ class QualityController:
         present = {p.id for p in participants}
         streams = {producer.id for p in participants for producer in p.endpoint.producers.values()}
         for table, keep in ((self._probes, present), (self._told, present),
-                            (self._caps, streams), (self._ignored_cap, streams)):
+                            (self._told_layers, present),
+                            (self._caps, streams), (self._ignored_cap, streams),
+                            (self._layer_octets, streams), (self._layer_kbps, streams),
+                            (self._layers_on, streams)):
             for key in [k for k in table if k not in keep]:
                 del table[key]
 
@@ -100,6 +117,11 @@ class QualityController:
                 if producer.kind == "video" and self._ignores_cap(producer.id, rate):
                     minimum = rate  # it cannot be capped: forward it whole, or pause it
                 kind: Literal["audio", "video"] = "audio" if producer.kind == "audio" else "video"
+                layers = self._layers(producer, elapsed)
+                if layers:
+                    streams.append(Stream(producer.id, p.id, kind, layers[-1][1], layers[0][1],
+                                          priority, layers))
+                    continue
                 streams.append(Stream(producer.id, p.id, kind, max(rate, minimum * 0.5),
                                       min(minimum, rate), priority))
         if loudest is not None:
@@ -118,7 +140,84 @@ class QualityController:
         update = self.smoother.update(now, proposed, streams)
         self._apply(participants, update, streams, now,
                     {r.id: r.downlink_kbps for r in receivers})
+        self._dynacast(participants)
+        self._tell_layers(participants)
         self._plan_probes(participants, update.allocation, demand, now)
+
+    # -- simulcast ----------------------------------------------------------------------------------
+    def _layers(self, producer: MediaProducer, elapsed: float) -> tuple[tuple[int, float], ...]:
+        """The layers of a simulcast track that can be forwarded, (index, kbps) by rate: those
+        being sent, and those only dynacast switched off (at the rate they had); () for a
+        single encoding, or before any layer is sent."""
+        octets = list(producer.layer_octets())
+        if not octets:
+            return ()
+        before = self._layer_octets.get(producer.id, octets)
+        self._layer_octets[producer.id] = octets
+        known = self._layer_kbps.setdefault(producer.id, {})
+        told = self._layers_on.get(producer.id, {})
+        rids = list(producer.rids)
+        out = []
+        for index, (now_octets, then) in enumerate(zip(octets, before, strict=False)):
+            kbps = (now_octets - then) * 8 / 1000 / elapsed
+            if kbps > LAYER_ACTIVE_KBPS:
+                previous = known.get(index)
+                known[index] = kbps if previous is None else 0.7 * previous + 0.3 * kbps
+                out.append((index, known[index]))
+            elif index in known and told.get(rids[index]) is False:
+                out.append((index, known[index]))  # off because nobody received it
+            else:
+                known.pop(index, None)
+        return tuple(sorted(out, key=lambda layer: layer[1]))
+
+    def _dynacast(self, participants: list[Participant]) -> None:
+        """Tell each simulcast publisher which of its layers anyone receives (the lowest is
+        always kept on: a newcomer starts on it at once); it stops encoding the others."""
+        wanted: dict[str, set[int]] = {}
+        for p in participants:
+            for consumer in p.endpoint.consumers():
+                if consumer.producer.rids and not consumer.paused:
+                    layers = wanted.setdefault(consumer.producer.id, set())
+                    for layer in (consumer.target, consumer.layer):
+                        if layer is not None:
+                            layers.add(layer)
+        for p in participants:
+            video = p.endpoint.producers.get("video")
+            if video is None or not video.rids:
+                continue
+            rids = list(video.rids)
+            if p.probing:
+                on = {rid: True for rid in rids}
+            else:
+                chosen = wanted.get(video.id, set()) | {0}
+                on = {rid: index in chosen for index, rid in enumerate(rids)}
+            if self._layers_on.get(video.id) != on:
+                self._layers_on[video.id] = on
+                p.client.publish_layers(on)
+
+    def _tell_layers(self, participants: list[Participant]) -> None:
+        """Tell each receiver which layer it gets of each video, when that changed."""
+        for p in participants:
+            layers: dict[str, Any] = {}
+            for consumer in p.endpoint.consumers():
+                producer = consumer.producer
+                if producer.kind != "video":
+                    continue
+                if consumer.paused:
+                    layers[producer.owner] = None
+                    continue
+                rids = list(producer.rids)
+                sizes = list(producer.layer_sizes())
+                index = consumer.layer if consumer.layer is not None else consumer.target
+                at = index if index is not None and index < len(sizes) else 0
+                size = sizes[at] if sizes else None
+                layers[producer.owner] = {
+                    "rid": rids[at] if rids else None,
+                    "width": None if size is None else size[0],
+                    "height": None if size is None else size[1]}
+            if self._told_layers.get(p.id) != layers:
+                self._told_layers[p.id] = layers
+                p.client.video_layers(layers)
 
     # -- probing a limited downlink (sfu/bandwidth/probe.py) ------------------------------------
     def _judge_probes(self, participants: list[Participant], now: float) -> None:
@@ -190,7 +289,7 @@ class QualityController:
         known budget, its share of that budget's spare. A capped publisher's measured rate is
         its cap, so "full" alone would lift the cap at once and flood the link it was set for;
         this way the publisher grows only as the receiver's estimate does."""
-        kinds = {s.id: s.kind for s in streams}
+        kinds = {s.id: s.kind for s in streams if not s.layers}  # simulcast: never capped
         used: dict[str, float] = {}
         videos: dict[str, int] = {}
         for (rid, sid), chosen in allocation.streams.items():
@@ -236,6 +335,8 @@ class QualityController:
                 if given is None or producer.kind != "video":
                     continue
                 pause = given.level is Level.PAUSED
+                if given.layer is not None:
+                    consumer.set_layer(given.layer, now)
                 cap = caps.get(producer.id)
                 if not pause and consumer.paused and cap is not None \
                         and measured.get(producer.id, 0.0) > RESUME_SLACK * cap:
@@ -246,7 +347,9 @@ class QualityController:
                 consumer.set_paused(pause, now)
         for p in participants:
             video = p.endpoint.producers.get("video")
-            if video is not None:
+            if video is not None and video.rids:
+                video.send_remb(MAX_SIMULCAST_KBPS)
+            elif video is not None:
                 cap = caps.get(video.id)
                 if cap is None:
                     self._caps.pop(video.id, None)
@@ -292,5 +395,6 @@ class QualityController:
                 "uplink_kbps": None if up is None else round(up),
                 "rtt_ms": None if link.rtt is None else round(link.rtt * 1000),
                 "loss": round(link.loss, 3), "paused": paused,
+                "layers": self._told_layers.get(found.id, {}),
             }))
             self.events.quality_changed(found.id, level)

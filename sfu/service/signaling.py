@@ -427,6 +427,12 @@ class SignalingSession:
             message["admission"] = True
         self.send(message)
 
+    def publish_layers(self, layers: dict[str, bool]) -> None:
+        self.send({"type": "publish_layers", "layers": layers})
+
+    def video_layers(self, layers: dict[str, Any]) -> None:
+        self.send({"type": "video_layers", "layers": layers})
+
     def failed(self, code: str, message: str) -> None:
         self.error(code, message)
         self.close_soon()

@@ -26,7 +26,7 @@ class Counted(Protocol):
 
 class Counters:
     __slots__ = ("_streams", "_producers", "_retired_out", "_retired_in", "dropped", "nacks",
-                 "nacks_sent", "retransmitted", "retransmits_suppressed", "plis")
+                 "nacks_sent", "retransmitted", "retransmits_suppressed", "plis", "layer_switches")
 
     def __init__(self) -> None:
         self._streams: set[Counted] = set()
@@ -39,6 +39,7 @@ class Counters:
         self.retransmitted = 0
         self.retransmits_suppressed = 0  # NACKed packets not resent: just resent, or 3 times
         self.plis = 0
+        self.layer_switches = 0  # simulcast consumers moved from one layer to another
 
     def track_stream(self, stream: Counted) -> None:
         """Count an outgoing stream's packets and bytes as forwarded."""

@@ -23,8 +23,9 @@ from sfu.transport import packets as P
 from sfu.transport.aiortc_glue import IceSettings, sender_ssrcs
 from sfu.transport.counters import Counters
 from sfu.transport.forwarder import Consumer, OutStream, Producer
-from sfu.transport.peer import CLOCK_RATES, AnswerInfo, SendSlot, WebRtcPeer
+from sfu.transport.peer import CLOCK_RATES, AnswerInfo, PublishInfo, SendSlot, WebRtcPeer
 from sfu.transport.settings import MediaSettings, parse_port_range
+from sfu.transport.simulcast import SimulcastConsumer, SimulcastTrack
 from sfu.transport.transportcc import PacketResult, ReceiveHistory, SendHistory
 
 log = logging.getLogger(__name__)
@@ -92,12 +93,16 @@ class Endpoint:
                        for s in settings.ice_servers]
         self.peer = WebRtcPeer(ice=ice, ice_servers=ice_servers,
                                on_rtp=self._on_rtp, on_rtcp=self._on_rtcp,
-                               on_state=self._on_state, clock=clock, on_drop=counters.drop)
-        self.producers: dict[str, Producer] = {}  # kind -> producer
+                               on_state=self._on_state, clock=clock, on_drop=counters.drop,
+                               simulcast=settings.simulcast)
+        # kind -> what the participant publishes: a stream, or a simulcast track of layers
+        self.producers: dict[str, Producer | SimulcastTrack] = {}
         self._by_ssrc: dict[int, Producer] = {}
         self._by_rtx: dict[int, Producer] = {}
         self.out_by_ssrc: dict[int, OutStream] = {}
-        self._slots: dict[Producer, tuple[SendSlot, OutStream, Consumer]] = {}
+        self._slots: dict[Producer | SimulcastTrack, tuple[SendSlot, OutStream, Consumer]] = {}
+        self._rid_ext = 0  # the RID extensions' ids in what the participant publishes (0: none)
+        self._rrid_ext = 0
         self._offer_in_flight = False
         self._dirty = False
         self._offered_at: float | None = None  # when the first offer went out
@@ -309,7 +314,7 @@ class Endpoint:
             else:
                 self.counters.drop("malformed_transport_seq")
         video = self.producers.get("video") or self.producers.get("audio")
-        media_ssrc = video.ssrc if video is not None and video.ssrc is not None else 0
+        media_ssrc = (video.ssrc if video is not None else None) or 0
         for packet in history.feedback(media_ssrc):
             self.peer.wire.send_rtcp(packet)
             self.feedback_sent += 1
@@ -329,30 +334,63 @@ class Endpoint:
         changed = False
         for kind, pub in info.publish.items():
             current = self.producers.get(kind)
-            if current is not None and (not pub.active or current.ssrc != pub.ssrc):
+            if current is not None and (not pub.active or self._differs(current, pub)):
                 self._drop_producer(kind)
                 changed = True
             if pub.active and kind not in self.producers:
-                producer = Producer(
-                    producer_id=f"{self.id}:{kind}", owner=self.id, kind=kind,
-                    clock_rate=CLOCK_RATES[kind], ssrc=pub.ssrc, payload_type=pub.payload_type,
-                    feedback=self.peer.wire, rtcp_ssrc=self.peer.rtcp_ssrc, counters=self.counters,
-                    defer=self.defer, ext_ids=pub.ext_ids,
-                    cache_size=self.settings.packet_cache_size, pli_interval=self.settings.pli_interval)
-                producer.mid = pub.mid
-                self.producers[kind] = producer
-                self.counters.track_producer(producer)
-                if pub.ssrc is not None:
-                    self._by_ssrc[pub.ssrc] = producer
-                if pub.rtx_ssrc is not None:
-                    self._by_rtx[pub.rtx_ssrc] = producer
+                if pub.rids:
+                    self._rid_ext = pub.ext_ids.get("rid", 0)
+                    self._rrid_ext = pub.ext_ids.get("repaired_rid", 0)
+                    layers = [self._new_producer(pub, f"{self.id}:{kind}:{rid}", None)
+                              for rid in pub.rids]
+                    for layer, rid in zip(layers, pub.rids, strict=True):
+                        layer.rid = rid
+                    self.producers[kind] = SimulcastTrack(
+                        track_id=f"{self.id}:{kind}", owner=self.id, layers=layers,
+                        feedback=self.peer.wire, rtcp_ssrc=self.peer.rtcp_ssrc)
+                else:
+                    producer = self._new_producer(pub, f"{self.id}:{kind}", pub.ssrc)
+                    self.producers[kind] = producer
+                    if pub.ssrc is not None:
+                        self._by_ssrc[pub.ssrc] = producer
+                    if pub.rtx_ssrc is not None:
+                        self._by_rtx[pub.rtx_ssrc] = producer
                 changed = True
         return changed
 
+    @staticmethod
+    def _differs(current: Producer | SimulcastTrack, pub: PublishInfo) -> bool:
+        """Whether an answer changes what is published (another SSRC, simulcast or not)."""
+        if isinstance(current, SimulcastTrack):
+            return current.rids != pub.rids
+        return bool(pub.rids) or current.ssrc != pub.ssrc
+
+    def _new_producer(self, pub: PublishInfo, producer_id: str, ssrc: int | None) -> Producer:
+        producer = Producer(
+            producer_id=producer_id, owner=self.id, kind=pub.kind,
+            clock_rate=CLOCK_RATES[pub.kind], ssrc=ssrc, payload_type=pub.payload_type,
+            feedback=self.peer.wire, rtcp_ssrc=self.peer.rtcp_ssrc, counters=self.counters,
+            defer=self.defer, ext_ids=pub.ext_ids,
+            cache_size=self.settings.packet_cache_size, pli_interval=self.settings.pli_interval)
+        producer.mid = pub.mid
+        self.counters.track_producer(producer)
+        return producer
+
+    def streams(self) -> list[Producer]:
+        """Every stream received from the participant: its producers, simulcast layers apart."""
+        out: list[Producer] = []
+        for producer in self.producers.values():
+            if isinstance(producer, SimulcastTrack):
+                out.extend(producer.layers)
+            else:
+                out.append(producer)
+        return out
+
     def _drop_producer(self, kind: str) -> None:
         producer = self.producers.pop(kind)
-        self._by_ssrc = {k: v for k, v in self._by_ssrc.items() if v is not producer}
-        self._by_rtx = {k: v for k, v in self._by_rtx.items() if v is not producer}
+        gone = set(producer.layers) if isinstance(producer, SimulcastTrack) else {producer}
+        self._by_ssrc = {k: v for k, v in self._by_ssrc.items() if v not in gone}
+        self._by_rtx = {k: v for k, v in self._by_rtx.items() if v not in gone}
         producer.close()
 
     async def add_candidate(self, candidate: str, sdp_mid: str | None) -> None:
@@ -362,7 +400,7 @@ class Endpoint:
     def subscribe(self, producer: object) -> Consumer:
         """Forward ``producer`` to this endpoint on a (possibly recycled) m-line. The control
         plane holds producers through a Protocol; an endpoint forwards only this transport's."""
-        if not isinstance(producer, Producer):
+        if not isinstance(producer, Producer | SimulcastTrack):
             raise TypeError(f"cannot forward {type(producer).__name__}: not a transport Producer")
         existing = self._slots.get(producer)
         if existing is not None:
@@ -375,7 +413,8 @@ class Endpoint:
                             twcc=self.twcc if self.transport_cc else None)
             self.out_by_ssrc[slot.ssrc] = out
             self.counters.track_stream(out)
-        consumer = Consumer(producer, out, self.counters)
+        consumer = (SimulcastConsumer(producer, out, self.counters)
+                    if isinstance(producer, SimulcastTrack) else Consumer(producer, out, self.counters))
         self._slots[producer] = (slot, out, consumer)
         self.renegotiate()
         if self.peer.wire.ready():
@@ -386,7 +425,8 @@ class Endpoint:
         return consumer
 
     def unsubscribe(self, producer: object) -> None:
-        entry = self._slots.pop(producer, None) if isinstance(producer, Producer) else None
+        entry = (self._slots.pop(producer, None)
+                 if isinstance(producer, Producer | SimulcastTrack) else None)
         if entry is None:
             return
         slot, _, consumer = entry
@@ -483,7 +523,7 @@ class Endpoint:
     def consumers(self) -> list[Consumer]:
         return [c for _, _, c in self._slots.values()]
 
-    def subscribed(self) -> list[Producer]:
+    def subscribed(self) -> list[Producer | SimulcastTrack]:
         return list(self._slots)
 
     # -- packets in -----------------------------------------------------------------------------
@@ -517,8 +557,13 @@ class Endpoint:
         self._learn_ssrc(packet, now)
 
     def _learn_ssrc(self, packet: P.RtpPacket, now: float) -> None:
-        """A publisher that announced no SSRC: match by the mid extension, then payload type."""
+        """A publisher that announced no SSRC: a simulcast layer by its RID (or, for its RTX
+        stream, the repaired RID), else match by the mid extension, then payload type."""
+        if self._rid_ext and self._learn_layer(packet, now):
+            return
         for producer in self.producers.values():
+            if isinstance(producer, SimulcastTrack):
+                continue
             mid_id = producer.ext_mid_id
             if producer.ssrc is None and (
                     (mid_id is not None and packet.ext.get(mid_id) == producer.mid.encode())
@@ -528,6 +573,33 @@ class Endpoint:
                 producer.on_rtp(packet, now)
                 return
         self.counters.drop("unknown_ssrc")
+
+    def _learn_layer(self, packet: P.RtpPacket, now: float) -> bool:
+        track = self.producers.get("video")
+        if not isinstance(track, SimulcastTrack):
+            return False
+        rid = packet.ext.get(self._rid_ext)
+        if rid is not None:
+            layer = track.layer_by_rid(rid.decode("ascii", "replace"))
+            if layer is None or layer.ssrc is not None:
+                return False  # a RID not negotiated, or a layer whose SSRC changed
+            layer.ssrc = packet.ssrc
+            self._by_ssrc[packet.ssrc] = layer
+            if not self.got_media:
+                self.got_media = True
+                self.listener.first_media(self)
+            layer.on_rtp(packet, now)
+            return True
+        repaired = packet.ext.get(self._rrid_ext) if self._rrid_ext else None
+        if repaired is not None:
+            layer = track.layer_by_rid(repaired.decode("ascii", "replace"))
+            if layer is None or layer.rtx_ssrc is not None:
+                return False
+            layer.rtx_ssrc = packet.ssrc
+            self._by_rtx[packet.ssrc] = layer
+            layer.on_rtx(packet, now)
+            return True
+        return False
 
     def _on_rtcp(self, data: bytes, now: float) -> None:
         self.last_rx = now
@@ -568,7 +640,7 @@ class Endpoint:
     def _keyframe_for(self, ssrc: int, now: float) -> None:
         out = self.out_by_ssrc.get(ssrc)
         if out is not None and out.consumer is not None:
-            out.consumer.producer.request_keyframe(now)
+            out.consumer.request_keyframe(now)
 
     def _on_report_blocks(self, blocks: list[P.ReportBlock], now: float) -> None:
         for block in blocks:
@@ -590,7 +662,7 @@ class Endpoint:
             sr = out.sender_report(now)
             if sr is not None:
                 parts.append(P.build_sr(sr))
-        blocks = [p.stats.report(p.ssrc, now) for p in self.producers.values()
+        blocks = [p.stats.report(p.ssrc, now) for p in self.streams()
                   if p.ssrc is not None and p.stats.started]
         if blocks or not parts:
             parts.insert(0, P.build_rr(P.ReceiverReport(self.peer.rtcp_ssrc, blocks)))

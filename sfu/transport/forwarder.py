@@ -30,6 +30,7 @@ from sfu.transport.packets import (
     ext_element,
     unwrap_rtx,
     vp8_frame_info,
+    vp8_keyframe_size,
 )
 from sfu.transport.stats import ReceiveStats
 from sfu.transport.transportcc import HISTORY_MASK, SendHistory
@@ -53,6 +54,14 @@ class PacketSink(Protocol):
 Defer = Callable[[float, Callable[[float], None]], None]
 
 
+class Receiving(Protocol):
+    """What a producer hands its packets to: a consumer, or a simulcast consumer's tap."""
+
+    def forward(self, packet: RtpPacket, now: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Arrival(NamedTuple):
     """One video packet as it arrived, for the uplink estimator."""
 
@@ -74,7 +83,7 @@ class Producer:
         self.kind = kind
         self.ssrc = ssrc
         self.payload_type = payload_type
-        self.consumers: list[Consumer] = []
+        self.consumers: list[Receiving] = []
         self.stats = ReceiveStats(clock_rate)
         self.cache = PacketCache(cache_size) if kind == "video" else None
         self._feedback = feedback
@@ -103,6 +112,12 @@ class Producer:
         # instead of waiting for the next one
         self.keyframe_seq = 0
         self.keyframe_at = -1e9
+        # a simulcast layer (sfu/transport/simulcast.py): its RID, RTX SSRC and the size of its
+        # last keyframe (read from the VP8 frame header, for reports; nothing is decoded)
+        self.rid = ""
+        self.rtx_ssrc: int | None = None
+        self.width: int | None = None
+        self.height: int | None = None
 
     # -- the packet path -----------------------------------------------------------------
     def on_rtp(self, packet: RtpPacket, now: float) -> None:
@@ -119,6 +134,9 @@ class Producer:
             packet.frame_start, packet.keyframe = vp8_frame_info(packet.data, packet.payload_offset)
             if packet.keyframe and packet.frame_start:
                 self.keyframe_seq, self.keyframe_at = packet.seq, now
+                size = vp8_keyframe_size(packet.data, packet.payload_offset)
+                if size is not None:
+                    self.width, self.height = size
             self.cache.add(packet)  # type: ignore[union-attr]
             arrivals = self._arrivals
             if arrivals is not None:
@@ -176,6 +194,16 @@ class Producer:
         level = self._level_sum / self._level_count
         self._level_sum = self._level_count = 0
         return level
+
+    @property
+    def rids(self) -> list[str]:
+        return []  # one encoding (a simulcast track is sfu/transport/simulcast.py)
+
+    def layer_octets(self) -> list[int]:
+        return []
+
+    def layer_sizes(self) -> list[tuple[int, int] | None]:
+        return [None if self.width is None or self.height is None else (self.width, self.height)]
 
     # -- feedback towards the publisher ----------------------------------------------------
     def request_keyframe(self, now: float) -> None:
@@ -251,7 +279,7 @@ class OutStream:
 
     __slots__ = ("ssrc", "mid", "kind", "sink", "mid_element", "last_seq", "last_ts",
                  "last_sent_at", "packets", "octets", "consumer", "clock_rate", "pt_map", "sent_srs",
-                 "twcc", "retransmits")
+                 "twcc", "retransmits", "last_pid", "last_tl0")
 
     def __init__(self, *, ssrc: int, mid: str, kind: str, sink: PacketSink, clock_rate: int,
                  pt_map: dict[int, int], twcc: SendHistory | None = None) -> None:
@@ -276,6 +304,10 @@ class OutStream:
         # outgoing seq -> (last retransmitted at, times): a receiver re-asks for a packet every
         # RTT until it arrives; under congestion, answering each ask multiplies the overload
         self.retransmits: dict[int, tuple[float, int]] = {}
+        # the VP8 picture id and TL0PICIDX last sent, once a simulcast consumer rewrites them
+        # (a layer switch must not make the picture ids jump); None: sent as they came
+        self.last_pid: int | None = None
+        self.last_tl0: int | None = None
 
     def may_retransmit(self, seq: int, now: float, rtt: float | None) -> bool:
         """Whether a NACKed packet may be sent again now, and note it if so: not within
@@ -326,7 +358,7 @@ class OutStream:
         if consumer is None or self.last_sent_at is None:
             return None
         anchor = consumer.anchor
-        sr = consumer.producer.sr
+        sr = consumer.source_sr()
         if anchor is None or sr is None:
             return None
         ntp, rtp_ts, at = sr
@@ -475,6 +507,25 @@ class Consumer:
                 self._counters.retransmitted += 1
                 return True
         return False
+
+    @property
+    def layer(self) -> int | None:
+        return None  # one encoding: no layers
+
+    @property
+    def target(self) -> int | None:
+        return None
+
+    def set_layer(self, layer: int, now: float) -> None:
+        return None  # one encoding: nothing to choose
+
+    def source_sr(self) -> tuple[int, int, float] | None:
+        """The NTP/RTP mapping of what is forwarded now (the current layer, with simulcast)."""
+        return self.producer.sr
+
+    def request_keyframe(self, now: float) -> None:
+        """The subscriber asked for a keyframe (PLI/FIR): ask the publisher of what it gets."""
+        self.producer.request_keyframe(now)
 
     def refresh_payload_type(self) -> None:
         self._pt = self.out.pt_map.get(self.producer.payload_type, self.producer.payload_type)

@@ -15,6 +15,8 @@ URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 URI_TRANSPORT_CC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+URI_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+URI_REPAIRED_RID = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
 
 _HDR = struct.Struct("!BBHII")
 _U16 = struct.Struct("!H")
@@ -136,6 +138,59 @@ def vp8_frame_info(payload: bytes | memoryview, offset: int = 0) -> tuple[bool, 
     if i >= n:
         return True, False
     return True, not (payload[i] & 0x01)
+
+
+def vp8_picture_fields(payload: bytes | memoryview, offset: int = 0) -> tuple[int, int, int]:
+    """Where a VP8 payload descriptor (RFC 7741) keeps its picture id and TL0PICIDX:
+    (picture id position, its length in bytes: 0 none, 1 seven bits, 2 fifteen bits,
+    TL0PICIDX position or -1). Positions are absolute in ``payload``; a truncated descriptor
+    gives (0, 0, -1)."""
+    n = len(payload)
+    if n - offset < 2 or not payload[offset] & 0x80:  # no X: neither field
+        return 0, 0, -1
+    x = payload[offset + 1]
+    i = offset + 2
+    pid_pos = pid_len = 0
+    if x & 0x80:  # I
+        if i >= n:
+            return 0, 0, -1
+        pid_pos = i
+        pid_len = 2 if payload[i] & 0x80 else 1
+        i += pid_len
+    tl0 = -1
+    if x & 0x40:  # L
+        tl0 = i
+        i += 1
+    if i > n or (tl0 >= n):
+        return 0, 0, -1
+    return pid_pos, pid_len, tl0
+
+
+def vp8_keyframe_size(payload: bytes | memoryview, offset: int = 0) -> tuple[int, int] | None:
+    """(width, height) from the first packet of a VP8 keyframe: the frame header's clear-text
+    start code and dimensions (RFC 6386 9.1), without decoding anything. None if not there."""
+    n = len(payload)
+    if n - offset < 1:
+        return None
+    i = offset + 1
+    if payload[offset] & 0x80:
+        if i >= n:
+            return None
+        x = payload[i]
+        i += 1
+        if x & 0x80:
+            if i >= n:
+                return None
+            i += 2 if payload[i] & 0x80 else 1
+        if x & 0x40:
+            i += 1
+        if x & 0x30:
+            i += 1
+    if n - i < 10 or payload[i] & 0x01 or bytes(payload[i + 3:i + 6]) != b"\x9d\x01\x2a":
+        return None
+    width = (payload[i + 6] | payload[i + 7] << 8) & 0x3FFF
+    height = (payload[i + 8] | payload[i + 9] << 8) & 0x3FFF
+    return width, height
 
 
 def abs_send_time(now: float) -> bytes:

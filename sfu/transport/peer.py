@@ -8,6 +8,7 @@ goes ``inactive`` and is recycled for the next track of its kind: the SDP stays 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ from aiortc import (
     RTCIceServer,
     RTCPeerConnection,
     RTCRtpCodecCapability,
+    RTCRtpHeaderExtensionParameters,
     RTCRtpSender,
     RTCRtpTransceiver,
     RTCSessionDescription,
@@ -25,14 +27,25 @@ from aiortc import sdp as aiortc_sdp
 
 from sfu.errors import NegotiationError
 from sfu.transport import aiortc_glue as glue
-from sfu.transport.packets import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, URI_TRANSPORT_CC
+from sfu.transport.packets import (
+    URI_ABS_SEND_TIME,
+    URI_AUDIO_LEVEL,
+    URI_MID,
+    URI_REPAIRED_RID,
+    URI_RID,
+    URI_TRANSPORT_CC,
+)
+from sfu.transport.simulcast import RIDS
 from sfu.transport.transportcc import EXT_TRANSPORT_CC
 
 log = logging.getLogger(__name__)
 
 CLOCK_RATES = {"audio": 48000, "video": 90000}
 PUBLISHING = ("sendonly", "sendrecv")  # answered directions of an m-line the client publishes on
-_EXT_NAMES = {URI_MID: "mid", URI_AUDIO_LEVEL: "audio_level", URI_ABS_SEND_TIME: "abs_send_time"}
+_EXT_NAMES = {URI_MID: "mid", URI_AUDIO_LEVEL: "audio_level", URI_ABS_SEND_TIME: "abs_send_time",
+              URI_RID: "rid", URI_REPAIRED_RID: "repaired_rid"}
+EXT_RID = 10  # the ids the server offers the RID extensions under (aiortc uses 1-3, 5 is ours)
+EXT_REPAIRED_RID = 11
 
 
 @dataclass
@@ -61,6 +74,7 @@ class PublishInfo:
     rtx_ssrc: int | None
     payload_type: int
     ext_ids: dict[str, int] = field(default_factory=dict)
+    rids: list[str] = field(default_factory=list)  # simulcast layers, lowest first; [] none
 
 
 @dataclass
@@ -88,6 +102,59 @@ def accepted_transport_cc(parsed: aiortc_sdp.SessionDescription,
     return ids.pop() if len(ids) == 1 else None
 
 
+def offer_simulcast_extensions(parsed: aiortc_sdp.SessionDescription) -> None:
+    """Offer the RID and repaired-RID header extensions on the video m-line the client
+    publishes on (the first video m-line, ``recvonly`` here). Done on the parsed offer before
+    ``setLocalDescription``, like transport-cc: aiortc keeps extensions it does not know."""
+    media = next((m for m in parsed.media if m.kind == "video"), None)
+    if media is None or media.direction != "recvonly":
+        return
+    extensions = media.rtp.headerExtensions
+    for ext_id, uri in ((EXT_RID, URI_RID), (EXT_REPAIRED_RID, URI_REPAIRED_RID)):
+        if any(e.id == ext_id and e.uri != uri for e in extensions):
+            raise ValueError(f"extension id {ext_id} is already used in aiortc's offer")
+        if not any(e.uri == uri for e in extensions):
+            extensions.append(RTCRtpHeaderExtensionParameters(id=ext_id, uri=uri))
+
+
+def _sections(sdp: str) -> list[str]:
+    """The SDP text cut before each ``m=`` line: the session part, then one per m-line."""
+    return re.split(r"(?m)^(?=m=)", sdp)
+
+
+def offer_simulcast_rids(sdp: str) -> str:
+    """Add ``a=rid:<rid> recv`` for each of :data:`RIDS` and ``a=simulcast:recv q;h;f`` to the
+    first video m-line (lowest layer first). aiortc's SDP model has no RIDs: the text it made
+    is extended after ``setLocalDescription``, and only the copy sent to the client has them."""
+    parts = _sections(sdp)
+    for index, part in enumerate(parts):
+        if part.startswith("m=video"):
+            eol = "\r\n" if part.endswith("\r\n") else "\n"
+            lines = [f"a=rid:{rid} recv" for rid in RIDS] + [f"a=simulcast:recv {';'.join(RIDS)}"]
+            parts[index] = part + eol.join(lines) + eol
+            break
+    return "".join(parts)
+
+
+def answered_rids(sdp: str) -> list[str]:
+    """The simulcast layers an answer's first video m-line sends (``a=simulcast:send``), among
+    those offered, lowest first; [] when it sends one stream. A layer the answer marks paused
+    (``~h``) is kept: its sender may enable it later."""
+    for part in _sections(sdp):
+        if not part.startswith("m=video"):
+            continue
+        for line in part.splitlines():
+            if line.startswith("a=simulcast:"):
+                fields = line[len("a=simulcast:"):].split()
+                if len(fields) >= 2 and fields[0] == "send":
+                    named = {alt.lstrip("~") for layer in fields[1].split(";")
+                             for alt in layer.split(",")}
+                    rids = [rid for rid in RIDS if rid in named]
+                    return rids if len(rids) >= 2 else []
+        return []
+    return []
+
+
 def _codec_preferences(kind: str) -> list[RTCRtpCodecCapability]:
     caps = RTCRtpSender.getCapabilities(kind).codecs
     wanted = {"audio": ("audio/opus",), "video": ("video/VP8", "video/rtx")}[kind]
@@ -103,7 +170,7 @@ class WebRtcPeer:
     def __init__(self, *, ice: glue.IceSettings, ice_servers: list[RTCIceServer],
                  on_rtp: glue.RtpHandler, on_rtcp: glue.RtcpHandler,
                  on_state: Callable[[str], None], clock: Callable[[], float],
-                 transport_cc: bool = True,
+                 transport_cc: bool = True, simulcast: bool = False,
                  on_drop: Callable[[str], None] | None = None) -> None:
         self._pc = RTCPeerConnection(RTCConfiguration(
             iceServers=ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
@@ -122,6 +189,7 @@ class WebRtcPeer:
         self.rtcp_ssrc = glue.sender_ssrcs(self.publish["audio"])[0]
         self._offer_mids: list[tuple[str, str]] = []
         self._transport_cc = transport_cc  # offer transport-wide congestion control
+        self._simulcast = simulcast  # offer to receive the client's video as simulcast
         self.closed = False
 
     def _transceiver(self, kind: str, direction: str) -> RTCRtpTransceiver:
@@ -160,11 +228,17 @@ class WebRtcPeer:
             offer = RTCSessionDescription(
                 sdp=glue.offer_transport_cc(offer.sdp, EXT_TRANSPORT_CC, URI_TRANSPORT_CC),
                 type=offer.type)
+        if self._simulcast:
+            parsed = aiortc_sdp.SessionDescription.parse(offer.sdp)
+            offer_simulcast_extensions(parsed)
+            offer = RTCSessionDescription(sdp=str(parsed), type=offer.type)
         await self._pc.setLocalDescription(offer)
         description = self._pc.localDescription
         parsed = aiortc_sdp.SessionDescription.parse(description.sdp)
         self._offer_mids = [(m.kind, m.rtp.muxId) for m in parsed.media]
         sdp: str = description.sdp
+        if self._simulcast:
+            sdp = offer_simulcast_rids(sdp)
         return sdp
 
     async def apply_answer(self, sdp: str) -> AnswerInfo:
@@ -186,14 +260,14 @@ class WebRtcPeer:
                     raise NegotiationError(f"m-line {media.rtp.muxId} lacks ICE or DTLS parameters")
             if media.direction not in ("sendonly", "recvonly", "sendrecv", "inactive"):
                 raise NegotiationError(f"m-line {media.rtp.muxId} has no direction")
-        info = self._describe(parsed)
+        info = self._describe(parsed, answered_rids(sdp) if self._simulcast else [])
         try:
             await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         except Exception as exc:  # noqa: BLE001 - aiortc raises many types for a bad answer
             raise NegotiationError(f"answer rejected: {exc}") from exc
         return info
 
-    def _describe(self, parsed: aiortc_sdp.SessionDescription) -> AnswerInfo:
+    def _describe(self, parsed: aiortc_sdp.SessionDescription, rids: list[str]) -> AnswerInfo:
         publish: dict[str, PublishInfo] = {}
         pts: dict[str, dict[str, int]] = {}
         for index, media in enumerate(parsed.media):
@@ -217,8 +291,9 @@ class WebRtcPeer:
                 ssrc = int(media.ssrc[0].ssrc)
             ext_ids = {_EXT_NAMES[e.uri]: e.id for e in media.rtp.headerExtensions
                        if e.uri in _EXT_NAMES}
+            simulcast = rids if kind == "video" and "rid" in ext_ids else []
             publish[kind] = PublishInfo(kind, media.rtp.muxId, active, ssrc, rtx_ssrc,
-                                        main or 0, ext_ids)
+                                        main or 0, ext_ids, simulcast)
         if not self._transport_cc:
             return AnswerInfo(publish, pts)
         return AnswerInfo(publish, pts, accepted_transport_cc(parsed),

@@ -37,6 +37,9 @@ class MediaSettings:
     connect_timeout: float = 20.0
     packet_cache_size: int = 512
     pli_interval: float = 1.0
+    # Offer to receive each participant's video as simulcast (three layers by RID, q/h/f); a
+    # browser then sends several sizes and each receiver is forwarded the one its link carries.
+    simulcast: bool = True
 
 
 def parse_port_range(spec: str) -> tuple[int, int] | None:

@@ -16,11 +16,15 @@ from sfu.transport.packets import ReportBlock
 
 
 class FakeProducer:
-    def __init__(self, owner: str, kind: str) -> None:
+    def __init__(self, owner: str, kind: str, rids: Sequence[str] = ()) -> None:
         self.id = f"{owner}:{kind}"
         self.owner = owner
         self.kind = kind
         self.octets = 0
+        # simulcast: the layers' RIDs (lowest first), bytes per layer, keyframe sizes
+        self.rids = list(rids)
+        self.layers_octets = [0] * len(self.rids)
+        self.sizes: list[tuple[int, int] | None] = [None] * max(1, len(self.rids))
         self.rembs: list[float] = []
         self.watching = False
         self.arrivals: list[tuple[float, int, int, int | None]] = []
@@ -35,6 +39,18 @@ class FakeProducer:
     def take_arrivals(self) -> Sequence[tuple[float, int, int, int | None]]:
         out, self.arrivals = self.arrivals, []
         return out
+
+    def layer_octets(self) -> Sequence[int]:
+        return list(self.layers_octets)
+
+    def layer_sizes(self) -> Sequence[tuple[int, int] | None]:
+        return list(self.sizes)
+
+    def send_layers(self, kbps: Sequence[float], seconds: float = 1.0) -> None:
+        """Simulcast: each layer sends ``kbps`` for ``seconds`` (the total too)."""
+        for index, rate in enumerate(kbps):
+            self.layers_octets[index] += int(rate * 1000 / 8 * seconds)
+        self.octets += int(sum(kbps) * 1000 / 8 * seconds)
 
     def take_audio_level(self) -> float | None:
         if not self.levels:
@@ -51,9 +67,16 @@ class FakeConsumer:
     def __init__(self, producer: FakeProducer) -> None:
         self.producer = producer
         self.paused = False
+        # simulcast: the layer asked for and (a keyframe later, here at once) forwarded
+        self.target: int | None = len(producer.rids) - 1 if producer.rids else None
+        self.layer: int | None = self.target
 
     def set_paused(self, paused: bool, now: float) -> None:
         self.paused = paused
+
+    def set_layer(self, layer: int, now: float) -> None:
+        if self.producer.rids:
+            self.target = self.layer = layer
 
 
 class FakeEndpoint:
@@ -208,6 +231,12 @@ class RecordingClient:
 
     def quality(self, notice: QualityNotice) -> None:
         self.messages.append(("quality", notice))
+
+    def publish_layers(self, layers: dict[str, bool]) -> None:
+        self.messages.append(("publish_layers", layers))
+
+    def video_layers(self, layers: dict[str, Any]) -> None:
+        self.messages.append(("video_layers", layers))
 
     def failed(self, code: str, message: str) -> None:
         self.messages.append(("failed", (code, message)))
