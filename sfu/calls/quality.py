@@ -140,8 +140,6 @@ class QualityController:
         update = self.smoother.update(now, proposed, streams)
         self._apply(participants, update, streams, now,
                     {r.id: r.downlink_kbps for r in receivers})
-        self._dynacast(participants)
-        self._tell_layers(participants)
         self._plan_probes(participants, update.allocation, demand, now)
 
     # -- simulcast ----------------------------------------------------------------------------------
@@ -345,6 +343,8 @@ class QualityController:
                     # the whole rate would flood the link that just recovered
                     pause = True
                 consumer.set_paused(pause, now)
+        self._dynacast(participants)
+        self._tell_layers(participants)
         for p in participants:
             video = p.endpoint.producers.get("video")
             if video is not None and video.rids:

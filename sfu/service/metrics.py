@@ -90,6 +90,15 @@ class _ScrapeCollector(Collector):
                                 value=snap.get("sockets", 0))
         yield GaugeMetricFamily("sfu_asyncio_tasks", "Tasks of the server's event loop",
                                 value=snap.get("tasks", 0))
+        g = GaugeMetricFamily(
+            "sfu_video_layer_receivers",
+            "Videos being forwarded, by what each receiver gets: a simulcast layer's RID (q, h, "
+            "f), a publisher's only encoding (single), none yet (starting) or none (paused)",
+            labels=["layer"])
+        layers = snap.get("video_layers", {})
+        for layer in ("q", "h", "f", "single", "starting", "paused"):
+            g.add_metric([layer], layers.get(layer, 0))
+        yield g
         f = CounterMetricFamily("sfu_rtp_packets_forwarded", "RTP packets forwarded", labels=["kind"])
         b = CounterMetricFamily("sfu_rtp_bytes_forwarded", "RTP bytes forwarded", labels=["kind"])
         r = CounterMetricFamily("sfu_rtp_packets_received", "RTP packets received", labels=["kind"])
@@ -115,3 +124,6 @@ class _ScrapeCollector(Collector):
             "NACKed packets not resent (resent within min(100 ms, 2 RTT) or 3 times already)",
             value=c.retransmits_suppressed)
         yield CounterMetricFamily("sfu_pli", "Keyframe requests sent to publishers", value=c.plis)
+        yield CounterMetricFamily("sfu_simulcast_layer_switches",
+                                  "Times a receiver was moved from one simulcast layer to another",
+                                  value=c.layer_switches)

@@ -315,7 +315,30 @@ class Server:
                       if s.status == WAITING and s.patient_present)
         return {"participants": roles, "rooms": rooms, "waiting_patients": waiting,
                 "endpoints": sum(1 for e in list(self._endpoints) if not e.closed),
-                "sockets": len(self.sessions), "tasks": _task_count()}
+                "sockets": len(self.sessions), "tasks": _task_count(),
+                "video_layers": self._video_layers()}
+
+    def _video_layers(self) -> dict[str, int]:
+        """How many (receiver, video) pairs get which simulcast layer (its RID), a publisher's
+        only encoding (``single``), nothing yet (``starting``) or nothing (``paused``)."""
+        counts: dict[str, int] = {}
+        for endpoint in list(self._endpoints):
+            if endpoint.closed:
+                continue
+            for consumer in endpoint.consumers():
+                producer = consumer.producer
+                if producer.kind != "video":
+                    continue
+                if consumer.paused:
+                    key = "paused"
+                elif not producer.rids:
+                    key = "single"
+                elif consumer.layer is None:
+                    key = "starting"
+                else:
+                    key = producer.rids[consumer.layer]
+                counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def _ice_servers(self, participant: str) -> list[dict[str, Any]]:
         """The ``ice_servers`` of ``participant``'s ``joined``: its own TURN credentials."""

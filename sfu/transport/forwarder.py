@@ -31,6 +31,7 @@ from sfu.transport.packets import (
     unwrap_rtx,
     vp8_frame_info,
     vp8_keyframe_size,
+    vp8_picture_fields,
 )
 from sfu.transport.stats import ReceiveStats
 from sfu.transport.transportcc import HISTORY_MASK, SendHistory
@@ -132,6 +133,8 @@ class Producer:
         ext = packet.ext
         if self._is_video:
             packet.frame_start, packet.keyframe = vp8_frame_info(packet.data, packet.payload_offset)
+            if self.rid:  # a simulcast layer: its consumers renumber picture ids
+                packet.picture = vp8_picture_fields(packet.data, packet.payload_offset)
             if packet.keyframe and packet.frame_start:
                 self.keyframe_seq, self.keyframe_at = packet.seq, now
                 size = vp8_keyframe_size(packet.data, packet.payload_offset)

@@ -33,7 +33,7 @@ class RtpPacket:
 
     __slots__ = (
         "data", "marker", "pt", "seq", "ts", "ssrc", "payload_offset", "ext",
-        "keyframe", "frame_start", "shared_ext",
+        "keyframe", "frame_start", "shared_ext", "picture",
     )
 
     def __init__(self, data: bytes, marker: bool, pt: int, seq: int, ts: int, ssrc: int,
@@ -49,6 +49,9 @@ class RtpPacket:
         self.keyframe = False
         self.frame_start = False
         self.shared_ext = b""
+        # a simulcast layer's packet: where its VP8 picture id and TL0PICIDX are
+        # (:func:`vp8_picture_fields`), found once for every consumer that renumbers them
+        self.picture: tuple[int, int, int] = (0, 0, -1)
 
     @property
     def payload(self) -> bytes:

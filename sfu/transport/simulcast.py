@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from sfu.transport.counters import Counters
 from sfu.transport.forwarder import Arrival, Consumer, OutStream, PacketSink, Producer
-from sfu.transport.packets import RtpPacket, build_remb, vp8_picture_fields
+from sfu.transport.packets import RtpPacket, build_remb
 
 # rids the server offers, lowest layer first: quarter, half and full resolution
 RIDS = ("q", "h", "f")
@@ -261,7 +261,7 @@ class SimulcastConsumer(Consumer):
         self.current = layer
         anchor = self._start_anchor(packet, now)
         out = self.out
-        pid_pos, pid_len, tl0_pos = vp8_picture_fields(packet.data, packet.payload_offset)
+        pid_pos, pid_len, tl0_pos = packet.picture
         if pid_len and out.last_pid is not None:
             self._pid_off = out.last_pid + 1 - _read_pid(packet.data, pid_pos, pid_len)
         else:
@@ -298,19 +298,18 @@ class SimulcastConsumer(Consumer):
         """Send with the picture id and TL0PICIDX moved on by this anchor's offsets (a copy of
         the packet only when an offset is not 0), and note the last ones sent on the stream:
         a later switch continues from them."""
-        data = packet.data
         out = self.out
         if self._pid_off or self._tl0_off:
-            patched = _renumber(data, packet.payload_offset, self._pid_off, self._tl0_off)
+            patched = _renumber(packet.data, packet.picture, self._pid_off, self._tl0_off)
             if patched is not None:
-                data, pid, tl0 = patched
+                data, out.last_pid, out.last_tl0 = patched
                 copy = RtpPacket(data, packet.marker, packet.pt, packet.seq, packet.ts,
                                  packet.ssrc, packet.payload_offset, packet.ext)
                 copy.shared_ext = packet.shared_ext
                 packet = copy
-                out.last_pid, out.last_tl0 = pid, tl0
         else:
-            pid_pos, pid_len, tl0_pos = vp8_picture_fields(data, packet.payload_offset)
+            data = packet.data
+            pid_pos, pid_len, tl0_pos = packet.picture
             out.last_pid = _read_pid(data, pid_pos, pid_len) if pid_len else None
             out.last_tl0 = data[tl0_pos] if tl0_pos >= 0 else None
         super()._emit(packet, anchor, now)
@@ -332,7 +331,7 @@ class SimulcastConsumer(Consumer):
                 if packet is None or (in_seq - past.in_start) & 0xFFFF >= 0x8000:
                     return False
                 data = packet.data
-                patched = _renumber(data, packet.payload_offset, pid_off, tl0_off)
+                patched = _renumber(data, packet.picture, pid_off, tl0_off)
                 if patched is not None:
                     data = patched[0]
                 out = self.out
@@ -352,12 +351,12 @@ class SimulcastConsumer(Consumer):
                 layer.consumers.remove(tap)
 
 
-def _renumber(data: bytes, offset: int, pid_off: int,
+def _renumber(data: bytes, picture: tuple[int, int, int], pid_off: int,
               tl0_off: int) -> tuple[bytes, int | None, int | None] | None:
     """``data`` with the VP8 descriptor's picture id and TL0PICIDX moved on by the offsets,
     and the new values (None for a field the packet does not carry); None when it carries
     neither."""
-    pid_pos, pid_len, tl0_pos = vp8_picture_fields(data, offset)
+    pid_pos, pid_len, tl0_pos = picture
     if not pid_len and tl0_pos < 0:
         return None
     patched = bytearray(data)
