@@ -66,6 +66,13 @@ async def test_a_simulcast_publisher_reaches_two_receivers(server, token, clip: 
             return {rid: rid == "q" or rid in got for rid in "qhf"}
 
         await wait_for(lambda: publisher.publish_layers == wanted(), timeout=10)
+        # the metrics count what each receiver gets, by layer, without naming anyone
+        metrics = server.metrics.render().decode()
+        got = [(r.video_layers or {})[publisher.participant]["rid"] for r in receivers]
+        for rid in "qhf":
+            line = f'sfu_video_layer_receivers{{layer="{rid}"}} {float(got.count(rid))}'
+            assert line in metrics, (line, [m for m in metrics.splitlines() if "layer" in m])
+        assert publisher.participant not in metrics
         off = [s for s in layer_senders if not wanted()[s.rid or ""]]
         before = {s.rid: s.packets for s in layer_senders}
         q = layer_senders[0]
