@@ -31,7 +31,7 @@ turn:
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn iptables >/dev/null; fi; }
 
 test: $(STAMP) browser turn
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -x -m "not browser and not netns"

@@ -2,6 +2,7 @@
 
     python -m bench.forwarding                       # the default scenarios: 1x6 and 4x3
     python -m bench.forwarding --rooms 4 --people 6 --seconds 20
+    python -m bench.forwarding --simulcast           # each scenario also with simulcast publishers
 
 The server runs in its own process (``sfu serve`` with a generated config), so its CPU time is
 read from /proc/<pid>/stat alone; the synthetic participants (sfu.client) run in worker
@@ -10,6 +11,13 @@ forwarded packets/s, delivered/sent ratio, join-to-first-keyframe p50/p95 (and p
 to or from the join that filled a six-person room, which waits for the admission probe: "p95 np"), server RSS,
 and the load tool's own CPU.
 Figures are medians/ratios from one run: the machine is shared, compare rows of the same run.
+
+``--simulcast`` runs each scenario a second time ("RxP sim") with every participant publishing
+simulcast as Chromium does with the web client's 640x480 camera: two layers, q = 320x240 at
+150 kbit/s and h = 640x480 at 500 kbit/s (h is the clip of the plain rows, so every receiver on
+loopback gets the same stream as there), and prints the ratio of the CPU per forwarded packet:
+what receiving (SRTP, statistics, cache) the layer nobody watches and choosing a layer per
+receiver cost. Its delivered ratio counts audio (a receiver gets one layer of what is sent).
 """
 
 from __future__ import annotations
@@ -121,25 +129,35 @@ class Assignment:
     join_delay: float
 
 
+def simulcast_layers(clip_dir: Path) -> Any:
+    """The two layers Chromium sends from a 640x480 camera (the top one is the plain clip)."""
+    from sfu.client.media import ClipParams, LayerSize, load_layers
+
+    return load_layers(clip_dir, ClipParams(),
+                       sizes=(LayerSize(320, 240, 150), LayerSize(640, 480, 500)))
+
+
 def worker_main(url: str, assignments: list[Assignment], marks: tuple[float, float, float],
-                clip_dir: str, out: Any, client_twcc: bool = True) -> None:
+                clip_dir: str, out: Any, client_twcc: bool = True, simulcast: bool = False) -> None:
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    result = asyncio.run(_worker(url, assignments, marks, clip_dir, client_twcc))
+    result = asyncio.run(_worker(url, assignments, marks, clip_dir, client_twcc, simulcast))
     out.put(result)
 
 
 async def _worker(url: str, assignments: list[Assignment], marks: tuple[float, float, float],
-                  clip_dir: str, client_twcc: bool = True) -> dict[str, Any]:
+                  clip_dir: str, client_twcc: bool = True,
+                  simulcast: bool = False) -> dict[str, Any]:
     from sfu.auth import mint_token
     from sfu.client.client import Client
     from sfu.client.media import ClipParams, load_clip
 
     clip = load_clip(Path(clip_dir), ClipParams())
+    layers = simulcast_layers(Path(clip_dir)) if simulcast else None
     start_at, window_start, window_end = marks
     clients: list[tuple[Assignment, Client]] = []
     errors: list[str] = []
@@ -147,7 +165,7 @@ async def _worker(url: str, assignments: list[Assignment], marks: tuple[float, f
     async def join(a: Assignment) -> None:
         await asyncio.sleep(max(0.0, start_at + a.join_delay - time.time()))
         c = Client(url, mint_token(SECRET, sub=a.sub, role="staff", clinic="bench"), clip=clip,
-                   send_twcc=client_twcc)
+                   send_twcc=client_twcc, simulcast=layers)
         clients.append((a, c))
         try:
             await c.join({"room": a.room})
@@ -155,6 +173,11 @@ async def _worker(url: str, assignments: list[Assignment], marks: tuple[float, f
             errors.append(f"{a.sub}: {exc}")
 
     def snapshot() -> dict[str, Any]:
+        if simulcast:  # audio only: a receiver gets one of the layers sent
+            return {c.participant: {
+                "sent": sum(s.packets for s in c.senders if s.kind == "audio"),
+                "received": sum(t.packets for t in c.tracks.values() if t.kind == "audio")}
+                for _, c in clients if c.participant}
         return {c.participant: {"sent": c.packets_sent(),
                                 "received": sum(t.packets for t in c.tracks.values())}
                 for _, c in clients if c.participant}
@@ -196,7 +219,8 @@ def percentile(values: list[float], q: float) -> float:
 
 def run_scenario(rooms: int, people: int, seconds: float, workers: int, clip_dir: str,
                  warmup: float = 4.0, probe_seconds: float = 3.0, tree: Path | None = None,
-                 client_twcc: bool = True, py_spy: str | None = None) -> dict[str, Any]:
+                 client_twcc: bool = True, py_spy: str | None = None,
+                 simulcast: bool = False) -> dict[str, Any]:
     """One scenario against a fresh server (from ``tree`` if given); ``client_twcc``: the
     participants accept transport-cc and send its feedback (as Chromium does); ``py_spy``: a
     file for py-spy's samples of the server over the measured window (collapsed stacks)."""
@@ -204,7 +228,7 @@ def run_scenario(rooms: int, people: int, seconds: float, workers: int, clip_dir
         proc, url = start_server(rooms, Path(tmp), probe_seconds, tree)
         try:
             return _measure(proc, url, rooms, people, seconds, workers, clip_dir, warmup,
-                            probe_seconds, client_twcc, py_spy)
+                            probe_seconds, client_twcc, py_spy, simulcast)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -215,7 +239,8 @@ def run_scenario(rooms: int, people: int, seconds: float, workers: int, clip_dir
 
 def _measure(proc: subprocess.Popen[bytes], url: str, rooms: int, people: int, seconds: float,
              workers: int, clip_dir: str, warmup: float, probe_seconds: float = 3.0,
-             client_twcc: bool = True, py_spy: str | None = None) -> dict[str, Any]:
+             client_twcc: bool = True, py_spy: str | None = None,
+             simulcast: bool = False) -> dict[str, Any]:
     assignments = [Assignment(f"r{r}", f"u{r}-{p}", 0.15 * p + 0.05 * r)
                    for r in range(rooms) for p in range(people)]
     joining = max(a.join_delay for a in assignments) + 2.0
@@ -228,7 +253,7 @@ def _measure(proc: subprocess.Popen[bytes], url: str, rooms: int, people: int, s
     for w in range(workers):
         part = assignments[w::workers]
         p = ctx.Process(target=worker_main, args=(url, part, (start_at, window_start, window_end),
-                                                  clip_dir, queue, client_twcc))
+                                                  clip_dir, queue, client_twcc, simulcast))
         p.start()
         procs.append(p)
     time.sleep(max(0.0, window_start - time.time()))
@@ -294,7 +319,8 @@ def _measure(proc: subprocess.Popen[bytes], url: str, rooms: int, people: int, s
                    for p, n in sent.items())
     delivered = sum(received.values()) / expected if expected else float("nan")
     return {
-        "scenario": f"{rooms}x{people}", "seconds": round(elapsed, 1),
+        "scenario": f"{rooms}x{people}" + (" sim" if simulcast else ""),
+        "seconds": round(elapsed, 1),
         "server_cpu_percent": 100 * cpu / elapsed,
         "us_per_forwarded_packet": 1e6 * cpu / fwd if fwd else float("nan"),
         # the same CPU over what the publishers sent (which pausing a receiver's video does not
@@ -311,12 +337,12 @@ def _measure(proc: subprocess.Popen[bytes], url: str, rooms: int, people: int, s
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    head = (f"{'scenario':>8} {'probe':>5} {'cpu %':>7} {'us/pkt':>7} {'fwd pkt/s':>10} {'delivered':>9} "
+    head = (f"{'scenario':>9} {'probe':>5} {'cpu %':>7} {'us/pkt':>7} {'fwd pkt/s':>10} {'delivered':>9} "
             f"{'kf p50 s':>8} {'kf p95 s':>8} {'p95 np':>7} {'rss MB':>7} {'tool cpu %':>10}")
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['scenario']:>8} {r['probe_seconds']:5.1f} {r['server_cpu_percent']:7.1f} "
+        print(f"{r['scenario']:>9} {r['probe_seconds']:5.1f} {r['server_cpu_percent']:7.1f} "
               f"{r['us_per_forwarded_packet']:7.1f} "
               f"{r['forwarded_pps']:10.0f} {100 * r['delivered_ratio']:8.2f}% "
               f"{r['keyframe_p50_s']:8.2f} {r['keyframe_p95_s']:8.2f} "
@@ -327,6 +353,27 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                   " (loss seen on loopback: the machine was short of CPU)")
         for e in r["errors"][:5]:
             print(f"  error: {e}")
+    print_simulcast_ratios(rows)
+
+
+def print_simulcast_ratios(rows: list[dict[str, Any]]) -> None:
+    """Each simulcast row against the plain row run just before it (same scenario), and the
+    median of those ratios per scenario: pairs run back to back see the same machine."""
+    ratios: dict[str, list[float]] = {}
+    previous: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        name = r["scenario"].removesuffix(" sim")
+        if not r["scenario"].endswith(" sim"):
+            previous[name] = r
+            continue
+        single = previous.get(name)
+        if single is not None and single["us_per_forwarded_packet"] > 0:
+            ratios.setdefault(name, []).append(
+                r["us_per_forwarded_packet"] / single["us_per_forwarded_packet"])
+    for name, values in ratios.items():
+        print(f"{name}: CPU per forwarded packet, simulcast / one encoding: median x "
+              f"{percentile(values, 0.5):.3f} over {len(values)} pair(s) "
+              f"({', '.join(f'{v:.3f}' for v in values)})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -344,6 +391,11 @@ def main(argv: list[str] | None = None) -> int:
                              "commit); the participants run this one (see also bench/compare.py)")
     parser.add_argument("--no-twcc", action="store_true",
                         help="the participants decline transport-cc (no feedback to the server)")
+    parser.add_argument("--simulcast", action="store_true",
+                        help="run each scenario again with simulcast publishers (two layers) and "
+                             "print the ratio of the CPU per forwarded packet")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run each scenario (or pair, with --simulcast) this many times")
     parser.add_argument("--py-spy", metavar="PREFIX",
                         help="sample the server with py-spy over each measured window, into "
                              "PREFIX-RxP.txt (collapsed stacks; pip install py-spy)")
@@ -352,17 +404,22 @@ def main(argv: list[str] | None = None) -> int:
 
     clip_dir = default_clip_dir()
     load_clip(clip_dir, ClipParams())  # generate once, before the workers start
+    if args.simulcast:
+        simulcast_layers(clip_dir)
     if args.rooms or args.people:
         scenarios = [(args.rooms or 1, args.people or 6)]
     else:
         scenarios = [tuple(int(x) for x in re.split("x", s)) for s in args.scenarios.split(",")]
     rows = []
-    for rooms, people in scenarios:
-        print(f"running {rooms} room(s) x {people} people for {args.seconds:.0f} s ...", flush=True)
-        rows.append(run_scenario(rooms, people, args.seconds, args.workers, str(clip_dir),
-                                 probe_seconds=args.probe_seconds, tree=args.tree,
-                                 client_twcc=not args.no_twcc,
-                                 py_spy=f"{args.py_spy}-{rooms}x{people}.txt" if args.py_spy else None))
+    for rooms, people in [s for s in scenarios for _ in range(max(1, args.repeat))]:
+        for simulcast in (False, True) if args.simulcast else (False,):
+            label = f"{rooms}x{people}" + ("-sim" if simulcast else "")
+            print(f"running {rooms} room(s) x {people} people for {args.seconds:.0f} s"
+                  f"{' (simulcast)' if simulcast else ''} ...", flush=True)
+            rows.append(run_scenario(rooms, people, args.seconds, args.workers, str(clip_dir),
+                                     probe_seconds=args.probe_seconds, tree=args.tree,
+                                     client_twcc=not args.no_twcc, simulcast=simulcast,
+                                     py_spy=f"{args.py_spy}-{label}.txt" if args.py_spy else None))
     print()
     print_table(rows)
     if args.json:

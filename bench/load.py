@@ -37,7 +37,7 @@ from bench.load_plan import Plan, RampStep, plan_churn, plan_meetings, plan_ramp
 from bench.load_probe import ProcSampler, find_listener, is_loopback_url, url_port
 from bench.load_worker import Worker, WorkerSpec, quiet_warnings, worker_main
 from sfu.auth import ADMIN, ALL_CLINICS, mint_token
-from sfu.client.media import ClipParams, load_clip, load_renditions
+from sfu.client.media import ClipParams, load_clip, load_layers, load_renditions
 from sfu.client.run import add_adaptation_arguments
 
 NUMBERS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight",
@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--video-kbps", type=int, default=500, help="bitrate of the published VP8 clip")
     g.add_argument("--clip-seconds", type=float, default=10.0, help="length of the looped clip")
     add_adaptation_arguments(g, "--video-kbps")
+    g.add_argument("--simulcast", action="store_true",
+                   help="every participant publishes simulcast (320x180, 640x360, 1280x720 at "
+                        "150/500/1500 kbit/s) when the server offers it; the delivered ratio "
+                        "then counts audio only")
     g.add_argument("--clip-dir", help="clip cache directory (default $SFU_CLIP_DIR or "
                                       "~/.cache/sfu-clip)")
     g.add_argument("--workers", type=int, default=None,
@@ -429,6 +433,8 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.renditions:
         await asyncio.to_thread(load_renditions, Path(clip_dir) if clip_dir else None,
                                 clip_params, args.renditions)
+    if args.simulcast:  # encoded once here, not by every worker at once
+        await asyncio.to_thread(load_layers, Path(clip_dir) if clip_dir else None, clip_params)
     ice = tuple(args.ice_addresses or (["127.0.0.1"] if loopback else []))
     sources: tuple[str, ...] = ()
     if args.entry_sources == "auto" and args.url.split("//", 1)[-1].startswith("127."):
@@ -437,7 +443,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                       clip_params=clip_params, clip_dir=clip_dir, join_timeout=args.join_timeout,
                       media_timeout=args.join_timeout, ice_addresses=ice, entry_sources=sources,
                       renditions_kbps=args.renditions, start_kbps=args.start_kbps,
-                      remb=args.remb)
+                      remb=args.remb, simulcast=args.simulcast)
     server_pid = args.server_pid or (find_listener(url_port(args.url)) if loopback else None)
     await prepare(args, plan.rooms)
 
@@ -540,6 +546,8 @@ def build_report(args: argparse.Namespace, run: Run, server: ProcSampler | None,
         "join_definition": R.JOIN_DEFINITION,
         "failures": dict(run.failures),
         "packets_sent": sum(r["samples"][-1][1] for r in records if r.get("samples")),
+        # participants that published simulcast layers (--simulcast, and the server offered it)
+        "simulcast_publishers": sum(1 for r in records if r.get("simulcast_layers")),
         "packets_received": sum(s[2] for r in records for s in r.get("streams", [])),
         "packets_expected": expected,
         "packets_received_in_pairs": received,

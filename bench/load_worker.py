@@ -31,7 +31,7 @@ import aiohttp
 from bench.load_plan import Lane, Session, WorkerPlan
 from sfu.auth import mint_token
 from sfu.client.client import Client, ClientError, TrackStats
-from sfu.client.media import Clip, ClipParams, Renditions, load_clip, load_renditions
+from sfu.client.media import Clip, ClipParams, Renditions, load_clip, load_layers, load_renditions
 from sfu.client.sender import SendScheduler
 
 Emit = Callable[[tuple[Any, ...]], None]
@@ -53,6 +53,9 @@ class WorkerSpec:
     renditions_kbps: tuple[int, ...] = ()  # publish these renditions, following REMB; () one clip
     start_kbps: int = 600  # the rendition a publisher starts with (the highest at most this)
     remb: bool = True  # participants send REMB like Chromium
+    # publish simulcast (media.load_layers: 180p, 360p, 720p) when the server offers it; the
+    # delivered ratio then counts audio only (a receiver gets one of the layers, not all)
+    simulcast: bool = False
 
 
 @dataclass
@@ -71,6 +74,7 @@ class Record:
     dropped: str | None = None  # lost after joining: an `error`, an unexpected `ended`, ...
     waited: float | None = None  # patients: joined -> a staff member joined them
     late_skips: int = 0  # clip frames the publisher skipped because its loop was late
+    simulcast_layers: int = 0  # video layers it published as simulcast (0: one stream)
     # (time, packets sent so far, {publisher: (packets, video packets) received}); every active
     # participant of a worker is sampled at the same instants (each second, each join and leave)
     samples: list[tuple[float, int, dict[str, tuple[int, int]]]] = field(default_factory=list)
@@ -139,13 +143,23 @@ def received_rows(client: Client) -> list[tuple[str, str, int, int, float | None
     return rows
 
 
-def received_by_publisher(client: Client) -> dict[str, tuple[int, int]]:
-    """Packets received so far per publisher: (all, video only)."""
+def received_by_publisher(client: Client, *, audio_only: bool = False
+                          ) -> dict[str, tuple[int, int]]:
+    """Packets received so far per publisher: (all, video only); with ``audio_only``, (audio,
+    video only)."""
     received: dict[str, tuple[int, int]] = {}
     for publisher, kind, packets, *_ in received_rows(client):
         total, video = received.get(publisher, (0, 0))
-        received[publisher] = (total + packets, video + (packets if kind == "video" else 0))
+        counted = packets if kind == "audio" or not audio_only else 0
+        received[publisher] = (total + counted, video + (packets if kind == "video" else 0))
     return received
+
+
+def sent_packets(client: Client, *, audio_only: bool = False) -> int:
+    """Packets the client has published so far (every stream, or its audio only)."""
+    if audio_only:
+        return sum(s.packets for s in client.senders if s.kind == "audio")
+    return client.packets_sent()
 
 
 def media_arrival(client: Client, participant: str) -> float | None:
@@ -174,6 +188,7 @@ class Worker:
         self.emit = emit
         self.clip = clip
         self.renditions: Renditions | None = None
+        self.layers: Renditions | None = None  # simulcast layers, with spec.simulcast
         self.records: list[Record] = []
         self.active: dict[str, tuple[Record, Client]] = {}
         self.stop = asyncio.Event()
@@ -190,6 +205,8 @@ class Worker:
         if self.renditions is None and self.spec.renditions_kbps:
             self.renditions = load_renditions(directory, self.spec.clip_params,
                                               self.spec.renditions_kbps)
+        if self.layers is None and self.spec.simulcast:
+            self.layers = load_layers(directory, self.spec.clip_params)
 
     # -- the run --------------------------------------------------------------------------------
     async def run(self, t0: float) -> list[Record]:
@@ -233,7 +250,8 @@ class Worker:
         client = Client(self.spec.url, token, clip=self.clip, messages=log,
                         ice_addresses=self.spec.ice_addresses, count_only=True,
                         scheduler=self.scheduler, renditions=self.renditions,
-                        start_kbps=self.spec.start_kbps, send_remb=self.spec.remb)
+                        start_kbps=self.spec.start_kbps, send_remb=self.spec.remb,
+                        simulcast=self.layers)
         log.tracks = client.tracks
         return client
 
@@ -335,10 +353,11 @@ class Worker:
         await self._close(client)
         now = time.monotonic()
         rec.left_at = rec.left_at or now
-        rec.samples.append((now, client.packets_sent(), received_by_publisher(client)))
+        rec.samples.append(self._counters(now, client))
         rec.streams = received_rows(client)
         rec.late_skips = sum(t.late_skips for t in (client.video_track, client.audio_track)
                              if t is not None)
+        rec.simulcast_layers = len(client.simulcast_rids)
         self.emit(("left", self.index, now))
 
     async def _close(self, client: Client) -> None:
@@ -468,15 +487,22 @@ class Worker:
         windows of the delivered ratio start and end on a sample)."""
         now = time.monotonic()
         for rec, client in self.active.values():
-            rec.samples.append((now, client.packets_sent(), received_by_publisher(client)))
+            rec.samples.append(self._counters(now, client))
+
+    def _counters(self, now: float, client: Client) -> tuple[float, int, dict[str, tuple[int, int]]]:
+        """(now, packets sent, received per publisher): audio only when publishing simulcast,
+        where a subscriber gets one of a publisher's video layers."""
+        audio_only = self.spec.simulcast
+        return (now, sent_packets(client, audio_only=audio_only),
+                received_by_publisher(client, audio_only=audio_only))
 
     async def _snapshots(self) -> None:
         """Ramp: at each planned time, every active participant's counters, in one go."""
         for at in self.plan.snapshots:
             if not await self._until(at):
                 return
-            rows = [(rec.participant, rec.call, client.packets_sent(),
-                     received_by_publisher(client)) for rec, client in self.active.values()]
+            rows = [(rec.participant, rec.call, *self._counters(at, client)[1:])
+                    for rec, client in self.active.values()]
             self.emit(("snapshot", self.index, at, rows))
 
 

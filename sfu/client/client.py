@@ -9,6 +9,10 @@ Like Chromium, it accepts transport-cc when the server offers it, on both direct
 transport feedback on what it receives (every 100 ms), and it stamps what it publishes with
 transport-wide numbers and runs the send-side estimator (``sfu.bandwidth.SendSideEstimator``)
 on the server's feedback; its video follows the lower of that estimate and the server's REMB.
+
+With ``simulcast`` layers, it answers a server offer that asks for simulcast as Chromium does
+(``sfu/client/simulcast.py``) and publishes every layer on an SSRC of its own with its rid, in
+lockstep, turning layers off and on as the server's ``publish_layers`` says (issue 12).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import base64
 import contextlib
 import json
 import os
+import random
 import struct
 import time
 from dataclasses import dataclass, field
@@ -36,9 +41,17 @@ from aiortc.exceptions import InvalidStateError
 
 from sfu.bandwidth import SendSideEstimator
 from sfu.client.adapt import publisher_estimator
-from sfu.client.media import Clip, ClipAudioTrack, ClipVideoTrack, Renditions, load_clip
+from sfu.client.media import (
+    Clip,
+    ClipAudioTrack,
+    ClipVideoTrack,
+    Renditions,
+    SimulcastVideoTrack,
+    load_clip,
+)
 from sfu.client.remb import ReceiveEstimate, RembSettings
-from sfu.client.sender import PacedRtpSender, SendScheduler
+from sfu.client.sender import PacedRtpSender, Pollable, SendScheduler, SimulcastSender
+from sfu.client.simulcast import SimulcastOffer, answer_simulcast, simulcast_offer
 from sfu.transport import aiortc_glue as glue
 from sfu.transport import packets as P
 from sfu.transport.packets import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, URI_TRANSPORT_CC
@@ -120,6 +133,11 @@ class Client:
     # as a browser does; the STUN/TURN servers of the last ``joined`` are kept here.
     use_turn: bool = True
     ice_servers: list[dict[str, Any]] = field(default_factory=list)
+    # Publish video as simulcast when the server's offer asks for it (``a=simulcast:recv`` on the
+    # first video m-line): these layers (lowest first, ``media.load_layers``), one SSRC each, the
+    # lowest rid the smallest; the server's ``publish_layers`` turns layers off and on. One
+    # stream, as without it, when the offer does not ask.
+    simulcast: Renditions | None = None
 
     def __post_init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
@@ -135,7 +153,15 @@ class Client:
         self.rtx_packets = 0
         self._wire: glue.WireSender | None = None
         self._hooked = False
-        self.senders: list[PacedRtpSender] = []
+        self.senders: list[PacedRtpSender] = []  # one per published stream (simulcast: per layer)
+        self._scheduled: list[Pollable] = []  # what the shared scheduler polls for us
+        self.simulcast_sender: SimulcastSender | None = None  # drives the layers, when simulcast
+        self.simulcast_rids: tuple[str, ...] = ()  # the layers' rids, lowest first
+        self.publish_layers: dict[str, bool] | None = None  # the server's last publish_layers
+        self.publish_layers_received = 0
+        self.video_layers: dict[str, Any] | None = None  # the server's last video_layers
+        self.pli_by_ssrc: dict[int, int] = {}  # PLIs / FIRs the server sent, per media SSRC
+        self.last_answer: str | None = None  # the SDP of the last answer we sent
         self._counted: dict[int, TrackStats] = {}  # SSRC -> stats counted without decryption
         self._sender_tasks: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
@@ -208,8 +234,9 @@ class Client:
 
     async def _stop_tasks(self) -> None:
         if self.scheduler is not None:
-            for sender in self.senders:
+            for sender in self._scheduled:
                 self.scheduler.discard(sender)
+        self._scheduled = []
         tasks = [t for t in (self._rtcp_task, self._twcc_task, self._upload_task,
                              *self._sender_tasks) if t is not None]
         for task in tasks:
@@ -226,6 +253,8 @@ class Client:
         """Forget the current peer connection (the next offer starts a new one)."""
         await self._stop_tasks()
         self.senders = []
+        self.simulcast_sender = None
+        self.simulcast_rids = ()
         if self._pc is not None:
             await self._pc.close()
         self._pc = None
@@ -274,6 +303,12 @@ class Client:
                         # a new m-line, or a recycled one now carrying someone else: new counters
                         self.tracks[t["mid"]] = TrackStats(t["mid"], t["kind"], t["participant"],
                                                            assigned_at=time.monotonic())
+            elif kind == "publish_layers" and isinstance(data.get("layers"), dict):
+                self.publish_layers = {str(k): bool(v) for k, v in data["layers"].items()}
+                self.publish_layers_received += 1
+                self._apply_publish_layers()
+            elif kind == "video_layers" and isinstance(data.get("layers"), dict):
+                self.video_layers = data["layers"]
             elif kind == "precall_uploaded":
                 self._upload_acked = int(data.get("bytes") or 0)
             elif kind == "precall_upload" and self.send_precall_upload and self._upload_task is None:
@@ -284,6 +319,12 @@ class Client:
             elif kind == "ended":
                 self.ended = data.get("reason")
             self._changed.set()
+
+    def _apply_publish_layers(self) -> None:
+        """Stop the layers nobody receives, resume the others (with a keyframe)."""
+        if self.simulcast_sender is not None and self.publish_layers is not None:
+            for rid, active in self.publish_layers.items():
+                self.simulcast_sender.set_active(rid, active)
 
     async def _upload(self, kbps: object, seconds: object) -> None:
         """The pre-call uplink probe: ``kbps`` x ``seconds`` of random bytes (base64) over the
@@ -339,6 +380,7 @@ class Client:
                 iceServers=self._rtc_ice_servers(), bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         pc = self._pc
         parsed = aiortc_sdp.SessionDescription.parse(sdp)
+        simulcast = simulcast_offer(sdp) if self.simulcast is not None else None
         for media in parsed.media:
             for ssrc in media.ssrc:
                 self._ssrc_to_mid[int(ssrc.ssrc)] = media.rtp.muxId
@@ -358,11 +400,19 @@ class Client:
             glue.hook_dtls(dtls, self._on_rtp, self._on_rtcp, time.monotonic,
                            peek=self._count_protected if self.count_only else None)
             self._wire = glue.WireSender(dtls)
-            clip = self.clip or (self.renditions.clips[0] if self.renditions else load_clip())
+            clip = self.clip or (self.renditions.clips[0] if self.renditions else None) or (
+                self.simulcast.clips[len(self.simulcast.clips) // 2] if self.simulcast
+                else load_clip())
             if self.publish_audio:
                 self.audio_track = ClipAudioTrack(clip)
                 pc.addTrack(self.audio_track)
-            if self.publish_video:
+            if self.publish_video and simulcast is not None and self.simulcast is not None:
+                # the lowest rid gets the smallest layer; rids beyond our layers are not answered
+                count = min(len(simulcast.rids), len(self.simulcast.clips))
+                self.simulcast_rids = simulcast.rids[:count]
+                self.video_track = SimulcastVideoTrack(Renditions(self.simulcast.clips[:count]))
+                pc.addTrack(self.video_track)
+            elif self.publish_video:
                 self.video_track = ClipVideoTrack(self.renditions or clip,
                                                   start_kbps=self.start_kbps)
                 pc.addTrack(self.video_track)
@@ -383,8 +433,13 @@ class Client:
                 self.gcc = publisher_estimator(start)
         await pc.setLocalDescription(answer)
         if first:
-            self._start_senders(pc, parsed)
-        await self.send({"type": "answer", "sdp": pc.localDescription.sdp})
+            self._start_senders(pc, parsed, simulcast)
+        local = pc.localDescription.sdp
+        if simulcast is not None and self.simulcast_rids:
+            # after aiortc: it would drop the lines it does not know when it serializes
+            local = answer_simulcast(local, simulcast, self.simulcast_rids)
+        self.last_answer = local
+        await self.send({"type": "answer", "sdp": local})
 
     def _rtc_ice_servers(self) -> list[RTCIceServer]:
         """The TURN servers of ``joined`` for our peer connection (none unless ``use_turn``).
@@ -410,8 +465,10 @@ class Client:
         return {"local_type": local.type, "local": [local.host, local.port],
                 "remote_type": remote.type, "remote": [remote.host, remote.port]}
 
-    def _start_senders(self, pc: RTCPeerConnection, offer: aiortc_sdp.SessionDescription) -> None:
-        """Publish on the m-lines the tracks were attached to, with the offer's PTs and ids."""
+    def _start_senders(self, pc: RTCPeerConnection, offer: aiortc_sdp.SessionDescription,
+                       simulcast: SimulcastOffer | None = None) -> None:
+        """Publish on the m-lines the tracks were attached to, with the offer's PTs and ids; a
+        simulcast track on one sender per layer, each with an SSRC of its own and its rid."""
         assert self._wire is not None
         sections = {m.rtp.muxId: m for m in offer.media}
         names = {URI_MID: "mid", URI_AUDIO_LEVEL: "audio_level", URI_ABS_SEND_TIME: "abs_send_time"}
@@ -426,15 +483,42 @@ class Client:
                 continue
             ext_ids = {names[e.uri]: e.id for e in media.rtp.headerExtensions if e.uri in names}
             stamps = any(e.uri == URI_TRANSPORT_CC for e in media.rtp.headerExtensions)
+            if isinstance(track, SimulcastVideoTrack) and simulcast is not None:
+                if simulcast.rid_ext is not None:
+                    ext_ids["rid"] = simulcast.rid_ext
+                layers = [PacedRtpSender(track, self._wire, ssrc=self._new_ssrc(), payload_type=pt,
+                                         clock_rate=90000, mid=media.rtp.muxId, ext_ids=ext_ids,
+                                         twcc=self.twcc_out if stamps else None, rid=rid)
+                          for rid in self.simulcast_rids]
+                self.senders.extend(layers)
+                self.simulcast_sender = SimulcastSender(track, layers, self._wire)
+                self._apply_publish_layers()
+                self._drive(self.simulcast_sender)
+                continue
             sender = PacedRtpSender(track, self._wire, ssrc=transceiver.sender._ssrc,
                                     payload_type=pt, clock_rate=48000 if track.kind == "audio" else 90000,
                                     mid=media.rtp.muxId, ext_ids=ext_ids,
                                     twcc=self.twcc_out if stamps else None)
             self.senders.append(sender)
-            if self.scheduler is not None:
-                self.scheduler.add(sender)
-            else:
-                self._sender_tasks.append(asyncio.ensure_future(sender.run()))
+            self._drive(sender)
+
+    def _drive(self, sender: PacedRtpSender | SimulcastSender) -> None:
+        """Pace a sender on the shared scheduler, or on a task of its own."""
+        if self.scheduler is not None:
+            self.scheduler.add(sender)
+            self._scheduled.append(sender)
+        else:
+            self._sender_tasks.append(asyncio.ensure_future(sender.run()))
+
+    def _new_ssrc(self) -> int:
+        """A random SSRC none of our streams (nor aiortc's own senders) uses."""
+        taken = {s.ssrc for s in self.senders}
+        if self._pc is not None:
+            taken |= {t.sender._ssrc for t in self._pc.getTransceivers()}
+        while True:
+            ssrc = random.randint(1, 0xFFFFFFFF)
+            if ssrc not in taken:
+                return ssrc
 
     def _count_protected(self, data: bytes, now: float) -> bool:
         """Count an SRTP packet from its clear header; False asks for the full path."""
@@ -544,6 +628,9 @@ class Client:
                         t.stats.on_sender_report(msg.ntp, now)
             elif isinstance(msg, P.Pli | P.Fir) and self.video_track is not None:
                 self.pli_received += 1
+                for ssrc in [msg.media_ssrc] if isinstance(msg, P.Pli) else msg.media_ssrcs:
+                    self.pli_by_ssrc[ssrc] = self.pli_by_ssrc.get(ssrc, 0) + 1
+                # simulcast: a keyframe on every layer (they jump together), the asked one too
                 self.video_track.request_keyframe()
             elif isinstance(msg, P.Remb):
                 self.remb_received += 1

@@ -48,6 +48,7 @@ from sfu.client.media import (
     ClipParams,
     default_clip_dir,
     load_clip,
+    load_layers,
     load_renditions,
 )
 
@@ -97,6 +98,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--clip-seconds", type=float, default=10.0)
     p.add_argument("--clip-kbps", type=int, default=500, help="video rate of the clip")
     add_adaptation_arguments(p, "--clip-kbps")
+    p.add_argument("--simulcast", action="store_true",
+                   help="publish simulcast (320x180, 640x360, 1280x720) when the server offers it")
     return p.parse_args(argv)
 
 
@@ -133,8 +136,9 @@ async def run(args: argparse.Namespace) -> int:
     params = ClipParams(seconds=args.clip_seconds, video_kbps=args.clip_kbps)
     clip = load_clip(directory, params)
     renditions = load_renditions(directory, params, args.renditions) if args.renditions else None
+    layers = load_layers(directory, params) if args.simulcast else None
     client = Client(args.url, args.token, clip=clip, publish_audio=not args.no_audio,
-                    publish_video=not args.no_video, renditions=renditions,
+                    publish_video=not args.no_video, renditions=renditions, simulcast=layers,
                     start_kbps=args.start_kbps, send_remb=args.remb,
                     ice_addresses=tuple(args.ice_address) or ("127.0.0.1",))
     stop = asyncio.Event()
@@ -184,6 +188,8 @@ async def run(args: argparse.Namespace) -> int:
                      frames_sent=video.frames_sent if video else 0,
                      switches=video.switches if video else 0,
                      remb_in=video.remb_bps if video else None, remb_out=client.remb_bps,
+                     layers={s.rid: s.packets for s in client.senders if s.rid} or None,
+                     publish_layers=client.publish_layers,
                      ice=client.selected_pair())
                 next_stats += args.interval
             if now - start >= args.seconds or client.ended or (

@@ -36,10 +36,26 @@ class FrameSource(Protocol):
     async def recv(self) -> Any: ...
 
 
+class LayeredSource(Protocol):
+    """Simulcast layers in lockstep (``sfu.client.media.SimulcastVideoTrack``)."""
+
+    def take_due_positions(self, now: float) -> list[tuple[int, int, bool]]: ...
+
+    async def recv_position(self) -> tuple[int, int, bool]: ...
+
+    def frame(self, layer: int, position: int) -> Any: ...  # .data: bytes
+
+    def request_keyframe(self) -> None: ...
+
+
+class Pollable(Protocol):
+    def poll(self, now: float) -> None: ...
+
+
 class PacedRtpSender:
     def __init__(self, source: FrameSource, wire: Wire, *, ssrc: int, payload_type: int,
                  clock_rate: int, mid: str, ext_ids: dict[str, int],
-                 twcc: SendHistory | None = None) -> None:
+                 twcc: SendHistory | None = None, rid: str | None = None) -> None:
         self.source = source
         self.wire = wire
         self.ssrc = ssrc
@@ -56,6 +72,9 @@ class PacedRtpSender:
         fixed = b""
         if "mid" in ext_ids:
             fixed += P.ext_element(ext_ids["mid"], mid.encode())
+        self.rid = rid  # a simulcast layer's: in the rtp-stream-id extension of every packet
+        if rid is not None and "rid" in ext_ids:
+            fixed += P.ext_element(ext_ids["rid"], rid.encode())
         if self.kind == "audio" and "audio_level" in ext_ids:
             fixed += P.ext_element(ext_ids["audio_level"], AUDIO_LEVEL)
         self._fixed_ext = fixed
@@ -131,6 +150,65 @@ class PacedRtpSender:
         return P.SenderReport(self.ssrc, P.ntp_time(now_unix), rtp_now, self.packets, self.octets)
 
 
+class SimulcastSender:
+    """Sends the layers of a :class:`LayeredSource` in lockstep, one :class:`PacedRtpSender` per
+    layer (lowest first; each its own SSRC and rid). The layers' own ``run``/``poll`` are not
+    used: this takes each due frame position once and sends every active layer's frame there, so
+    the layers carry the same frames at the same RTP timestamps.
+
+    A layer turned off (:meth:`set_active`) sends nothing and keeps its sequence numbers and
+    timestamps; turned on again it waits for a keyframe (one is requested) before sending. The
+    first frame sent once the wire is up is a keyframe too."""
+
+    kind = "video"
+
+    def __init__(self, source: LayeredSource, layers: list[PacedRtpSender], wire: Wire) -> None:
+        self.source = source
+        self.layers = layers
+        self.wire = wire
+        self.active = [True] * len(layers)
+        self._need_keyframe = [True] * len(layers)
+        self._connected = False
+
+    def set_active(self, rid: str, active: bool) -> bool:
+        """Turn the layer of ``rid`` on or off; whether that changed anything."""
+        for i, layer in enumerate(self.layers):
+            if layer.rid == rid and self.active[i] != active:
+                self.active[i] = active
+                if active:
+                    self._need_keyframe[i] = True
+                    if self._connected:
+                        self.source.request_keyframe()
+                return True
+        return False
+
+    def poll(self, now: float) -> None:
+        for position, pts, keyframe in self.source.take_due_positions(now):
+            self._send(position, pts, keyframe)
+
+    async def run(self) -> None:
+        while True:
+            position, pts, keyframe = await self.source.recv_position()
+            self._send(position, pts, keyframe)
+
+    def _send(self, position: int, pts: int, keyframe: bool) -> None:
+        if not self._connected:
+            if not self.wire.ready():
+                return
+            self._connected = True
+            if not keyframe:
+                self.source.request_keyframe()
+                return
+        for i, layer in enumerate(self.layers):
+            if not self.active[i]:
+                continue
+            if self._need_keyframe[i]:
+                if not keyframe:
+                    continue
+                self._need_keyframe[i] = False
+            layer.send_frame(self.source.frame(i, position).data, pts)
+
+
 class SendScheduler:
     """Paces many senders on one timer (every ``interval`` seconds) instead of one sleep per frame
     per track: a load generator with hundreds of tracks wakes 100 times a second, not thousands.
@@ -138,17 +216,17 @@ class SendScheduler:
 
     def __init__(self, interval: float = 0.01) -> None:
         self.interval = interval
-        self.senders: set[PacedRtpSender] = set()
+        self.senders: set[Pollable] = set()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.ensure_future(self._run())
 
-    def add(self, sender: PacedRtpSender) -> None:
+    def add(self, sender: Pollable) -> None:
         self.senders.add(sender)
 
-    def discard(self, sender: PacedRtpSender) -> None:
+    def discard(self, sender: Pollable) -> None:
         self.senders.discard(sender)
 
     async def _run(self) -> None:

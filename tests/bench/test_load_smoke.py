@@ -71,3 +71,13 @@ async def test_churn(server: Any, clip_dir: Path, tmp_path: Path) -> None:
                             "--join-timeout", "8")
     check(report, 6)
     assert report["peak_concurrent"] < 6
+
+
+async def test_meetings_with_simulcast(server: Any, clip_dir: Path, tmp_path: Path) -> None:
+    report = await run_load(server, clip_dir, tmp_path, "--scenario", "meetings",
+                            "--rooms", "1", "--people", "3", "--seconds", "5",
+                            "--join-spread", "1", "--simulcast")
+    check(report, 3)  # the delivered ratio: audio only
+    assert report["options"]["simulcast"] is True
+    assert report["simulcast_publishers"] == 3
+    assert report["stream_kbps"]["video"]["p50"] > 100  # each receiver gets a layer

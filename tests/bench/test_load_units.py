@@ -7,8 +7,8 @@ import socket
 
 from bench import load_plan, load_report
 from bench.load_probe import ProcSampler, find_listener
-from bench.load_worker import MessageLog
-from sfu.client.client import TrackStats
+from bench.load_worker import MessageLog, received_by_publisher, sent_packets
+from sfu.client.client import Client, TrackStats
 
 
 def test_meetings_keep_each_room_in_one_worker() -> None:
@@ -80,3 +80,29 @@ def test_probe_finds_the_listening_process() -> None:
 
 def test_percentiles_of_nothing_are_none() -> None:
     assert load_report.summary([])["p95"] is None
+
+
+def test_simulcast_is_off_unless_asked() -> None:
+    from bench.load import build_parser
+
+    base = ["--url", "http://127.0.0.1:1", "--secret", "s"]
+    assert build_parser().parse_args(base).simulcast is False
+    assert build_parser().parse_args([*base, "--simulcast"]).simulcast is True
+
+
+def test_with_simulcast_delivery_counts_audio_only() -> None:
+    client = Client("http://127.0.0.1:1", "token")
+    client.tracks = {
+        "0": TrackStats("0", kind="audio", participant="a", packets=50),
+        "1": TrackStats("1", kind="video", participant="a", packets=200),
+    }
+    assert received_by_publisher(client) == {"a": (250, 200)}
+    assert received_by_publisher(client, audio_only=True) == {"a": (50, 200)}
+
+    class Sent:
+        def __init__(self, kind: str, packets: int) -> None:
+            self.kind, self.packets = kind, packets
+
+    client.senders = [Sent("audio", 50), Sent("video", 100), Sent("video", 300)]  # type: ignore[list-item]
+    assert sent_packets(client) == 450
+    assert sent_packets(client, audio_only=True) == 50
