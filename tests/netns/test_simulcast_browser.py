@@ -22,7 +22,7 @@ the start and again mid-call) and up once. Each page samples its own ``getStats`
 
 The figures (widths, stalls, freezes, switch times, the weak page's downlink estimate on the
 server) are printed (``-s``) as ``simulcast-browser:`` lines. Needs root (namespaces) and
-Chromium; skipped with the reason otherwise. About 100 s.
+Chromium; skipped with the reason otherwise. About 70 s.
 """
 
 from __future__ import annotations
