@@ -18,7 +18,7 @@ So the video total never exceeds the budget, and the patient's stream and the ac
 
 A **simulcast** stream (``layers``: the encodings its publisher sends, each with its rate) is
 given whole layers: its minimum is its lowest layer, and raising it moves up to the best layer
-that fits what is left (``StreamAllocation.layer``). Its level is ``full`` on its top layer,
+that fits what is left with ``LAYER_HEADROOM`` (``StreamAllocation.layer``). Its level is ``full`` on its top layer,
 ``capped`` on a lower one; pausing stays the last resort, when not even the lowest layer fits.
 
 ``publisher_cap_kbps`` for each video stream is the most any receiver takes (the encoding that
@@ -41,6 +41,13 @@ from enum import StrEnum
 from typing import Literal
 
 Kind = Literal["audio", "video"]
+
+
+# A simulcast layer above the lowest is chosen only when this much of its measured rate fits: a
+# layer's rate is an average (keyframes burst above it), packets carry headers the rate leaves
+# out, and an estimate on a limited link swings by a fifth; a layer that just does not fit
+# freezes the picture for seconds before the estimate says so.
+LAYER_HEADROOM = 1.25
 
 
 class Level(StrEnum):
@@ -145,9 +152,10 @@ def _allocate_receiver(
     for s in video:
         if s.id not in given or left <= 0:
             continue
-        if s.layers:  # whole layers: the best one the budget reaches
+        if s.layers:  # whole layers: the best one the budget reaches, with headroom
             at = 0
-            while at + 1 < len(s.layers) and s.layers[at + 1][1] - given[s.id] <= left:
+            while (at + 1 < len(s.layers)
+                   and s.layers[at + 1][1] * LAYER_HEADROOM - given[s.id] <= left):
                 at += 1
             chosen[s.id] = at
             extra = s.layers[at][1] - given[s.id]

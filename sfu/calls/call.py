@@ -44,6 +44,8 @@ class Ticker(Protocol):
     """The call's quality controller, as the call's owner drives it."""
 
     def tick(self, now: float) -> None: ...
+    def urgent(self, now: float) -> None:
+        """Reallocate now, between ticks (a link showed congestion)."""
 
 
 class Participant(EndpointListener):

@@ -8,11 +8,15 @@ that depends on time takes ``now``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sfu.bandwidth import DownlinkEstimator, SendSideEstimator, UplinkEstimator
 from sfu.calls.media import Feedback, MediaEndpoint, ReportBlock
+
+# Share of one transport feedback's packets reported lost that is news: the link just dropped
+CONGESTION_LOSS = 0.1
+CONGESTION_REPEAT_S = 0.5  # a congestion signal at most this often
 
 # Ticks (seconds) a stream may be sent to without any receiver report on it before it counts as
 # lost: longer than the slowest report interval a browser uses (Chromium: audio 5 s, x0.5-1.5).
@@ -49,6 +53,11 @@ class Link:
     probe_packets: int = 0
     probe_first: float | None = None  # first and last arrival, on the receiver's clock
     probe_last: float | None = None
+    # called (with the time) when transport-cc feedback first shows the link congested (the
+    # send-side estimator starts overusing, or a feedback reports heavy loss): its owner may
+    # reallocate now instead of at the next tick. At most every CONGESTION_REPEAT_S.
+    on_congestion: Callable[[float], None] | None = None
+    congested_at: float = -1e9
 
     # -- what the media endpoints tell ------------------------------------------------------
     def attach(self, endpoint: MediaEndpoint) -> None:
@@ -62,11 +71,18 @@ class Link:
     def on_transport_feedback(self, results: Sequence[Feedback], now: float) -> None:
         if self.gcc is None:
             self.gcc = SendSideEstimator()
+        was_overusing = self.gcc.state == "overusing"
         self.gcc.on_feedback(now, results)
         if self.gcc.state == "overusing":
             self.overused = True
+        lost = [r[3] for r in results].count(None)
         self.feedback_seen += len(results)
-        self.feedback_lost += [r[3] for r in results].count(None)
+        self.feedback_lost += lost
+        if self.on_congestion is not None and now - self.congested_at >= CONGESTION_REPEAT_S and (
+                (self.gcc.state == "overusing" and not was_overusing)
+                or (len(results) >= 10 and lost > CONGESTION_LOSS * len(results))):
+            self.congested_at = now
+            self.on_congestion(now)
         window = self.probe_window
         if window is not None and results and results[0][1] > window[1]:
             # results come in sequence order, i.e. send order: nothing more of the cluster

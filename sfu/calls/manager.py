@@ -58,6 +58,7 @@ class Calls:
         self.draining = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._emptied = asyncio.Event()
+        self._urgent: dict[CallKey, asyncio.Handle] = {}  # reallocations asked between ticks
 
     # -- joining --------------------------------------------------------------------------------
     def join(self, claims: Claims, target: object, client: Client) -> Participant:
@@ -121,8 +122,25 @@ class Calls:
     def _new_call(self, key: CallKey) -> Call:
         call = Call(key, self.limits.max_participants, self.events, self.clock,
                     on_empty=self._drop_if_empty)
-        call.quality = QualityController(call, self.bandwidth, self.events)
+        call.quality = QualityController(call, self.bandwidth, self.events,
+                                         on_urgent=lambda: self._urgent_tick(key))
         return call
+
+    def _urgent_tick(self, key: CallKey) -> None:
+        """Run a call's quality controller soon, off the packet path that noticed congestion."""
+        if key in self._urgent or self.draining:
+            return
+        self._urgent[key] = asyncio.get_running_loop().call_soon(self._run_urgent, key)
+
+    def _run_urgent(self, key: CallKey) -> None:
+        self._urgent.pop(key, None)
+        call = self.by_key.get(key)
+        if call is None or call.quality is None or call.empty:
+            return
+        try:
+            call.quality.urgent(self.monotonic())
+        except Exception:  # noqa: BLE001 - as the tick: one call's failure must not stop others
+            log.exception("quality tick failed for %s %s", call.key.kind, call.key.id)
 
     def _needs_probe(self, call: Call) -> bool:
         return (self.bandwidth.probe_seconds > 0 and len(call.participants) >= 1
@@ -213,6 +231,9 @@ class Calls:
     async def close(self) -> None:
         """Close every participant, pre-call test and task this owns (idempotent)."""
         self.draining = True
+        for handle in self._urgent.values():
+            handle.cancel()
+        self._urgent.clear()
         for call in list(self.by_key.values()):
             for participant in call.members():
                 await participant.close("server_shutdown")

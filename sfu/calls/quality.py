@@ -12,6 +12,7 @@ Pure policy lives in sfu/bandwidth; this module only moves numbers between it an
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, Literal
 
 from sfu.bandwidth import (
@@ -38,6 +39,7 @@ RESUME_SLACK = 1.3  # a paused video resumes capped once its publisher sends at 
 
 
 UPGRADE_HOLD_S = 5.0  # a better level is applied only after it held this long
+URGENT_MIN_S = 0.3  # a reallocation for a congested link at most this long after the last one
 # a simulcast publisher is not capped for its weakest receiver (each receiver gets the layer its
 # link carries); the REMB only bounds all its layers together
 MAX_SIMULCAST_KBPS = 4000.0
@@ -45,8 +47,12 @@ LAYER_ACTIVE_KBPS = 5.0  # a layer sending less than this is not being sent
 
 
 class QualityController:
-    def __init__(self, call: Call, settings: BandwidthSettings, events: CallEvents) -> None:
+    def __init__(self, call: Call, settings: BandwidthSettings, events: CallEvents,
+                 on_urgent: Callable[[], None] | None = None) -> None:
         self.call = call
+        # asks the owner to run :meth:`urgent` soon (off the packet path): a receiver's link
+        # just showed congestion, and a second's wait would freeze its video
+        self.on_urgent = on_urgent
         self.settings = settings
         self.events = events
         self.smoother = AllocationSmoother(upgrade_hold_s=UPGRADE_HOLD_S)
@@ -85,6 +91,15 @@ class QualityController:
                 del table[key]
 
     # -- the tick ------------------------------------------------------------------------------------
+    def urgent(self, now: float) -> None:
+        """Reallocate now, between ticks (a link showed congestion), unless a tick just ran."""
+        if self._last_tick is None or now - self._last_tick >= URGENT_MIN_S:
+            self.tick(now)
+
+    def _congested(self, now: float) -> None:
+        if self.on_urgent is not None:
+            self.on_urgent()
+
     def tick(self, now: float) -> None:
         elapsed = 1.0 if self._last_tick is None else max(0.2, now - self._last_tick)
         self._last_tick = now
@@ -94,6 +109,8 @@ class QualityController:
         loudest: tuple[float, str] | None = None
         for p in participants:
             link = p.link
+            if link.on_congestion is None:
+                link.on_congestion = self._congested
             link.feed_downlink(now, elapsed, self._resume_kbps.get(p.id))
             link.replay()
             for producer in p.endpoint.producers.values():
@@ -184,11 +201,14 @@ class QualityController:
             if video is None or not video.rids:
                 continue
             rids = list(video.rids)
+            # a layer never measured stays on: until its rate is known nobody can be given it
+            measured = self._layer_kbps.get(video.id, {})
             if p.probing:
                 on = {rid: True for rid in rids}
             else:
                 chosen = wanted.get(video.id, set()) | {0}
-                on = {rid: index in chosen for index, rid in enumerate(rids)}
+                on = {rid: index in chosen or index not in measured
+                      for index, rid in enumerate(rids)}
             if self._layers_on.get(video.id) != on:
                 self._layers_on[video.id] = on
                 p.client.publish_layers(on)

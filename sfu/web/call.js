@@ -271,7 +271,8 @@ export class SfuCall {
       if (!this.ownMids.has(transceiver.mid) || !sender.track || sender.track.kind !== "video") continue;
       const params = sender.getParameters();
       const encodings = params.encodings || [];
-      const changed = encodings.length > 1 ? this.fitLayers(encodings, small) : fitSingle(encodings[0], small);
+      const changed = encodings.length > 1
+        ? this.fitLayers(encodings, small, sender.track) : fitSingle(encodings[0], small);
       if (!changed) continue;
       try {
         await sender.setParameters(params);
@@ -282,23 +283,34 @@ export class SfuCall {
   }
 
   // Simulcast encodings: active as `publish_layers` says (a rid it does not name, or before it
-  // came, stays on; the lowest layer is always on), at most 15 frames/s in a call of four or more,
-  // the lowest layer at most LOWEST_LAYER_BPS. Returns whether anything changed.
-  fitLayers(encodings, small) {
+  // came, stays on; the lowest layer is always on), the lowest layer at most LOWEST_LAYER_BPS,
+  // and in a call of four or more (small tiles) each layer at half its usual size and at most
+  // 15 frames/s, as a single encoding is. Chromium sends as many layers as the camera's size
+  // allows (two for 640x480: 320x240 and 640x480 by default); explicit scales must count only
+  // those, or it drops the top one and keeps the others' scales. Back to its defaults when the
+  // call shrinks. Returns whether anything changed.
+  fitLayers(encodings, small, track) {
     let changed = false;
     if (encodings[0].maxBitrate !== LOWEST_LAYER_BPS) {
       encodings[0].maxBitrate = LOWEST_LAYER_BPS;
       changed = true;
     }
-    for (const encoding of encodings) {
+    const sent = Math.min(encodings.length, layersFor(track));
+    encodings.forEach((encoding, index) => {
       const wanted = this.sendLayers && encoding.rid in this.sendLayers ? Boolean(this.sendLayers[encoding.rid]) : true;
-      const active = wanted || encoding === encodings[0];
+      const active = wanted || index === 0;
       if (encoding.active !== active) {
         encoding.active = active;
         changed = true;
       }
+      const scale = small ? 2 ** Math.max(1, sent - index) : undefined;
+      if (encoding.scaleResolutionDownBy !== scale) {
+        if (scale === undefined) delete encoding.scaleResolutionDownBy;
+        else encoding.scaleResolutionDownBy = scale;
+        changed = true;
+      }
       changed = capFramerate(encoding, small) || changed;
-    }
+    });
     return changed;
   }
 
@@ -432,6 +444,16 @@ function fitSingle(encoding, small) {
   encoding.scaleResolutionDownBy = small ? 2 : 1;
   capFramerate(encoding, small);
   return true;
+}
+
+// How many simulcast layers Chromium sends for a camera of the track's size (libwebrtc's
+// limit by resolution: three from 960x540, two from 480x270, else one).
+function layersFor(track) {
+  const settings = track && track.getSettings ? track.getSettings() : {};
+  const pixels = (settings.width || 640) * (settings.height || 480);
+  if (pixels >= 960 * 540) return 3;
+  if (pixels >= 480 * 270) return 2;
+  return 1;
 }
 
 function capFramerate(encoding, small) {

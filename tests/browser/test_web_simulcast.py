@@ -7,9 +7,10 @@ what the encoder does:
 
 * ``publish_layers`` turns each encoding on or off by rid; the lowest stays on whatever it says,
   and a rid it does not name stays on; the lowest is sent at 100 kbit/s at most;
-* in a call of four or more, simulcast encodings keep their sizes (the server picks a layer for
-  each receiver) and get at most 15 frames/s; a single encoding is halved as before and ignores
-  ``publish_layers``;
+* in a call of four or more (small tiles), each layer Chromium sends is halved (a 640x480 camera:
+  two layers, 160x120 and 320x240 instead of 320x240 and 640x480) and gets at most 15 frames/s,
+  and back to Chromium's own sizes when the call shrinks; a single encoding is halved as before
+  and ignores ``publish_layers``;
 * ``video_layers`` (and the ``quality`` message's ``layers``) are kept on the call.
 """
 
@@ -76,8 +77,8 @@ async def test_the_web_client_turns_layers_on_and_off_as_the_server_says(
     # the lowest layer is what a weak downlink gets of everyone: capped so that two fit 500 kbit/s
     assert [e["bps"] for e in out["onlyLowest"]] == [100_000, None, None]
     assert [e["bps"] for e in out["fourSingle"]] == [None]
-    assert [(e["scale"], e["fps"]) for e in out["fourLayered"]] == [(4, 15), (2, 15), (1, 15)]
-    assert [(e["scale"], e["fps"]) for e in out["twoLayered"]] == [(4, None), (2, None), (1, None)]
+    assert [(e["scale"], e["fps"]) for e in out["fourLayered"]] == [(4, 15), (2, 15), (2, 15)]
+    assert [(e["scale"], e["fps"]) for e in out["twoLayered"]] == [(None, None)] * 3
     assert [(e["active"], e["scale"], e["fps"]) for e in out["fourSingle"]] == [(True, 2, 15)]
     assert [(e["active"], e["scale"], e["fps"]) for e in out["twoSingle"]] == [(True, 1, None)]
     assert out["layers"] == {"a": {"rid": "q", "width": 320, "height": 240},

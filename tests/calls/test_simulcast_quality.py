@@ -136,3 +136,29 @@ def test_the_smoother_holds_a_layer_upgrade_and_applies_a_downgrade_at_once() ->
     assert smoother.update(2.0, proposal(1), [stream]).allocation.get("r", "a:video").layer == 0
     held = smoother.update(9.0, proposal(1), [stream])
     assert held.allocation.get("r", "a:video").layer == 1 and held.changes
+
+
+async def test_a_feedback_reporting_heavy_loss_reallocates_at_once_not_at_the_next_tick() -> None:
+    """A link that drops under the top layer must not wait up to a second (and the keyframe
+    after it) with its video frozen: the reallocation runs as soon as the loss is reported."""
+    import asyncio
+
+    world = make_world()
+    a, b, c = room(world)
+    video = a.id + ":video"
+    for _ in range(WARM_UP):
+        tick(world, {})
+    ec = world.endpoint(c)
+    assert ec.consumer_of(video).target == 2
+    # C's downlink falls: its REMB says 400 kbit/s (not yet used: the next tick is a second
+    # away), and a transport feedback reports a fifth of 50 packets lost
+    world.mono.advance(0.5)
+    now = world.mono()
+    ec.remb(400.0, now)
+    lost = [(i, now - 0.1, 1200, None if i % 5 == 0 else now) for i in range(50)]
+    for listener in list(ec._feedback):
+        listener(lost, now)
+    await asyncio.sleep(0)  # the reallocation runs off the packet path, at once
+    await asyncio.sleep(0)
+    assert ec.consumer_of(video).target < 2
+    await world.calls.close()
