@@ -12,6 +12,7 @@ Pure policy lives in sfu/bandwidth; this module only moves numbers between it an
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -44,6 +45,7 @@ URGENT_MIN_S = 0.3  # a reallocation for a congested link at most this long afte
 # link carries); the REMB only bounds all its layers together
 MAX_SIMULCAST_KBPS = 4000.0
 LAYER_ACTIVE_KBPS = 5.0  # a layer sending less than this is not being sent
+LAYER_RATE_WINDOW_S = 3.0  # a simulcast layer's rate is measured over this long
 
 
 class QualityController:
@@ -68,6 +70,7 @@ class QualityController:
         # per receiver the layers it was last told it gets (``video_layers``)
         self._layer_octets: dict[str, list[int]] = {}
         self._layer_kbps: dict[str, dict[int, float]] = {}
+        self._layer_history: dict[str, deque[tuple[float, list[int]]]] = {}
         self._layers_on: dict[str, dict[str, bool]] = {}
         self._told_layers: dict[str, dict[str, Any]] = {}
 
@@ -75,6 +78,7 @@ class QualityController:
         """The participant and producer ids this keeps anything for (only those present)."""
         return (set(self._caps) | set(self._ignored_cap) | set(self._probes) | set(self._told)
                 | set(self._layer_octets) | set(self._layer_kbps) | set(self._layers_on)
+                | set(self._layer_history)
                 | set(self._told_layers))
 
     def _forget_absent(self, participants: list[Participant]) -> None:
@@ -86,6 +90,7 @@ class QualityController:
                             (self._told_layers, present),
                             (self._caps, streams), (self._ignored_cap, streams),
                             (self._layer_octets, streams), (self._layer_kbps, streams),
+                            (self._layer_history, streams),
                             (self._layers_on, streams)):
             for key in [k for k in table if k not in keep]:
                 del table[key]
@@ -94,13 +99,17 @@ class QualityController:
     def urgent(self, now: float) -> None:
         """Reallocate now, between ticks (a link showed congestion), unless a tick just ran."""
         if self._last_tick is None or now - self._last_tick >= URGENT_MIN_S:
+            log.info("reallocating at %.3f, %.3f s after the last tick: a link showed congestion",
+                     now, now - self._last_tick if self._last_tick is not None else 0.0)
             self.tick(now)
 
     def _congested(self, now: float) -> None:
+        log.debug("a link showed congestion at %.3f: reallocating", now)
         if self.on_urgent is not None:
             self.on_urgent()
 
     def tick(self, now: float) -> None:
+        log.debug("tick at %.3f", now)
         elapsed = 1.0 if self._last_tick is None else max(0.2, now - self._last_tick)
         self._last_tick = now
         participants = self.call.members()
@@ -172,12 +181,21 @@ class QualityController:
         known = self._layer_kbps.setdefault(producer.id, {})
         told = self._layers_on.get(producer.id, {})
         rids = list(producer.rids)
+        # each layer's rate over the last LAYER_RATE_WINDOW_S it was sent: a keyframe (one
+        # is asked for at every switch) doubles a layer's rate for a second, which must not
+        # make the lowest layers look too big to fit and pause someone's video
+        history = self._layer_history.setdefault(producer.id, deque())
+        history.append((elapsed, [now_octets - then for now_octets, then
+                                  in zip(octets, before, strict=False)]))
+        while sum(dt for dt, _ in history) - history[0][0] >= LAYER_RATE_WINDOW_S:
+            history.popleft()
         out = []
         for index, (now_octets, then) in enumerate(zip(octets, before, strict=False)):
             kbps = (now_octets - then) * 8 / 1000 / elapsed
             if kbps > LAYER_ACTIVE_KBPS:
-                previous = known.get(index)
-                known[index] = kbps if previous is None else 0.7 * previous + 0.3 * kbps
+                sent = [(dt, deltas[index]) for dt, deltas in history
+                        if index < len(deltas) and deltas[index] * 8 / 1000 / dt > LAYER_ACTIVE_KBPS]
+                known[index] = sum(d for _, d in sent) * 8 / 1000 / sum(dt for dt, _ in sent)
                 out.append((index, known[index]))
             elif index in known and told.get(rids[index]) is False:
                 out.append((index, known[index]))  # off because nobody received it

@@ -152,7 +152,7 @@ class SimulcastConsumer(Consumer):
     ``target`` is the layer the control plane chose; ``current`` the one being forwarded (None
     before the first keyframe, and after a pause)."""
 
-    __slots__ = ("track", "_target", "current", "switches", "_taps", "_anchor_layers",
+    __slots__ = ("track", "_target", "current", "switches", "_switching", "_taps", "_anchor_layers",
                  "_pid_off", "_tl0_off")
 
     def __init__(self, track: SimulcastTrack, out: OutStream, counters: Counters,
@@ -163,6 +163,7 @@ class SimulcastConsumer(Consumer):
         self._target = len(track.layers) - 1 if target is None else target
         self.current: int | None = None
         self.switches = 0  # layer changes made (not the first start)
+        self._switching = False  # moved down: nothing forwarded until the new layer's keyframe
         # the layer of each of ``anchors``, and its picture id and TL0PICIDX offsets
         self._anchor_layers: list[tuple[int, int, int]] = []
         self._pid_off = 0
@@ -173,12 +174,20 @@ class SimulcastConsumer(Consumer):
 
     # -- the control plane's commands --------------------------------------------------------
     def set_layer(self, layer: int, now: float) -> None:
-        """Forward ``layer`` from its next keyframe on (asked for now)."""
+        """Forward ``layer`` from its next keyframe on (asked for now).
+
+        Up, the current layer goes on until then. Down, it stops at once: a receiver is moved
+        down because its link no longer carries the current layer, and every packet more of it
+        queues ahead of (or crowds out) the keyframe it now waits for; the picture stands still
+        for a round trip and a keyframe, instead of seconds of broken frames."""
         layer = max(0, min(layer, len(self.track.layers) - 1))
         if layer == self._target:
             return
         self._target = layer
         if layer != self.current and not self.paused:
+            if self.current is not None and layer < self.current:
+                self.current = None
+                self._switching = True
             self.keyframe_asked = now
             self.track.layers[layer].request_keyframe(now)
 
@@ -255,9 +264,10 @@ class SimulcastConsumer(Consumer):
         return 0
 
     def _switch(self, packet: RtpPacket, now: float, layer: int) -> tuple[int, int, int]:
-        if self.current is not None:
+        if self.current is not None or self._switching:
             self.switches += 1
             self._counters.layer_switches += 1
+            self._switching = False
         self.current = layer
         anchor = self._start_anchor(packet, now)
         out = self.out

@@ -112,9 +112,10 @@ def test_switching_down_then_up_keeps_one_stream_and_the_payload_is_otherwise_un
     send_frames(t, range(8, 12), keys={1: {10}})
     assert consumer.switches == 2 and consumer.layer == 1
     rows = sent(sink)
-    assert len(rows) == 6 + 5 + 2  # f 0-5, q 6-10, h 10-11
-    assert [(r[0] - rows[0][0]) & 0xFFFF for r in rows] == list(range(13))
-    assert [r[3] for r in rows] == [(rows[0][3] + i) & 0x7FFF for i in range(13)]
+    # f 0-3; moved down, f stops at once and q starts at its keyframe (6); q 6-10, h 10-11
+    assert len(rows) == 4 + 5 + 2
+    assert [(r[0] - rows[0][0]) & 0xFFFF for r in rows] == list(range(11))
+    assert [r[3] for r in rows] == [(rows[0][3] + i) & 0x7FFF for i in range(11)]
     # the bytes after the descriptor are the layer's own: nothing decoded or re-encoded
     last = P.parse_rtp(sink.rtp[-1])
     original = vp8(1, 100 * 2 + 11, 11, pid=2011, tl0=61, width=640)
