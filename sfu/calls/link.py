@@ -17,6 +17,7 @@ from sfu.calls.media import Feedback, MediaEndpoint, ReportBlock
 # Share of one transport feedback's packets reported lost that is news: the link just dropped
 CONGESTION_LOSS = 0.1
 CONGESTION_REPEAT_S = 0.5  # a congestion signal at most this often
+CONGESTION_HOLD_S = 2.0  # what arrived during heavy loss caps the budget this long
 
 # Ticks (seconds) a stream may be sent to without any receiver report on it before it counts as
 # lost: longer than the slowest report interval a browser uses (Chromium: audio 5 s, x0.5-1.5).
@@ -58,6 +59,10 @@ class Link:
     # reallocate now instead of at the next tick. At most every CONGESTION_REPEAT_S.
     on_congestion: Callable[[float], None] | None = None
     congested_at: float = -1e9
+    # after a feedback with heavy loss: the rate that arrived, the budget until then
+    congestion_kbps: float | None = None
+    congestion_until: float = 0.0
+    probe_hold_until: float = 0.0  # a probe cluster and its settling: loss then is the probe's
 
     # -- what the media endpoints tell ------------------------------------------------------
     def attach(self, endpoint: MediaEndpoint) -> None:
@@ -78,9 +83,17 @@ class Link:
         lost = [r[3] for r in results].count(None)
         self.feedback_seen += len(results)
         self.feedback_lost += lost
-        if self.on_congestion is not None and now - self.congested_at >= CONGESTION_REPEAT_S and (
-                (self.gcc.state == "overusing" and not was_overusing)
-                or (len(results) >= 10 and lost > CONGESTION_LOSS * len(results))):
+        # (a probe cluster's own loss is its failure, not the link's: see start_probe)
+        heavy_loss = (len(results) >= 10 and lost > CONGESTION_LOSS * len(results)
+                      and now >= self.probe_hold_until)
+        if heavy_loss:
+            acked = self.gcc.acknowledged_kbps
+            self.congestion_kbps = (acked if acked is not None
+                                    else self.sent_kbps * (1.0 - lost / len(results)))
+            self.congestion_until = now + CONGESTION_HOLD_S
+        if self.on_congestion is not None and now - self.congested_at >= CONGESTION_REPEAT_S \
+                and now >= self.probe_hold_until and (
+                    (self.gcc.state == "overusing" and not was_overusing) or heavy_loss):
             self.congested_at = now
             self.on_congestion(now)
         window = self.probe_window
@@ -103,6 +116,7 @@ class Link:
         ``hold_s`` the send-side estimate does not fall below what it is now (the cluster's own
         queue and loss are its failure, not the link's)."""
         self.probe_window = (now, now + seconds)
+        self.probe_hold_until = now + max(seconds, hold_s)
         if self.gcc is not None and hold_s > 0:
             estimate = self.gcc.estimate_kbps(now)
             if estimate is not None:
@@ -229,8 +243,14 @@ class Link:
         loss-based estimate only knows what was sent: held against a link that never lost a
         packet, it would pause video for everyone who just joined."""
         estimate = self.down_kbps(now)
-        if self.loss > 0.05 or self.overusing:
+        if self.loss > 0.05 or self.overusing or (self.gcc is not None and self.gcc.loss > 0.05):
             self.constrained = True
+        if self.congestion_kbps is not None and now < self.congestion_until:
+            # a feedback just reported heavy loss: what arrived is what the link carries, until
+            # the estimators (a loss interval, a second of reports) have seen it themselves
+            self.constrained = True
+            estimate = self.congestion_kbps if estimate is None else min(estimate,
+                                                                         self.congestion_kbps)
         if self.gcc is not None and estimate is not None:
             # transport-cc: once the link has shown a limit, the send-side estimate follows it
             # both ways (delay, loss and probing) and is the budget, as in libwebrtc; it is

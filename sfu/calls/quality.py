@@ -46,6 +46,8 @@ URGENT_MIN_S = 0.3  # a reallocation for a congested link at most this long afte
 MAX_SIMULCAST_KBPS = 4000.0
 LAYER_ACTIVE_KBPS = 5.0  # a layer sending less than this is not being sent
 LAYER_RATE_WINDOW_S = 3.0  # a simulcast layer's rate is measured over this long
+LAYER_GONE_S = 5.0  # a layer not sent this long although asked for is no longer offered
+LAYER_STEP = 2.0  # a higher layer (4x the pixels) is taken to need at least 2x the one below
 
 
 class QualityController:
@@ -71,6 +73,7 @@ class QualityController:
         self._layer_octets: dict[str, list[int]] = {}
         self._layer_kbps: dict[str, dict[int, float]] = {}
         self._layer_history: dict[str, deque[tuple[float, list[int]]]] = {}
+        self._layer_silent: dict[str, dict[int, float]] = {}  # layer -> not sent since
         self._layers_on: dict[str, dict[str, bool]] = {}
         self._told_layers: dict[str, dict[str, Any]] = {}
 
@@ -78,7 +81,7 @@ class QualityController:
         """The participant and producer ids this keeps anything for (only those present)."""
         return (set(self._caps) | set(self._ignored_cap) | set(self._probes) | set(self._told)
                 | set(self._layer_octets) | set(self._layer_kbps) | set(self._layers_on)
-                | set(self._layer_history)
+                | set(self._layer_history) | set(self._layer_silent)
                 | set(self._told_layers))
 
     def _forget_absent(self, participants: list[Participant]) -> None:
@@ -90,7 +93,7 @@ class QualityController:
                             (self._told_layers, present),
                             (self._caps, streams), (self._ignored_cap, streams),
                             (self._layer_octets, streams), (self._layer_kbps, streams),
-                            (self._layer_history, streams),
+                            (self._layer_history, streams), (self._layer_silent, streams),
                             (self._layers_on, streams)):
             for key in [k for k in table if k not in keep]:
                 del table[key]
@@ -143,7 +146,7 @@ class QualityController:
                 if producer.kind == "video" and self._ignores_cap(producer.id, rate):
                     minimum = rate  # it cannot be capped: forward it whole, or pause it
                 kind: Literal["audio", "video"] = "audio" if producer.kind == "audio" else "video"
-                layers = self._layers(producer, elapsed)
+                layers = self._layers(producer, now, elapsed)
                 if layers:
                     streams.append(Stream(producer.id, p.id, kind, layers[-1][1], layers[0][1],
                                           priority, layers))
@@ -169,16 +172,21 @@ class QualityController:
         self._plan_probes(participants, update.allocation, demand, now)
 
     # -- simulcast ----------------------------------------------------------------------------------
-    def _layers(self, producer: MediaProducer, elapsed: float) -> tuple[tuple[int, float], ...]:
-        """The layers of a simulcast track that can be forwarded, (index, kbps) by rate: those
-        being sent, and those only dynacast switched off (at the rate they had); () for a
-        single encoding, or before any layer is sent."""
+    def _layers(self, producer: MediaProducer, now: float,
+                elapsed: float) -> tuple[tuple[int, float], ...]:
+        """The layers of a simulcast track that can be forwarded, (index, kbps), lowest first:
+        every layer measured once, at the rate it had when sent, unless it has not been sent
+        for ``LAYER_GONE_S`` although nothing asked its publisher to stop it (its browser
+        dropped it: a weak uplink, a small camera). A layer dynacast switched off stays
+        available (the allocation decides who would take it, and it is switched on for them).
+        () for a single encoding, or before any layer is sent."""
         octets = list(producer.layer_octets())
         if not octets:
             return ()
         before = self._layer_octets.get(producer.id, octets)
         self._layer_octets[producer.id] = octets
         known = self._layer_kbps.setdefault(producer.id, {})
+        silent = self._layer_silent.setdefault(producer.id, {})
         told = self._layers_on.get(producer.id, {})
         rids = list(producer.rids)
         # each layer's rate over the last LAYER_RATE_WINDOW_S it was sent: a keyframe (one
@@ -189,19 +197,27 @@ class QualityController:
                                   in zip(octets, before, strict=False)]))
         while sum(dt for dt, _ in history) - history[0][0] >= LAYER_RATE_WINDOW_S:
             history.popleft()
-        out = []
+        out: list[tuple[int, float]] = []
         for index, (now_octets, then) in enumerate(zip(octets, before, strict=False)):
             kbps = (now_octets - then) * 8 / 1000 / elapsed
             if kbps > LAYER_ACTIVE_KBPS:
+                silent.pop(index, None)
                 sent = [(dt, deltas[index]) for dt, deltas in history
                         if index < len(deltas) and deltas[index] * 8 / 1000 / dt > LAYER_ACTIVE_KBPS]
                 known[index] = sum(d for _, d in sent) * 8 / 1000 / sum(dt for dt, _ in sent)
-                out.append((index, known[index]))
-            elif index in known and told.get(rids[index]) is False:
-                out.append((index, known[index]))  # off because nobody received it
-            else:
-                known.pop(index, None)
-        return tuple(sorted(out, key=lambda layer: layer[1]))
+            elif index in known and told.get(rids[index]) is not False:
+                since = silent.setdefault(index, now)
+                if now - since > LAYER_GONE_S:
+                    del known[index]  # its publisher no longer sends it
+            elif told.get(rids[index]) is False:
+                silent.pop(index, None)  # off by our doing: available, not gone
+            if index in known:
+                # a layer measured while it started up (or long ago) may look smaller than it
+                # is: a higher layer is at least LAYER_STEP times the one below it
+                floor = LAYER_STEP * out[-1][1] if out else 0.0
+                out.append((index, max(known[index], floor)))
+        log.debug("layers of %s available: %s (told %s)", producer.id, out, told)
+        return tuple(out)
 
     def _dynacast(self, participants: list[Participant]) -> None:
         """Tell each simulcast publisher which of its layers anyone receives (the lowest is
@@ -228,6 +244,8 @@ class QualityController:
                 on = {rid: index in chosen or index not in measured
                       for index, rid in enumerate(rids)}
             if self._layers_on.get(video.id) != on:
+                log.debug("layers of %s: %s (wanted %s, measured %s)", video.id, on,
+                          sorted(wanted.get(video.id, set())), measured)
                 self._layers_on[video.id] = on
                 p.client.publish_layers(on)
 
@@ -310,6 +328,10 @@ class QualityController:
                               target_kbps=target, limited=p.id in limited,
                               clean=p.link.loss <= 0.02 and not p.link.overusing,
                               sent_kbps=p.link.sent_kbps)
+            if rate is None and p.id in limited:
+                log.debug("no probe of %s: estimate %s, target %.0f, loss %.3f, overusing %s, "
+                          "active %s", p.id, estimate, target, p.link.loss, p.link.overusing,
+                          probe.active)
             if rate is not None:
                 padding = max(0.0, rate - p.link.sent_kbps)
                 log.info("probing the downlink of %s at %.0f kbit/s (%.0f of padding)", p.id,
