@@ -329,6 +329,13 @@ class SimulcastConsumer(Consumer):
         the picture ids it was first sent with."""
         if self.closed:
             return False
+        anchors = self.anchors
+        if anchors and (out_seq - anchors[-1].out_start) & 0xFFFF >= 0x8000:
+            # before the keyframe the current layer started with: the receiver decodes from
+            # that keyframe on, and the old layer's packets would only crowd the link that
+            # made it switch (its NACKs go on until that keyframe is complete)
+            self._counters.drop("nack_before_keyframe")
+            return False
         if not self.out.may_retransmit(out_seq, now, rtt):
             self._counters.retransmits_suppressed += 1
             return False

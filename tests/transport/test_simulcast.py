@@ -122,7 +122,11 @@ def test_switching_down_then_up_keeps_one_stream_and_the_payload_is_otherwise_un
     assert last.payload[5:] == original.payload[5:]
 
 
-def test_a_nack_after_a_switch_is_answered_from_the_layer_that_was_sent() -> None:
+def test_a_nack_after_a_switch_is_answered_from_the_new_layer_not_the_old_one() -> None:
+    """Packets sent since the switch are resent from the new layer's cache, with the picture ids
+    they were sent with; packets from before it are not (the receiver decodes from the new
+    layer's keyframe on: the old layer's packets would only crowd the link that made it
+    switch)."""
     t, _, counters = track()
     sink = Sink()
     out = OutStream(ssrc=555, mid="3", kind="video", sink=sink, clock_rate=90000, pt_map={97: 100})
@@ -130,12 +134,15 @@ def test_a_nack_after_a_switch_is_answered_from_the_layer_that_was_sent() -> Non
     send_frames(t, range(0, 4), keys={0: {0}})
     consumer.set_layer(1, 4 / 30)
     send_frames(t, range(4, 8), keys={1: {5}})
-    before = sent(sink)
-    for index in (2, 6):  # one packet of each layer, as it was first sent
+    before = sent(sink)  # q 0-5, then h from its keyframe (5)
+    for index in (6, 7):
         wanted = before[index]
         assert consumer.retransmit(wanted[0], 1.0)
         assert sent(sink)[-1] == wanted
         assert P.parse_rtp(sink.rtp[-1]).payload == P.parse_rtp(sink.rtp[index]).payload
+    count = len(sink.rtp)
+    assert not consumer.retransmit(before[2][0], 1.0)  # q's, before h's keyframe
+    assert len(sink.rtp) == count and counters.dropped["nack_before_keyframe"] == 1
 
 
 def test_a_new_receiver_starts_on_the_best_layer_the_publisher_sends() -> None:
