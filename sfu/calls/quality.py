@@ -112,7 +112,6 @@ class QualityController:
             self.on_urgent()
 
     def tick(self, now: float) -> None:
-        log.debug("tick at %.3f", now)
         elapsed = 1.0 if self._last_tick is None else max(0.2, now - self._last_tick)
         self._last_tick = now
         participants = self.call.members()
@@ -216,7 +215,6 @@ class QualityController:
                 # is: a higher layer is at least LAYER_STEP times the one below it
                 floor = LAYER_STEP * out[-1][1] if out else 0.0
                 out.append((index, max(known[index], floor)))
-        log.debug("layers of %s available: %s (told %s)", producer.id, out, told)
         return tuple(out)
 
     def _dynacast(self, participants: list[Participant]) -> None:
@@ -328,10 +326,6 @@ class QualityController:
                               target_kbps=target, limited=p.id in limited,
                               clean=p.link.loss <= 0.02 and not p.link.overusing,
                               sent_kbps=p.link.sent_kbps)
-            if rate is None and p.id in limited:
-                log.debug("no probe of %s: estimate %s, target %.0f, loss %.3f, overusing %s, "
-                          "active %s", p.id, estimate, target, p.link.loss, p.link.overusing,
-                          probe.active)
             if rate is not None:
                 padding = max(0.0, rate - p.link.sent_kbps)
                 log.info("probing the downlink of %s at %.0f kbit/s (%.0f of padding)", p.id,
