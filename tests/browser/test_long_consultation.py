@@ -32,7 +32,8 @@ SAMPLE_JS = """async () => {
   (await call.pc.getStats()).forEach((r) => {
     if (r.type === "inbound-rtp" && r.kind === "video") out.decoded += r.framesDecoded || 0;
     if (r.type === "inbound-rtp" && r.kind === "audio") out.audioIn += r.packetsReceived || 0;
-    if (r.type === "outbound-rtp" && r.kind === "video") out.encoded += r.framesEncoded || 0;
+    // with simulcast each layer encodes every frame: the frames are those of the busiest layer
+    if (r.type === "outbound-rtp" && r.kind === "video") out.encoded = Math.max(out.encoded, r.framesEncoded || 0);
     if (r.type === "outbound-rtp" && r.kind === "audio") out.audioOut += r.packetsSent || 0;
   });
   return out;
