@@ -423,7 +423,13 @@ class Consumer:
     def _replay_keyframe(self, packet: RtpPacket, now: float) -> bool:
         """Start from the keyframe the cache holds when it is recent (under half a second, at
         most 64 packets back): the subscriber sees video now, not after the next keyframe."""
-        producer = self.producer
+        return self._replay_recent(self.producer, packet, now,
+                                   lambda first: self._start_anchor(first, now))
+
+    def _replay_recent(self, producer: Producer, packet: RtpPacket, now: float,
+                       begin: Callable[[RtpPacket], tuple[int, int, int]]) -> bool:
+        """If ``producer``'s last keyframe is recent: ``begin`` the outgoing stream at it (the
+        anchor), send it and what followed it from the cache, then ``packet``; else False."""
         start = producer.keyframe_seq
         span = (packet.seq - start) & 0xFFFF
         cache = producer.cache
@@ -432,7 +438,7 @@ class Consumer:
         first = cache.get(start)
         if first is None or not first.keyframe:
             return False
-        anchor = self._start_anchor(first, now)
+        anchor = begin(first)
         for offset in range(span):
             cached = cache.get((start + offset) & 0xFFFF)
             if cached is not None:

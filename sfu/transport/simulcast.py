@@ -263,7 +263,13 @@ class SimulcastConsumer(Consumer):
                 return index
         return 0
 
-    def _switch(self, packet: RtpPacket, now: float, layer: int) -> tuple[int, int, int]:
+    def _switch(self, packet: RtpPacket, now: float, layer: int) -> None:
+        """Forward ``layer`` from ``packet`` (its keyframe) on."""
+        self._emit(packet, self._begin_layer(packet, now, layer), now)
+
+    def _begin_layer(self, packet: RtpPacket, now: float, layer: int) -> tuple[int, int, int]:
+        """Make ``layer`` the current one from ``packet`` (a keyframe) on: a new anchor, and the
+        picture id / TL0PICIDX offsets that continue the stream; returns the anchor."""
         if self.current is not None or self._switching:
             self.switches += 1
             self._counters.layer_switches += 1
@@ -282,27 +288,12 @@ class SimulcastConsumer(Consumer):
             self._tl0_off = 0
         self._anchor_layers.append((layer, self._pid_off, self._tl0_off))
         del self._anchor_layers[:-len(self.anchors)]
-        self._emit(packet, anchor, now)
         return anchor
 
     def _replay_layer(self, packet: RtpPacket, now: float, layer: int) -> bool:
         """Start from the layer's cached keyframe when it is recent (as ``_replay_keyframe``)."""
-        producer = self.track.layers[layer]
-        start = producer.keyframe_seq
-        span = (packet.seq - start) & 0xFFFF
-        cache = producer.cache
-        if now - producer.keyframe_at > 0.5 or span > 64 or cache is None:
-            return False
-        first = cache.get(start)
-        if first is None or not first.keyframe:
-            return False
-        anchor = self._switch(first, now, layer)
-        for offset in range(1, span):
-            cached = cache.get((start + offset) & 0xFFFF)
-            if cached is not None:
-                self._emit(cached, anchor, now)
-        self._emit(packet, anchor, now)
-        return True
+        return self._replay_recent(self.track.layers[layer], packet, now,
+                                   lambda first: self._begin_layer(first, now, layer))
 
     def _emit(self, packet: RtpPacket, anchor: tuple[int, int, int], now: float) -> None:
         """Send with the picture id and TL0PICIDX moved on by this anchor's offsets (a copy of
