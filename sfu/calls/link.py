@@ -17,7 +17,8 @@ from sfu.calls.media import Feedback, MediaEndpoint, ReportBlock
 # Share of one transport feedback's packets reported lost that is news: the link just dropped
 CONGESTION_LOSS = 0.1
 CONGESTION_REPEAT_S = 0.5  # a congestion signal at most this often
-CONGESTION_HOLD_S = 2.0  # what arrived during heavy loss caps the budget this long
+CONGESTION_HOLD_S = 2.0  # what arrived during heavy loss is the budget this long ...
+CONGESTION_SHARE = 0.9  # ... this share of it
 
 # Ticks (seconds) a stream may be sent to without any receiver report on it before it counts as
 # lost: longer than the slowest report interval a browser uses (Chromium: audio 5 s, x0.5-1.5).
@@ -246,11 +247,12 @@ class Link:
         if self.loss > 0.05 or self.overusing or (self.gcc is not None and self.gcc.loss > 0.05):
             self.constrained = True
         if self.congestion_kbps is not None and now < self.congestion_until:
-            # a feedback just reported heavy loss: what arrived is what the link carries, until
-            # the estimators (a loss interval, a second of reports) have seen it themselves
+            # a feedback just reported heavy loss: what arrived is what the link carries, both
+            # ways, until the estimators have settled: they have not seen it yet (a loss
+            # interval, a second of reports), or cut far below it (the send-side estimate fell
+            # to 229 kbit/s on a 500 kbit/s link, and both videos were paused for 3 s)
             self.constrained = True
-            estimate = self.congestion_kbps if estimate is None else min(estimate,
-                                                                         self.congestion_kbps)
+            estimate = CONGESTION_SHARE * self.congestion_kbps
         if self.gcc is not None and estimate is not None:
             # transport-cc: once the link has shown a limit, the send-side estimate follows it
             # both ways (delay, loss and probing) and is the budget, as in libwebrtc; it is

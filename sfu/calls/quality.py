@@ -267,7 +267,7 @@ class QualityController:
                     "rid": rids[at] if rids else None,
                     "width": None if size is None else size[0],
                     "height": None if size is None else size[1]}
-            if self._told_layers.get(p.id) != layers:
+            if self._told_layers.get(p.id, {}) != layers:  # nothing to tell before any video
                 self._told_layers[p.id] = layers
                 p.client.video_layers(layers)
 

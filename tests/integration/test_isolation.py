@@ -25,7 +25,8 @@ from tests.integration.helpers import close_all, receives_everyone, wait_for
 from tests.integration.test_waiting_area import enter
 
 # what a patient may be told at all: no waiting-area view, nothing about other spaces
-PATIENT_MESSAGES = {"authenticated", "joined", "tracks", "offer", "participant_joined", "quality"}
+PATIENT_MESSAGES = {"authenticated", "joined", "tracks", "offer", "participant_joined", "quality",
+                    "video_layers", "publish_layers"}
 
 
 class RecordingClient(Client):
@@ -188,6 +189,9 @@ async def test_two_consultations_share_no_packet_and_no_word(token, clip):
                 assert joined["participants"] == []
                 assert [m["participant"]["id"] for m in patient.messages
                         if m["type"] == "participant_joined"] == [staff.participant]
+                # which layer it gets of whose video: only its own call's other participant
+                assert {pid for m in patient.messages if m["type"] == "video_layers"
+                        for pid in m["layers"]} <= {staff.participant}
                 # the waiting area (the other space, its name, how many there are) is not theirs
                 async with aiohttp.ClientSession() as http, http.get(
                         f"{server.url}/v1/clinics/demo/waiting-area",
