@@ -22,7 +22,7 @@ the start and again mid-call) and up once. Each page samples its own ``getStats`
 
 The figures (widths, stalls, freezes, switch times, the weak page's downlink estimate on the
 server) are printed (``-s``) as ``simulcast-browser:`` lines. Needs root (namespaces) and
-Chromium; skipped with the reason otherwise. About 70 s.
+Chromium; skipped with the reason otherwise. About 57 s.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ pytestmark = [pytest.mark.netns, pytest.mark.browser, pytest.mark.asyncio,
 
 WEAK_KBIT = 500.0
 GOOD_KBIT = 20_000.0
-PHASES = [(WEAK_KBIT, 22.0), (GOOD_KBIT, 22.0), (WEAK_KBIT, 20.0)]  # (downlink, seconds)
+PHASES = [(WEAK_KBIT, 18.0), (GOOD_KBIT, 16.0), (WEAK_KBIT, 16.0)]  # (downlink, seconds)
 LOW_WIDTH = 320  # q of a 640x480 camera
 TOP_WIDTH = 640  # h: the top layer Chromium sends of it
 SETTLE_S = 8.0  # after joining, before the first phase's figures count
