@@ -39,6 +39,7 @@ from cattrs.gen import make_dict_structure_fn
 
 from sfu.auth import AuthSettings
 from sfu.bandwidth.settings import BandwidthSettings
+from sfu.cluster.settings import ClusterSettings
 from sfu.errors import ConfigError
 from sfu.rooms.settings import ClinicSettings, LimitsSettings, RoomSettings, WaitingAreaSettings
 from sfu.rooms.text import valid_id
@@ -76,6 +77,7 @@ class Config:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     webhooks: WebhooksSettings = field(default_factory=WebhooksSettings)
     clinics: list[ClinicSettings] = field(default_factory=list)
+    cluster: ClusterSettings | None = None  # absent: one process, no Redis
 
 
 def default_config() -> Config:
@@ -383,6 +385,8 @@ def _validate(cfg: Config, problems: list[str]) -> None:
             problems.append(f"webhooks.urls[{i}]: not an http(s) URL: {url!r}")
     if cfg.webhooks.urls and not cfg.webhooks.secret:
         problems.append("webhooks.secret: required when webhooks.urls is set")
+    if cfg.cluster is not None:
+        _check_cluster(cfg.cluster, problems)
     seen: set[str] = set()
     for i, clinic in enumerate(cfg.clinics):
         if not valid_id(clinic.id):
@@ -398,3 +402,19 @@ def _validate(cfg: Config, problems: list[str]) -> None:
                 problems.append(f"clinics[{i}].rooms[{j}].id: duplicate room id {room.id!r}")
             rooms.add(room.id)
 
+
+
+def _check_cluster(cluster: ClusterSettings, problems: list[str]) -> None:
+    if not re.match(r"^(redis|rediss|unix)://", cluster.redis_url):
+        problems.append(f"cluster.redis_url: a redis://, rediss:// or unix:// URL, got {cluster.redis_url!r}")
+    if cluster.node_id and not valid_id(cluster.node_id):
+        problems.append(f"cluster.node_id: letters, digits, '-' and '_' only: {cluster.node_id!r}")
+    if cluster.advertise_url and not re.match(r"^https?://[^/]+/?$", cluster.advertise_url):
+        problems.append("cluster.advertise_url: http(s)://host[:port] with no path, "
+                        f"got {cluster.advertise_url!r}")
+    if not 0.1 <= cluster.heartbeat <= 60:
+        problems.append(f"cluster.heartbeat: 0.1-60 seconds, got {cluster.heartbeat}")
+    if not 0 <= cluster.shared_port <= 65535:
+        problems.append(f"cluster.shared_port: must be 0-65535, got {cluster.shared_port}")
+    if not valid_id(cluster.key_prefix):
+        problems.append(f"cluster.key_prefix: letters, digits, '-' and '_' only: {cluster.key_prefix!r}")
