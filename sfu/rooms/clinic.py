@@ -50,6 +50,10 @@ class Clinic:
     def invite_revoked(self, invite: str) -> bool:
         return invite in self._revoked
 
+    def revocations(self) -> dict[str, float]:
+        """Revoked guest invites and until when they are refused."""
+        return dict(self._revoked)
+
     @property
     def rooms(self) -> list[MeetingRoom]:
         return list(self._rooms.values())
@@ -160,22 +164,30 @@ class ClinicRegistry:
         return clinic, True
 
     def enter_waiting_area(
-        self, clinic_id: str, name: object, address: str, now: float, *, patient_sub: str | None = None
+        self, clinic_id: str, name: object, address: str, now: float, *,
+        patient_sub: str | None = None, space_id: str | None = None, rate_checked: bool = False
     ) -> Space:
         """A patient enters ``clinic_id``'s waiting area from ``address``.
 
         404 unknown clinic, 409 closed (with its message) or full, 429 over the per-address rate,
-        400 bad name. Every attempt at an open waiting area counts towards the rate.
+        400 bad name. Every attempt at an open waiting area counts towards the rate, unless
+        ``rate_checked`` (the cluster node that placed the space here counted it).
         """
         area = self.get(clinic_id).waiting_area
         if area.closed:
             return area.enter(name, now)  # raises 409 with the clinic's message
-        self._limiter.check(address, now)
+        if not rate_checked:
+            self._limiter.check(address, now)
         unconnected = sum(c.waiting_area.unconnected() for c in self._clinics.values())
         if unconnected >= self.limits.unconnected_spaces_total:
             raise server_full("Too many patients are connecting at the moment. Please try "
                               "again in a minute.")
-        return area.enter(name, now, patient_sub=patient_sub)
+        return area.enter(name, now, patient_sub=patient_sub, space_id=space_id)
+
+    def check_entry_rate(self, address: str, now: float) -> None:
+        """Count one entry from ``address`` (429 over the rate): a cluster node counts an entry
+        it places on another node."""
+        self._limiter.check(address, now)
 
     def find_space(self, clinic_id: str, space_id: str) -> Space | None:
         clinic = self._clinics.get(clinic_id)

@@ -89,6 +89,18 @@ def authorize_join(
     - a guest enters only the one space or room its token names;
     - staff and admins enter spaces and rooms of their own clinic (an admin for ``*``: every clinic).
     """
+    wanted, clinic_id = check_join_scope(claims, target)
+    clinic = registry.get(clinic_id)
+    if wanted.space is not None:
+        return ResolvedTarget(clinic, wanted, space=clinic.waiting_area.get(wanted.space))
+    assert wanted.room is not None
+    return ResolvedTarget(clinic, wanted, room=clinic.room(wanted.room))
+
+
+def check_join_scope(claims: Claims, target: object) -> tuple[JoinTarget, str]:
+    """The part of ``authorize_join`` that needs no registry: 400 malformed, 403 out of the
+    token's scope; the parsed target and its clinic id. (A cluster node checks this before it
+    looks up where a call lives: a refusal never tells whether it exists.)"""
     wanted = JoinTarget.parse(target)
     clinic_id = _target_clinic(claims, wanted)
     if claims.role == PATIENT:
@@ -103,11 +115,7 @@ def authorize_join(
             raise forbidden("this invitation is for another meeting room")
     elif claims.role not in (STAFF, ADMIN):  # pragma: no cover - verify_token refuses other roles
         raise forbidden(f"role {claims.role!r} may not join")
-    clinic = registry.get(clinic_id)
-    if wanted.space is not None:
-        return ResolvedTarget(clinic, wanted, space=clinic.waiting_area.get(wanted.space))
-    assert wanted.room is not None
-    return ResolvedTarget(clinic, wanted, room=clinic.room(wanted.room))
+    return wanted, clinic_id
 
 
 def require_member(claims: Claims, clinic_id: str) -> None:

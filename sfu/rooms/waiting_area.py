@@ -54,31 +54,52 @@ class WaitingArea:
 
     # -- spaces ---------------------------------------------------------------------------------
 
-    def enter(self, name: object, now: float, *, patient_sub: str | None = None) -> Space:
+    def enter(self, name: object, now: float, *, patient_sub: str | None = None,
+              space_id: str | None = None) -> Space:
         """A patient enters: a new private space (409 when closed or full, 400 for a bad name).
 
         Rate limiting per address is the registry's (``ClinicRegistry.enter_waiting_area``).
+        ``space_id``: the id a cluster node chose when it placed the space here.
         """
         if self.closed:
             raise conflict(self.closed_message or DEFAULT_CLOSED_MESSAGE)
         patient_name = clean_name(name)
         if len(self._spaces) >= self.max_spaces:
             raise conflict("The waiting area is full at the moment. Please try again later.")
-        space_id = new_id("sp_")
+        if space_id is None or space_id in self._spaces:
+            space_id = new_id("sp_")
         while space_id in self._spaces:  # pragma: no cover - 96 random bits
             space_id = new_id("sp_")
+        space = self._add(space_id, patient_name, patient_sub or new_id("pt_"), now)
+        self._emit(SpaceCreated(self.clinic, space_id))
+        self._emit(WaitingAreaChanged(self.clinic))
+        return space
+
+    def adopt(self, space_id: str, *, patient_sub: str, waiting_since: float, patient_name: str,
+              now: float) -> Space:
+        """A space that another node hosted (it was lost or drained) is hosted here from now on:
+        the same id, patient and place in the list (``waiting_since``); nobody is inside yet.
+        Not a new space: no ``SpaceCreated``. The name is the patient token's, or "" until the
+        patient joins."""
+        space = self._spaces.get(space_id)
+        if space is not None:
+            return space
+        space = self._add(space_id, patient_name, patient_sub, now)
+        space.waiting_since = waiting_since
+        self._emit(WaitingAreaChanged(self.clinic))
+        return space
+
+    def _add(self, space_id: str, patient_name: str, patient_sub: str, now: float) -> Space:
         space = Space(
             id=space_id,
             clinic=self.clinic,
             patient_name=patient_name,
-            patient_sub=patient_sub or new_id("pt_"),
+            patient_sub=patient_sub,
             now=now,
             capacity=self.capacity,
             on_change=self._space_changed,
         )
         self._spaces[space_id] = space
-        self._emit(SpaceCreated(self.clinic, space_id))
-        self._emit(WaitingAreaChanged(self.clinic))
         return space
 
     def find(self, space_id: str) -> Space | None:

@@ -17,10 +17,13 @@ from urllib.parse import quote
 import msgspec
 from aiohttp import web
 
-from sfu.auth import GUEST, PATIENT, Claims, bearer_claims
+from sfu.auth import ADMIN, ALL_CLINICS, GUEST, PATIENT, Claims, bearer_claims
+from sfu.cluster.node import CLUSTER_HEADER, ClusterNode
 from sfu.errors import (
     ApiError,
     bad_request,
+    conflict,
+    forbidden,
     not_found,
     too_large,
     unauthorized,
@@ -141,12 +144,42 @@ def client_addresses(config: Config) -> ClientAddresses:
 
 class _Api:
     def __init__(self, registry: ClinicRegistry, config: Config, clock: Callable[[], float],
-                 addresses: ClientAddresses) -> None:
+                 addresses: ClientAddresses, cluster: ClusterNode | None = None) -> None:
         self.registry = registry
         self.config = config
         self.clock = clock
         self.addresses = addresses
+        self.cluster = cluster
         self._openapi: bytes | None = None
+
+    def from_node(self, request: web.Request) -> bool:
+        """A request another node of this cluster sent (its ``X-SFU-Cluster`` token)."""
+        token = request.headers.get(CLUSTER_HEADER)
+        if self.cluster is None or not token:
+            return False
+        try:
+            claims = self.config.auth.verify(token, now=self.clock())
+        except ApiError:
+            return False
+        return claims.role == ADMIN and claims.clinic == ALL_CLINICS and claims.sub.startswith("node:")
+
+    async def relay(self, request: web.Request, node: str, body: bytes = b"",
+                    extra: dict[str, str] | None = None) -> web.Response:
+        """Answer with what ``node`` (the host of the space) answers to the same request."""
+        assert self.cluster is not None
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() in ("authorization", "content-type")}
+        status, data, content_type = await self.cluster.relay(
+            node, request.method, request.path_qs, body, {**headers, **(extra or {})})
+        return web.Response(status=status, body=data, content_type=content_type or None)
+
+    async def remote_space(self, request: web.Request, clinic_id: str, space_id: str
+                           ) -> tuple[bool, str]:
+        """A space this node does not host: (it exists in the cluster, the node hosting it)."""
+        if self.cluster is None or self.from_node(request):
+            return False, ""
+        record, host = await self.cluster.space_host(clinic_id, space_id)
+        return record is not None, host
 
     def claims(self, request: web.Request) -> Claims:
         return refuse_revoked(bearer_claims(request, self.config.auth, now=self.clock()),
@@ -190,11 +223,31 @@ class _Api:
 
     async def enter_waiting_area(self, request: web.Request) -> web.Response:
         clinic_id = request.match_info["clinic"]
-        self.registry.get(clinic_id)
+        clinic = self.registry.get(clinic_id)
         body = await read_json(request, json_only=True)
         now = self.clock()
         address = self.addresses.key(request.remote, request.headers)
-        space = self.registry.enter_waiting_area(clinic_id, body.get("name"), address, now)
+        placed: str | None = None  # the id the placing node chose (a relayed entry)
+        if request.headers.get("X-SFU-Space") is not None:
+            if not self.from_node(request):
+                raise forbidden("X-SFU-Space is for the nodes of a cluster")
+            placed = request.headers["X-SFU-Space"]
+            if not placed.startswith("sp_") or not valid_id(placed):
+                raise bad_request("bad X-SFU-Space")
+        elif self.cluster is not None:
+            # the space is placed now, on the least loaded node, which keeps the patient's name
+            area = clinic.waiting_area
+            if not area.closed:
+                self.registry.check_entry_rate(address, now)
+                if await self.cluster.count_spaces(clinic_id) >= area.max_spaces:
+                    raise conflict("The waiting area is full at the moment. Please try again later.")
+            placed = new_id("sp_")
+            host = await self.cluster.place(clinic_id, "space", placed)
+            if host != self.cluster.id:
+                return await self.relay(request, host, json.dumps(body).encode(),
+                                        {"Content-Type": "application/json", "X-SFU-Space": placed})
+        space = self.registry.enter_waiting_area(clinic_id, body.get("name"), address, now,
+                                                 space_id=placed, rate_checked=placed is not None)
         ttl = self.config.auth.patient_token_ttl
         token = self.config.auth.mint(
             sub=space.patient_sub,
@@ -211,7 +264,27 @@ class _Api:
     async def get_waiting_area(self, request: web.Request) -> web.Response:
         clinic_id = request.match_info["clinic"]
         require_member(self.claims(request), clinic_id)
+        if self.cluster is not None:
+            self.registry.get(clinic_id)
+            return web.json_response(await self.cluster.waiting_list(clinic_id))
         return web.json_response(self.registry.get(clinic_id).waiting_area.to_json())
+
+    async def node_spaces(self, request: web.Request) -> web.Response:
+        """``GET /v1/cluster/clinics/{clinic}/spaces``: the spaces this node hosts, names
+        included; for the other nodes of the cluster only."""
+        if not self.from_node(request):
+            raise forbidden("for the nodes of this cluster only")
+        assert self.cluster is not None
+        return web.json_response({"spaces": self.cluster.local_spaces(request.match_info["clinic"])})
+
+    async def cluster_state(self, request: web.Request) -> web.Response:
+        """``GET /v1/cluster``: the live nodes and their load (admins of every clinic)."""
+        claims = self.claims(request)
+        if claims.role != ADMIN or claims.clinic != ALL_CLINICS:
+            raise forbidden("only an admin of every clinic may see the cluster")
+        if self.cluster is None:
+            raise not_found("this server is not part of a cluster")
+        return web.json_response(self.cluster.nodes_json())
 
     async def put_waiting_area(self, request: web.Request) -> web.Response:
         clinic_id = request.match_info["clinic"]
@@ -232,7 +305,16 @@ class _Api:
     async def end_space(self, request: web.Request) -> web.Response:
         clinic_id, space_id = request.match_info["clinic"], request.match_info["space"]
         require_member(self.claims(request), clinic_id)
-        space = self.registry.get(clinic_id).waiting_area.end(space_id)
+        area = self.registry.get(clinic_id).waiting_area
+        if area.find(space_id) is None:
+            exists, host = await self.remote_space(request, clinic_id, space_id)
+            if host and self.cluster is not None and host != self.cluster.id:
+                return await self.relay(request, host)
+            if exists and not host and self.cluster is not None:
+                await self.cluster.forget_space(clinic_id, space_id)  # no node hosts it now
+                logger.info("space %s of clinic %s ended by staff (unhosted)", space_id, clinic_id)
+                return web.Response(status=204)
+        space = area.end(space_id)
         logger.info("space %s of clinic %s ended by staff", space.id, clinic_id)
         return web.Response(status=204)
 
@@ -241,9 +323,15 @@ class _Api:
     async def invite_to_space(self, request: web.Request) -> web.Response:
         clinic_id, space_id = request.match_info["clinic"], request.match_info["space"]
         require_member(self.claims(request), clinic_id)
-        space = self.registry.get(clinic_id).waiting_area.get(space_id)
-        link = f"/c/{quote(clinic_id, safe='')}?space={quote(space.id, safe='')}"
-        return await self._invite(request, clinic_id, link, space=space.id)
+        area = self.registry.get(clinic_id).waiting_area
+        if area.find(space_id) is None:
+            exists, host = await self.remote_space(request, clinic_id, space_id)
+            if host and self.cluster is not None and host != self.cluster.id:
+                return await self.relay(request, host, await request.read())
+            if not exists:
+                area.get(space_id)  # 404
+        link = f"/c/{quote(clinic_id, safe='')}?space={quote(space_id, safe='')}"
+        return await self._invite(request, clinic_id, link, space=space_id)
 
     async def invite_to_room(self, request: web.Request) -> web.Response:
         clinic_id, room_id = request.match_info["clinic"], request.match_info["room"]
@@ -312,6 +400,7 @@ def setup_api_routes(
     clock: Callable[[], float] = time.time,
     json_errors: bool = True,
     addresses: ClientAddresses | None = None,
+    cluster: ClusterNode | None = None,
 ) -> None:
     """Register the HTTP calls of API.md on ``app`` (not /healthz, /metrics, /v1/ws).
 
@@ -319,7 +408,7 @@ def setup_api_routes(
     paths and methods answer in the contract's error shape. ``addresses``: how a request's
     client address is found (the server's; by default from ``config``).
     """
-    api = _Api(registry, config, clock, addresses or client_addresses(config))
+    api = _Api(registry, config, clock, addresses or client_addresses(config), cluster)
     routes: list[tuple[str, str, Handler]] = [
         ("PUT", "/v1/clinics/{clinic}", api.put_clinic),
         ("GET", "/v1/clinics/{clinic}", api.get_clinic),
@@ -333,6 +422,8 @@ def setup_api_routes(
         ("POST", "/v1/clinics/{clinic}/waiting-area/{space}/invites", api.invite_to_space),
         ("DELETE", "/v1/clinics/{clinic}/invites/{invite}", api.revoke_invite),
         ("GET", "/v1/openapi.json", api.openapi),
+        ("GET", "/v1/cluster", api.cluster_state),
+        ("GET", "/v1/cluster/clinics/{clinic}/spaces", api.node_spaces),
     ]
     for method, path, handler in routes:
         app.router.add_route(method, path, _guard(handler))

@@ -239,6 +239,35 @@ def _paths() -> dict[str, Any]:
                 },
             },
         },
+        "/v1/cluster": {
+            "get": {
+                "summary": "In a cluster: the live nodes with their load (admin of every clinic)",
+                "operationId": "getCluster",
+                "security": _BEARER,
+                "responses": {
+                    "200": _json({"type": "object", "required": ["node", "nodes"], "properties": {
+                        "node": {"type": "string", "description": "The node that answered."},
+                        "nodes": {"type": "array", "items": {"type": "object"}}}},
+                        "Nodes: id, url, participants, calls, cpu (percent of a core), "
+                        "draining, started."),
+                    **_errors(401, 403, 404),
+                },
+            },
+        },
+        "/v1/cluster/clinics/{clinic}/spaces": {
+            "parameters": [_CLINIC],
+            "get": {
+                "summary": "In a cluster, between nodes only (X-SFU-Cluster token): the spaces "
+                           "this node hosts, with their names",
+                "operationId": "getNodeSpaces",
+                "responses": {
+                    "200": _json({"type": "object", "properties": {
+                        "spaces": {"type": "array", "items": {"type": "object"}}}},
+                        "The spaces hosted here."),
+                    **_errors(403),
+                },
+            },
+        },
         "/v1/clinics/{clinic}/waiting-area/{space}/invites": {
             "parameters": [_CLINIC, _SPACE],
             "post": {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import socket
 import time
 import weakref
 from collections.abc import Callable, Coroutine
@@ -19,10 +20,11 @@ from typing import Any
 
 from aiohttp import web
 
-from sfu.auth import GUEST
+from sfu.auth import ADMIN, ALL_CLINICS, GUEST
 from sfu.calls.events import CallKey
 from sfu.calls.manager import Calls
 from sfu.calls.media import MediaEndpoint
+from sfu.cluster.node import ClusterNode
 from sfu.errors import ApiError, rate_limited, server_full
 from sfu.rooms import IN_CONSULTATION, ON_HOLD, WAITING
 from sfu.rooms import events as ev
@@ -62,7 +64,20 @@ class Server:
         self.calls = Calls(registry=self.registry, new_endpoint=self._new_endpoint,
                            events=self.events, limits=config.limits,
                            bandwidth=config.bandwidth, clock=clock)
-        self.feed = WaitingAreaFeed(self.registry)
+        # [cluster]: this node mirrors its registry into Redis and places calls (sfu/cluster)
+        self.cluster: ClusterNode | None = None
+        if config.cluster is not None:
+            self.cluster = ClusterNode(
+                config.cluster, node_id=config.cluster.node_id, url=config.cluster.advertise_url,
+                registry=self.registry, cluster_token=self._cluster_token, load=self._load,
+                hosts_call=lambda clinic, kind, id: CallKey(clinic, kind, id) in self.calls.by_key,
+                clock=clock)
+            self.registry.add_listener(self.cluster.on_domain_event)
+        self.feed = WaitingAreaFeed(
+            self.registry, source=self.cluster.waiting_list if self.cluster is not None else None)
+        if self.cluster is not None:
+            self.cluster.on_waiting_area = self.feed.changed
+        self._node_token: tuple[float, str] = (0.0, "")
         self.addresses = client_addresses(config)
         self._sockets: dict[str, int] = {}  # open WebSockets per client address
         self._ice_server_settings = config.media.ice_servers
@@ -73,7 +88,8 @@ class Server:
             on_outbox_full=lambda: self.counters.drop("signaling_outbox_full"),
             url_token=config.auth.url_token, media_budget=self._media_budget,
             verify=lambda token: refuse_revoked(config.auth.verify(token), self.registry),
-            leeway=config.auth.leeway)
+            leeway=config.auth.leeway,
+            route=self.cluster.route if self.cluster is not None else None)
         self.app = self._make_app()
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -105,7 +121,7 @@ class Server:
             app.router.add_get("/metrics", self._public_metrics)
         app.router.add_get("/v1/ws", self._ws)
         setup_api_routes(app, self.registry, self.config, clock=self.clock,
-                         addresses=self.addresses)
+                         addresses=self.addresses, cluster=self.cluster)
         if WEB_DIR.is_dir():
             from sfu.service.web import setup_web_routes
 
@@ -126,6 +142,12 @@ class Server:
         addresses = self._runner.addresses  # (host, port, ...) of each bound socket
         if addresses:
             self.port = int(addresses[0][1])
+        if self.cluster is not None:
+            if not self.cluster.id:
+                self.cluster.id = f"{socket.gethostname()}-{self.port}".replace(".", "-")
+            if not self.cluster.url:
+                self.cluster.url = f"http://{host or self.config.server.host}:{self.port}"
+            await self.cluster.start()
         # a first trim now: the worker thread the minute's trims run in starts with the server
         # (a fixed part of its baseline, not a thread that appears under load)
         self.memory_trims += await asyncio.to_thread(memory.trim)
@@ -152,6 +174,8 @@ class Server:
     def _end_everything(self) -> None:
         """No new joins; every participant and every other socket hears ``server_shutdown``."""
         self.draining = True
+        if self.cluster is not None:
+            self.cluster.set_draining()  # no new calls are placed here
         self.calls.end_all("server_shutdown")
         for session in list(self.sessions):
             session.ended("server_shutdown")
@@ -167,6 +191,9 @@ class Server:
         self._closed = True
         self._end_everything()
         await self.calls.close()
+        await self.feed.close()
+        if self.cluster is not None:
+            await self.cluster.close()  # its spaces go back to the waiting list, unplaced
         if self._runner is not None:
             await self._runner.cleanup()
         if self._metrics_runner is not None:
@@ -339,6 +366,23 @@ class Server:
                     key = producer.rids[consumer.layer]
                 counts[key] = counts.get(key, 0) + 1
         return counts
+
+    def _load(self) -> tuple[int, int]:
+        """(participants, calls) here: a cluster node's load report."""
+        roles, _ = self.calls.snapshot()
+        return sum(roles.values()), len(self.calls.by_key)
+
+    def _cluster_token(self) -> str:
+        """This node's token on requests to other nodes: an admin of every clinic, ``node:<id>``
+        (made again every 30 s)."""
+        now = self.clock()
+        made, token = self._node_token
+        if now - made > 30 or not token:
+            assert self.cluster is not None
+            token = self.config.auth.mint(sub=f"node:{self.cluster.id}", role=ADMIN,
+                                          clinic=ALL_CLINICS, ttl=60, now=now)
+            self._node_token = (now, token)
+        return token
 
     def _ice_servers(self, participant: str) -> list[dict[str, Any]]:
         """The ``ice_servers`` of ``participant``'s ``joined``: its own TURN credentials."""

@@ -69,6 +69,8 @@ class SessionContext:
     # closed: an idle socket holds a file descriptor and a writer task for nothing
     purpose_timeout: float = 60.0
     leeway: float = 30.0  # the token's exp is past this long after it (auth.leeway)
+    # in a cluster: where a join goes (None: here; a URL: the node hosting the call, ``redirect``)
+    route: Callable[[Claims, object], Awaitable[str | None]] | None = None
     wall_clock: Callable[[], float] = time.time  # tokens' exp is wall-clock time
 
 
@@ -294,6 +296,12 @@ class SignalingSession:
         if self.precall is not None and not self.precall.closed:
             raise bad_request("a pre-call test is running; join after its result")
         try:
+            if self.ctx.route is not None:
+                url = await self.ctx.route(self.claims, message.get("target", {}))
+                if url is not None:  # the call lives on another node: the client goes there
+                    self.send({"type": "redirect", "url": url})
+                    self.close_soon()
+                    return
             self.ctx.media_budget(self)
             self.participant = self.ctx.calls.join(self.claims, message.get("target", {}), self)
             self._busy()
