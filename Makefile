@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast fuzz bench load lint browser turn clean
+.PHONY: install run run-cluster test test-fast fuzz bench load lint browser turn redis clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,13 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/sfu serve $(ARGS)
+
+# Every core of this box: WORKERS nodes sharing the public port, with a private redis-server
+# (docs/cluster.md). `make run-cluster WORKERS=4 ARGS="--config sfu.toml"`.
+WORKERS ?= $(shell nproc)
+
+run-cluster: $(STAMP) redis
+	$(BIN)/sfu serve --workers $(WORKERS) $(ARGS)
 
 # Debian's chromium for the browser end-to-end tests (installed only when missing).
 browser:
@@ -30,7 +37,14 @@ turn:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn iptables >/dev/null; \
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn iptables >/dev/null; fi; }
 
-test: $(STAMP) browser turn
+# Debian's redis-server for the cluster (`make run-cluster`, tests/cluster; installed only when
+# missing); the tests and `sfu serve --workers` start their own, on a private socket.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; fi; }
+
+test: $(STAMP) browser turn redis
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25
 
 test-fast: $(STAMP)

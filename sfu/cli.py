@@ -12,12 +12,22 @@ import stat
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from sfu.auth import ROLES, mint_token
+from sfu.cluster.settings import ClusterSettings
+from sfu.cluster.workers import WorkersPlan, follow_supervisor, supervise
 from sfu.errors import ConfigError, UnsafeSecretFile
-from sfu.service.config import Config, config_warnings, default_config, load_config
+from sfu.service.config import (
+    Config,
+    cluster_problems,
+    config_warnings,
+    default_config,
+    load_config,
+)
+from sfu.transport.settings import parse_port_range
 
 
 class JsonFormatter(logging.Formatter):
@@ -111,12 +121,93 @@ def _load(path: str | None) -> tuple[Config, bool]:
         cfg = default_config()
         secret = os.environ.get("SFU_AUTH_SECRET")
         if secret:
-            from dataclasses import replace
-
             cfg = replace(cfg, auth=replace(cfg.auth, secret=secret))
             return cfg, False
         return cfg, True
     return load_config(path), False
+
+
+def _save_secret(secret: str) -> bool:
+    """Keep the embedded default's secret for ``sfu token``; False: refuse to start."""
+    try:
+        save_default_secret(secret)
+    except UnsafeSecretFile as exc:
+        print(f"sfu: refusing to start: the secret file for 'sfu token' is not private: {exc}",
+              file=sys.stderr)
+        return False
+    except OSError as exc:
+        print(f"sfu: could not save the secret for 'sfu token' ({exc})", file=sys.stderr)
+    return True
+
+
+def _print_secret(secret: str) -> None:
+    print(f"sfu: embedded default config; API secret for this run: {secret}", flush=True)
+    print("sfu: mint a token: sfu token --secret-from-config --role staff --clinic demo "
+          "--sub dr-lee --name 'Dr Lee'", flush=True)
+
+
+def with_serve_flags(config: Config, args: argparse.Namespace) -> Config:
+    """Apply ``serve``'s per-worker flags (``--workers`` passes them to each worker; usable by
+    hand): ``--node-id``, ``--redis-url``, ``--advertise-url``, ``--shared-port`` create or change
+    ``[cluster]`` (creating it needs a Redis URL); ``--udp-ports`` and ``--metrics-port`` replace
+    ``media.udp_ports`` and ``metrics.port``. ConfigError lists what is wrong."""
+    problems: list[str] = []
+    changes: dict[str, Any] = {
+        name: value for name, value in (
+            ("redis_url", args.redis_url), ("node_id", args.node_id),
+            ("advertise_url", args.advertise_url), ("shared_port", args.shared_port))
+        if value is not None
+    }
+    if changes:
+        if config.cluster is None and args.redis_url is None:
+            problems.append("--node-id, --advertise-url and --shared-port change the config's "
+                            "[cluster] section: it has none (add one, or pass --redis-url)")
+        else:
+            cluster = (replace(config.cluster, **changes) if config.cluster is not None
+                       else ClusterSettings(**changes))
+            problems += cluster_problems(cluster)
+            config = replace(config, cluster=cluster)
+    if args.udp_ports is not None:
+        try:
+            parse_port_range(args.udp_ports)
+        except ValueError:
+            problems.append(f"--udp-ports: a range like 40000-40999, got {args.udp_ports!r}")
+        config = replace(config, media=replace(config.media, udp_ports=args.udp_ports))
+    if args.metrics_port is not None:
+        if not 0 <= args.metrics_port <= 65535:
+            problems.append(f"--metrics-port: must be 0-65535, got {args.metrics_port}")
+        config = replace(config, metrics=replace(config.metrics, port=args.metrics_port))
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _serve_workers(config: Config, args: argparse.Namespace, show_secret: bool) -> int:
+    """``sfu serve --workers N``: the supervisor (sfu/cluster/workers.py) runs no server itself."""
+    if args.shared_port is not None:
+        print("sfu: --shared-port is set for each worker by --workers (the public port is "
+              "--port or server.port)", file=sys.stderr)
+        return 1
+    cluster = config.cluster
+    try:
+        udp_ports = parse_port_range(config.media.udp_ports)
+    except ValueError:
+        udp_ports = None  # the loader already refused it
+    plan = WorkersPlan(
+        count=args.workers, host=config.server.host if args.host is None else args.host,
+        port=config.server.port if args.port is None else args.port, config_path=args.config,
+        drain_timeout=config.server.drain_timeout,
+        redis_url=cluster.redis_url if cluster else "", node_id=cluster.node_id if cluster else "",
+        advertise_url=cluster.advertise_url if cluster else "", udp_ports=udp_ports,
+        metrics_port=config.metrics.port, forward_redis_url=args.redis_url is not None)
+    env = dict(os.environ)
+    if show_secret:  # one random secret for every worker, as `sfu token` finds it
+        if not _save_secret(config.auth.secret):
+            return 1
+        env["SFU_AUTH_SECRET"] = config.auth.secret
+        _print_secret(config.auth.secret)
+    code: int = asyncio.run(supervise(plan, env, lambda line: print(line, flush=True)))
+    return code
 
 
 async def _serve(config: Config, host: str | None, port: int | None, show_secret: bool) -> int:
@@ -126,24 +217,14 @@ async def _serve(config: Config, host: str | None, port: int | None, show_secret
         pass
     from sfu.service.server import Server
 
-    if show_secret:
-        try:
-            save_default_secret(config.auth.secret)
-        except UnsafeSecretFile as exc:
-            print(f"sfu: refusing to start: the secret file for 'sfu token' is not private: {exc}",
-                  file=sys.stderr)
-            return 1
-        except OSError as exc:
-            print(f"sfu: could not save the secret for 'sfu token' ({exc})", file=sys.stderr)
+    if show_secret and not _save_secret(config.auth.secret):
+        return 1
     server = Server(config)
     await server.start(host, port)
     log = logging.getLogger("sfu")
     bound = f"http://{host or config.server.host}:{server.port}"
     if show_secret:
-        print(f"sfu: embedded default config; API secret for this run: {config.auth.secret}",
-              flush=True)
-        print("sfu: mint a token: sfu token --secret-from-config --role staff --clinic demo "
-              "--sub dr-lee --name 'Dr Lee'", flush=True)
+        _print_secret(config.auth.secret)
     for warning in config_warnings(config):
         log.warning("config: %s", warning)
     log.info("listening on %s", bound)
@@ -166,11 +247,16 @@ async def _serve(config: Config, host: str | None, port: int | None, show_secret
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         config, show_secret = _load(args.config)
+        config = with_serve_flags(config, args)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"config error: {problem}", file=sys.stderr)
         return 1
     setup_logging(config)
+    if args.workers is not None:
+        return _serve_workers(config, args, show_secret)
+    if not follow_supervisor():  # a worker whose supervisor is already gone
+        return 1
     runner: Any = asyncio.run
     try:
         import uvloop
@@ -239,6 +325,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", help="TOML config file (default: embedded demo config)")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="run N worker processes on this box, each a node of one cluster, sharing "
+                        "the public port through SO_REUSEPORT, with a private redis-server unless "
+                        "[cluster] redis_url is set (docs/cluster.md)")
+    # set per worker by --workers; usable by hand to run one node of a cluster
+    p.add_argument("--node-id", help="[cluster] node_id (internal: set per worker by --workers)")
+    p.add_argument("--redis-url", help="[cluster] redis_url; creates [cluster] when the config "
+                                       "has none (internal: set per worker by --workers)")
+    p.add_argument("--advertise-url",
+                   help="[cluster] advertise_url (internal: set per worker by --workers)")
+    p.add_argument("--shared-port", type=int,
+                   help="[cluster] shared_port (internal: set per worker by --workers)")
+    p.add_argument("--udp-ports", help="media.udp_ports (internal: set per worker by --workers)")
+    p.add_argument("--metrics-port", type=int,
+                   help="metrics.port (internal: set per worker by --workers)")
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("token", help="mint a token")
     p.add_argument("--secret", help="the API secret (or SFU_AUTH_SECRET)")

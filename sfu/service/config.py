@@ -418,3 +418,11 @@ def _check_cluster(cluster: ClusterSettings, problems: list[str]) -> None:
         problems.append(f"cluster.shared_port: must be 0-65535, got {cluster.shared_port}")
     if not valid_id(cluster.key_prefix):
         problems.append(f"cluster.key_prefix: letters, digits, '-' and '_' only: {cluster.key_prefix!r}")
+
+
+def cluster_problems(cluster: ClusterSettings) -> list[str]:
+    """What is wrong with a ``[cluster]`` section made or changed outside the file (``sfu serve``'s
+    per-worker flags)."""
+    problems: list[str] = []
+    _check_cluster(cluster, problems)
+    return problems

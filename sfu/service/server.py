@@ -148,6 +148,11 @@ class Server:
             if not self.cluster.url:
                 self.cluster.url = f"http://{host or self.config.server.host}:{self.port}"
             await self.cluster.start()
+        cluster = self.config.cluster
+        if cluster is not None and cluster.shared_port:  # shared with this host's other nodes
+            shared = web.TCPSite(self._runner, host or self.config.server.host,
+                                 cluster.shared_port, reuse_port=True)
+            await shared.start()
         # a first trim now: the worker thread the minute's trims run in starts with the server
         # (a fixed part of its baseline, not a thread that appears under load)
         self.memory_trims += await asyncio.to_thread(memory.trim)

@@ -99,3 +99,13 @@ def test_the_systemd_unit_stops_after_the_drain_timeout() -> None:
     assert "SFU_AUTH_SECRET" in unit and settings["EnvironmentFile"].startswith("/")
     drain = load_config(EXAMPLE, environ=ENV).server.drain_timeout
     assert float(settings["TimeoutStopSec"]) > drain
+
+
+def test_the_cluster_template_unit_names_the_node_after_its_instance_and_outlasts_a_drain() -> None:
+    unit = (ROOT / "config" / "sfu@.service").read_text()
+    settings = dict(re.findall(r"^(\w+)=(.*)$", unit, re.M))
+    assert settings["KillSignal"] == "SIGTERM" and settings["Restart"] == "on-failure"
+    assert "--node-id %i" in settings["ExecStart"] and "SFU_AUTH_SECRET" in unit
+    assert "/etc/sfu/sfu.env" in re.findall(r"^EnvironmentFile=(.*)$", unit, re.M)
+    drain = load_config(EXAMPLE, environ=ENV).server.drain_timeout
+    assert float(settings["TimeoutStopSec"]) > 2 * drain  # drain, then close, each up to drain
