@@ -99,6 +99,18 @@ class _ScrapeCollector(Collector):
         for layer in ("q", "h", "f", "single", "starting", "paused"):
             g.add_metric([layer], layers.get(layer, 0))
         yield g
+        cluster = snap.get("cluster", {})
+        yield GaugeMetricFamily("sfu_cluster_nodes",
+                                "Live nodes of this server's cluster as it last saw them (0: no "
+                                "[cluster])", value=cluster.get("nodes", 0))
+        yield CounterMetricFamily("sfu_cluster_redirects",
+                                  "Joins sent to the node hosting their call", value=cluster.get("redirects", 0))
+        yield CounterMetricFamily("sfu_cluster_relayed_requests",
+                                  "HTTP requests relayed to the node hosting their space",
+                                  value=cluster.get("relayed", 0))
+        yield CounterMetricFamily("sfu_cluster_redis_errors",
+                                  "Redis commands of the cluster that failed (retried or refused)",
+                                  value=cluster.get("redis_errors", 0))
         f = CounterMetricFamily("sfu_rtp_packets_forwarded", "RTP packets forwarded", labels=["kind"])
         b = CounterMetricFamily("sfu_rtp_bytes_forwarded", "RTP bytes forwarded", labels=["kind"])
         r = CounterMetricFamily("sfu_rtp_packets_received", "RTP packets received", labels=["kind"])

@@ -348,7 +348,14 @@ class Server:
         return {"participants": roles, "rooms": rooms, "waiting_patients": waiting,
                 "endpoints": sum(1 for e in list(self._endpoints) if not e.closed),
                 "sockets": len(self.sessions), "tasks": _task_count(),
-                "video_layers": self._video_layers()}
+                "video_layers": self._video_layers(), "cluster": self._cluster_snapshot()}
+
+    def _cluster_snapshot(self) -> dict[str, int]:
+        node = self.cluster
+        if node is None:
+            return {}
+        return {"nodes": len(node.live), "redirects": node.redirects, "relayed": node.relayed,
+                "redis_errors": node.redis_errors}
 
     def _video_layers(self) -> dict[str, int]:
         """How many (receiver, video) pairs get which simulcast layer (its RID), a publisher's

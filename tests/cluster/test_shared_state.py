@@ -1,0 +1,230 @@
+"""Two or three in-process nodes on one real redis-server: what nodes share, and where calls go.
+
+(The node processes, SIGKILL and the dashboard across nodes are tests/cluster/test_three_nodes.py.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+
+from sfu.auth import mint_token
+from sfu.client.client import Client, ClientError
+from sfu.cluster import ClusterSettings
+from tests.cluster.nodes import redis_server
+from tests.conftest import SECRET, make_config, running_server
+from tests.integration.helpers import close_all, receives_everyone, wait_for
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def admin() -> str:
+    return mint_token(SECRET, sub="ops", role="admin", clinic="*", ttl=600)
+
+
+def staff(sub: str = "dr-lee", **kw: Any) -> str:
+    return mint_token(SECRET, sub=sub, role="staff", clinic="demo", ttl=600, **kw)
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture
+async def nodes(redis_url: str, request: pytest.FixtureRequest) -> AsyncIterator[list[Any]]:
+    prefix = "t" + str(abs(hash(request.node.name)))[:10]  # each test its own keys
+    servers: list[Any] = []
+    stack = []
+    try:
+        for name in ("n1", "n2"):
+            cfg = make_config(media={"inactivity_timeout": 5.0})
+            cfg = dataclasses.replace(cfg, cluster=ClusterSettings(
+                redis_url=redis_url, node_id=name, heartbeat=0.3, key_prefix=prefix))
+            cm = running_server(cfg)
+            servers.append(await cm.__aenter__())
+            stack.append(cm)
+        await wait_for(lambda: all(len(s.cluster.live) == 2 for s in servers), timeout=5)
+        yield servers
+    finally:
+        for cm in reversed(stack):
+            await cm.__aexit__(None, None, None)
+        r = aioredis.from_url(redis_url)
+        leftover = [k async for k in r.scan_iter(f"{prefix}:*")]
+        await r.aclose()
+        request.node.leftover_keys = leftover
+
+
+async def _json(http: aiohttp.ClientSession, method: str, url: str, token: str | None = None,
+                body: Any = None) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with http.request(method, url, json=body, headers=headers) as resp:
+        text = await resp.text()
+        return resp.status, (await resp.json()) if text and resp.content_type == "application/json" else text
+
+
+async def test_a_clinic_and_room_made_on_one_node_are_on_every_node(nodes):
+    n1, n2 = nodes
+    async with aiohttp.ClientSession() as http:
+        status, _ = await _json(http, "PUT", f"{n1.url}/v1/clinics/north", admin(), {"name": "North"})
+        assert status == 201
+        status, _ = await _json(http, "PUT", f"{n1.url}/v1/clinics/north/rooms/huddle", admin(),
+                                {"name": "Huddle"})
+        assert status == 201
+        await wait_for(lambda: (c := n2.registry.find("north")) is not None
+                       and c.find_room("huddle") is not None, timeout=5)
+        status, body = await _json(http, "GET", f"{n2.url}/v1/clinics/north", admin())
+        assert status == 200 and [r["id"] for r in body["rooms"]] == ["huddle"]
+        # closing the waiting area on n2 closes it for entries through n1
+        status, _ = await _json(http, "PUT", f"{n2.url}/v1/clinics/north/waiting-area", admin(),
+                                {"closed": True, "message": "Back at nine."})
+        assert status == 200
+        await wait_for(lambda: n1.registry.get("north").waiting_area.closed, timeout=5)
+        status, body = await _json(http, "POST", f"{n1.url}/v1/clinics/north/waiting-area",
+                                   body={"name": "Pat"})
+        assert status == 409 and body["error"]["message"] == "Back at nine."
+        # deleting the room on n2 removes it on n1
+        status, _ = await _json(http, "DELETE", f"{n2.url}/v1/clinics/north/rooms/huddle", admin())
+        assert status == 204
+        await wait_for(lambda: n1.registry.get("north").find_room("huddle") is None, timeout=5)
+
+
+async def test_entries_are_spread_and_any_node_lists_ends_and_invites(nodes):
+    n1, n2 = nodes
+    async with aiohttp.ClientSession() as http:
+        entries = []
+        for i in range(4):
+            status, body = await _json(http, "POST", f"{n1.url}/v1/clinics/demo/waiting-area",
+                                       body={"name": f"Patient {i}"})
+            assert status == 201, body
+            entries.append(body)
+        hosted = [len(n.registry.get("demo").waiting_area) for n in nodes]
+        assert hosted == [2, 2]  # placed on the least loaded node, alternately
+        for node in nodes:
+            status, body = await _json(http, "GET", f"{node.url}/v1/clinics/demo/waiting-area",
+                                       staff())
+            assert status == 200
+            assert [s["patient"]["name"] for s in body["spaces"]] == [f"Patient {i}" for i in range(4)]
+        remote = next(e for e in entries
+                      if n1.registry.get("demo").waiting_area.find(e["space"]) is None)
+        # an invite and an end through the node that does not host the space
+        status, body = await _json(http, "POST", f"{n1.url}/v1/clinics/demo/waiting-area/"
+                                   f"{remote['space']}/invites", staff(), {})
+        assert status == 201 and body["token"]
+        status, _ = await _json(http, "POST", f"{n1.url}/v1/clinics/demo/waiting-area/"
+                                f"{remote['space']}/end", staff())
+        assert status == 204
+        assert n2.registry.get("demo").waiting_area.find(remote["space"]) is None
+        status, body = await _json(http, "POST", f"{n1.url}/v1/clinics/demo/waiting-area/"
+                                   f"{remote['space']}/end", staff())
+        assert status == 404
+        status, body = await _json(http, "GET", f"{n1.url}/v1/clinics/demo/waiting-area", staff())
+        assert remote["space"] not in [s["space"] for s in body["spaces"]]
+        # a patient cannot see the list on any node; only nodes ask for the names
+        status, _ = await _json(http, "GET", f"{n1.url}/v1/clinics/demo/waiting-area",
+                                entries[0]["token"])
+        assert status == 403
+        status, _ = await _json(http, "GET", f"{n2.url}/v1/cluster/clinics/demo/spaces", admin())
+        assert status == 403
+        status, body = await _json(http, "GET", f"{n2.url}/v1/cluster", admin())
+        assert status == 200 and [n["id"] for n in body["nodes"]] == ["n1", "n2"]
+
+
+async def test_a_room_lives_on_one_node_whichever_node_people_join_through(nodes, clip):
+    n1, n2 = nodes
+    clients = [Client(n.url, staff(sub=f"s{i}"), clip=clip) for i, n in enumerate([n1, n2, n2])]
+    try:
+        for client in clients:
+            await client.join({"room": "team"})
+        assert len({c.node_url for c in clients}) == 1
+        await wait_for(receives_everyone(clients), timeout=20)
+        host = next(n for n in nodes if n.url == clients[0].node_url)
+        assert len(host.calls.by_key) == 1 and sum(len(n.calls.by_key) for n in nodes) == 1
+    finally:
+        await close_all(clients)
+    # the emptied room is given back after a while; the next join may land anywhere
+    key = f"{n1.cluster.keys.call('demo', 'room', 'team')}"
+    await wait_for(lambda: not host.calls.by_key, timeout=10)
+    assert await n1.cluster.redis.get(key) == host.cluster.id
+
+
+async def test_a_revoked_invite_is_refused_and_put_out_on_every_node(nodes, clip):
+    n1, n2 = nodes
+    async with aiohttp.ClientSession() as http:
+        status, invite = await _json(http, "POST", f"{n1.url}/v1/clinics/demo/rooms/team/invites",
+                                     staff(), {"name": "Guest"})
+        assert status == 201
+        guest = Client(n2.url, invite["token"], clip=clip)
+        host_client = Client(n1.url, staff(), clip=clip)
+        try:
+            await host_client.join({"room": "team"})
+            await guest.join({"room": "team"})
+            status, _ = await _json(http, "DELETE", f"{n2.url}/v1/clinics/demo/invites/"
+                                    f"{invite['invite']}", staff())
+            assert status == 204
+            ended = await guest.wait_message(lambda m: m["type"] == "ended", timeout=5)
+            assert ended["reason"] == "invite_revoked"
+            for node in nodes:
+                status, _ = await _json(http, "GET", f"{node.url}/v1/clinics/demo", invite["token"])
+                assert status == 401
+        finally:
+            await close_all([guest, host_client])
+
+
+async def test_a_join_with_a_bad_target_or_scope_is_refused_before_any_lookup(nodes, clip):
+    n1, _ = nodes
+    async with aiohttp.ClientSession() as http:
+        status, entry = await _json(http, "POST", f"{n1.url}/v1/clinics/demo/waiting-area",
+                                    body={"name": "Pat"})
+    patient = Client(n1.url, entry["token"], clip=clip)
+    try:
+        with pytest.raises(ClientError) as refused:
+            await patient.join({"room": "team"})
+        assert refused.value.code == "forbidden"
+        other = Client(n1.url, staff(), clip=clip)
+        with pytest.raises(ClientError) as refused:
+            await other.join({"space": "sp_doesnotexist00"})
+        assert refused.value.code == "not_found"
+    finally:
+        await close_all([patient])
+
+
+async def test_a_node_leaving_hands_its_spaces_back_and_they_are_rejoined_elsewhere(
+        redis_url, tmp_path: Path, clip):
+    prefix = "leave"
+    cfgs = []
+    for name in ("m1", "m2"):
+        cfg = make_config(media={"inactivity_timeout": 5.0})
+        cfgs.append(dataclasses.replace(cfg, cluster=ClusterSettings(
+            redis_url=redis_url, node_id=name, heartbeat=0.3, key_prefix=prefix)))
+    async with running_server(cfgs[1]) as m2:
+        m1_cm = running_server(cfgs[0])
+        m1 = await m1_cm.__aenter__()
+        try:
+            await wait_for(lambda: len(m2.cluster.live) == 2, timeout=5)
+            async with aiohttp.ClientSession() as http:
+                entries = [(await _json(http, "POST", f"{m1.url}/v1/clinics/demo/waiting-area",
+                                        body={"name": f"P{i}"}))[1] for i in range(2)]
+            on_m1 = next(e for e in entries if m1.registry.get("demo").waiting_area.find(e["space"]))
+            name = f"P{entries.index(on_m1)}"
+            since = m1.registry.get("demo").waiting_area.find(on_m1["space"]).waiting_since
+        finally:
+            await m1_cm.__aexit__(None, None, None)
+        body = await m2.cluster.waiting_list("demo")
+        shown = next(s for s in body["spaces"] if s["space"] == on_m1["space"])
+        assert shown["status"] == "waiting" and shown["reconnecting"] is True
+        patient = Client(m2.url, on_m1["token"], clip=clip)
+        try:
+            await patient.join({"space": on_m1["space"]})
+            space = m2.registry.get("demo").waiting_area.find(on_m1["space"])
+            assert space is not None and space.waiting_since == since
+            assert space.patient_name == name  # from the patient's token: Redis never had it
+        finally:
+            await close_all([patient])
