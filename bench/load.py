@@ -542,6 +542,7 @@ def build_report(args: argparse.Namespace, run: Run, server: ProcSampler | None,
         "participants": len(records),
         "joined": sum(1 for r in records if r.get("joined_at") is not None),
         "peak_concurrent": R.peak_concurrent(records),
+        "nodes": R.by_node(records),  # where the calls were (a cluster spreads them)
         "join_seconds": R.summary(s for _, s in run.latencies),
         "join_definition": R.JOIN_DEFINITION,
         "failures": dict(run.failures),

@@ -137,6 +137,24 @@ def peak_concurrent(records: Sequence[dict[str, Any]]) -> int:
     return peak
 
 
+def by_node(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per node a call ended up on (after redirects, in a cluster): the calls it hosted, the
+    participants that joined there and the redirects their joins followed."""
+    calls: dict[str, set[str]] = defaultdict(set)
+    out: dict[str, dict[str, int]] = {}
+    for r in records:
+        node = r.get("node")
+        if node is None or r.get("joined_at") is None:
+            continue
+        calls[node].add(r.get("call", ""))
+        entry = out.setdefault(node, {"calls": 0, "participants": 0, "redirects": 0})
+        entry["participants"] += 1
+        entry["redirects"] += int(r.get("redirects") or 0)
+    for node, entry in out.items():
+        entry["calls"] = len(calls[node])
+    return dict(sorted(out.items()))
+
+
 def ratio(received: float, expected: float) -> float | None:
     return None if expected <= 0 else received / expected
 
@@ -168,6 +186,11 @@ def render_table(report: dict[str, Any]) -> str:
                             f"{report['packets_received_in_pairs']} of "
                             f"{report['packets_expected']} in the measured windows)"),
     ]
+    nodes = report.get("nodes") or {}
+    if len(nodes) > 1 or any(n["redirects"] for n in nodes.values()):  # a cluster
+        rows.append(("calls per node", ", ".join(
+            f"{url}: {n['calls']} ({n['participants']} joined, {n['redirects']} redirected)"
+            for url, n in nodes.items())))
     for kind in ("video", "audio"):
         k = report["stream_kbps"].get(kind) or {}
         rows.append((f"{kind} kbit/s per stream",

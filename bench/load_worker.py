@@ -75,6 +75,8 @@ class Record:
     waited: float | None = None  # patients: joined -> a staff member joined them
     late_skips: int = 0  # clip frames the publisher skipped because its loop was late
     simulcast_layers: int = 0  # video layers it published as simulcast (0: one stream)
+    node: str | None = None  # the node its call is on (in a cluster, after any redirect)
+    redirects: int = 0  # redirects its join followed
     # (time, packets sent so far, {publisher: (packets, video packets) received}); every active
     # participant of a worker is sampled at the same instants (each second, each join and leave)
     samples: list[tuple[float, int, dict[str, tuple[int, int]]]] = field(default_factory=list)
@@ -276,6 +278,7 @@ class Worker:
         else:
             rec.join_sent, rec.joined_at = client.joined_at, time.monotonic()
             rec.participant = msg["participant"]
+            rec.node, rec.redirects = client.node_url, client.redirects
             self._sample_all()
             self.active[rec.key] = (rec, client)
             self.emit(("joined", self.index, rec.joined_at))

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import yarl
 from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
@@ -64,6 +65,7 @@ _SEQ_TS_SSRC = struct.Struct("!HII")
 # what the published audio takes of the send-side estimate (Opus ~32 kbit/s and its headers):
 # video gets the rest, as libwebrtc's allocator gives audio its rate first
 AUDIO_SHARE_KBPS = 40
+MAX_REDIRECTS = 3  # redirects one join follows (contract: at most 3, then an error)
 
 
 class ClientError(Exception):
@@ -170,6 +172,10 @@ class Client:
         self.audio_track: ClipAudioTrack | None = None
         self.error: ClientError | None = None
         self.ended: str | None = None
+        self.target: dict[str, str] | None = None  # the last join's
+        self.node_url = self.url  # http(s)://host:port of the node the socket is on
+        self.redirects = 0  # redirects the last join followed
+        self._socket_from = 0  # index in ``messages`` of the current socket's first message
         self.rtcp_ssrc = 0x5EED0000 | (id(self) & 0xFFFF)
         self.estimate = ReceiveEstimate(self.remb_settings)
         self.remb_sent = 0
@@ -194,32 +200,92 @@ class Client:
 
     # -- signaling ------------------------------------------------------------------------------
     async def connect(self) -> None:
-        self._session = aiohttp.ClientSession()
-        ws_url = self.url.replace("http://", "ws://").replace("https://", "wss://")
+        """Open the signaling socket to the node ``url`` names (the original one) and send the
+        token. A ``join`` may move it to another node (``redirect``)."""
+        await self._open(ws_endpoint(self.url))
+
+    async def _open(self, ws_url: str) -> None:
+        """A new signaling socket to ``ws_url`` (a WebSocket URL), authenticated with our token
+        the way this client authenticates (``auth`` message, or ``?token=``)."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        self._socket_from = len(self.messages)  # what this socket says starts here
         if self.url_token:  # the older form, for servers before the 'auth' message
-            self._ws = await self._session.ws_connect(f"{ws_url}/v1/ws?token={self.token}",
-                                                      max_msg_size=4 << 20)
+            url = yarl.URL(ws_url).update_query(token=self.token)
+            self._ws = await self._session.ws_connect(url, max_msg_size=4 << 20)
         else:
-            self._ws = await self._session.ws_connect(f"{ws_url}/v1/ws", max_msg_size=4 << 20)
+            self._ws = await self._session.ws_connect(ws_url, max_msg_size=4 << 20)
             await self.send({"type": "auth", "token": self.token})
+        self.node_url = http_base(ws_url)
         self._reader = asyncio.ensure_future(self._read())
+
+    async def _drop_socket(self) -> None:
+        """Stop reading and close the signaling socket (the session stays for the next one)."""
+        reader, ws = self._reader, self._ws
+        self._reader = self._ws = None
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        if ws is not None:
+            with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
+                await ws.close()
 
     async def send(self, message: dict[str, Any]) -> None:
         assert self._ws is not None
         await self._ws.send_str(json.dumps(message))
 
     async def join(self, target: dict[str, str], timeout: float = 10.0) -> dict[str, Any]:
+        """Join ``target``; a ``redirect`` (in a cluster, the call lives on another node) is
+        followed: a new socket to its ``url``, the same token and the same ``join``, at most
+        ``MAX_REDIRECTS`` times (then ``ClientError("too_many_redirects")``). ``node_url``
+        says where the call is; ``url`` stays the node this client first used."""
         if self._ws is None:
             await self.connect()
+        self.target = dict(target)
+        self.redirects = 0
         self.joined_at = time.monotonic()
-        await self.send({"type": "join", "target": target})
-        msg = await self.wait_message(lambda m: m["type"] in ("joined", "error"), timeout)
+        deadline = self.joined_at + timeout
+        while True:
+            await self.send({"type": "join", "target": target})
+            msg = await self.wait_message(
+                lambda m: m["type"] in ("joined", "error", "redirect"),
+                deadline - time.monotonic(), since=self._socket_from)
+            if msg["type"] != "redirect":
+                break
+            if self.redirects >= MAX_REDIRECTS:
+                await self._drop_socket()
+                raise ClientError("too_many_redirects",
+                                  f"more than {MAX_REDIRECTS} redirects for one join")
+            ws_url = redirect_url(msg.get("url"))
+            if ws_url is None:
+                await self._drop_socket()
+                raise ClientError("bad_redirect", f"not a WebSocket URL: {msg.get('url')!r}")
+            self.redirects += 1
+            await self._drop_socket()
+            self.error = None  # what the old socket's end said is not about this join
+            await asyncio.wait_for(self._open(ws_url), max(0.0, deadline - time.monotonic()))
         if msg["type"] == "error":
             raise ClientError(msg["code"], msg.get("message", ""))
         self.participant = msg["participant"]
         servers = msg.get("ice_servers")
         self.ice_servers = servers if isinstance(servers, list) else []
         return msg
+
+    async def rejoin(self, timeout: float = 10.0) -> dict[str, Any]:
+        """Join the last target again on a new socket to the ORIGINAL node (``url``), as a
+        client whose connection dropped does: if the call moved (its node died), that node
+        redirects to wherever it lives now. The old media connection is dropped; the server
+        replaces the old participant with the new one."""
+        if self.target is None:
+            raise ClientError("bad_request", "rejoin before any join")
+        await self._drop_socket()
+        await self._reset_media()
+        self.participant = None
+        self.error = None
+        self.ended = None
+        await self.connect()
+        return await self.join(self.target, timeout)
 
     async def precall(self, seconds: float = 3.0, timeout: float = 20.0) -> dict[str, Any]:
         """Run the server's pre-call link test; the test's peer connection is closed after."""
@@ -347,8 +413,11 @@ class Client:
                 left -= len(chunk)
                 sent += len(chunk)
 
-    async def wait_message(self, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:
-        seen = 0
+    async def wait_message(self, predicate: Any, timeout: float = 10.0,
+                           since: int = 0) -> dict[str, Any]:
+        """The first message from ``since`` on (an index in ``messages``) that ``predicate``
+        accepts, waiting for it; ``ClientError("closed")`` when the socket ends first."""
+        seen = since
         deadline = time.monotonic() + timeout
         while True:
             for m in self.messages[seen:]:
@@ -748,13 +817,8 @@ class Client:
         if self._closed:
             return
         self._closed = True
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        await self._drop_socket()
         await self._stop_tasks()
-        if self._ws is not None:
-            await self._ws.close()
         if self._pc is not None:
             await self._pc.close()
         if self._session is not None:
@@ -783,6 +847,32 @@ class Client:
         """The signaling socket's connection is gone (closed by the server, or reset), whether or
         not anyone read it (after ``go_silent``: the server noticed and closed it)."""
         return self._ws is None or self._ws.get_extra_info("socket") is None
+
+
+def ws_endpoint(url: str) -> str:
+    """The signaling WebSocket of the node at ``url`` (http(s)://host:port)."""
+    base = url.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+    return f"{base}/v1/ws"
+
+
+def redirect_url(url: object) -> str | None:
+    """A ``redirect``'s ``url`` when it is a ws(s):// URL with a host; None otherwise."""
+    if not isinstance(url, str):
+        return None
+    try:
+        parsed = yarl.URL(url)
+    except (TypeError, ValueError):
+        return None
+    if parsed.scheme not in ("ws", "wss") or not parsed.host or parsed.user is not None:
+        return None
+    return url
+
+
+def http_base(ws_url: str) -> str:
+    """http(s)://host:port of a ws(s):// URL."""
+    parsed = yarl.URL(ws_url)
+    scheme = "https" if parsed.scheme in ("wss", "https") else "http"
+    return str(parsed.with_scheme(scheme).origin())
 
 
 def transport_seq(data: bytes, ext_id: int) -> int | None:

@@ -167,7 +167,8 @@ async def run(args: argparse.Namespace) -> int:
         except ClientError as exc:
             emit("refused", code=exc.code, message=exc.message)
             return 2
-        emit("joined", participant=client.participant, message=joined)
+        emit("joined", participant=client.participant, message=joined, node=client.node_url,
+             redirects=client.redirects)
         reported = len(client.messages)
         start = time.monotonic()
         next_stats = start + args.interval

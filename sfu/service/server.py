@@ -126,7 +126,9 @@ class Server:
             from sfu.service.web import setup_web_routes
 
             try:
-                setup_web_routes(app, WEB_DIR, self.config.server.embed_origins)
+                # connect_origins: the cluster's nodes (a join may be redirected to one)
+                setup_web_routes(app, WEB_DIR, self.config.server.embed_origins,
+                                 connect_origins=lambda: [])
             except FileNotFoundError as exc:
                 log.warning("reference web client not served: %s", exc)
         return app

@@ -14,6 +14,11 @@ need the iframe's ``allow="camera; microphone"``; our ``Permissions-Policy`` all
 own origin (``self``), which is what the framed page is, so it does not list the portals (that list
 would be for frames inside our pages, and there are none).
 
+In a cluster a ``join`` may be redirected to another node's WebSocket (another port or host):
+``connect_origins()`` names the http(s) origins of the cluster's nodes, read for every response
+(nodes come and go), and ``connect-src`` allows each as ws(s)://host[:port]. A string that is not
+a plain origin is left out (and logged once), so nothing from there can add CSP syntax.
+
 Files are read once at setup and served from memory; only flat file names with a known extension
 are served, so there is no path to traverse.
 """
@@ -21,12 +26,15 @@ are served, so there is no path to traverse.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from aiohttp import web
+
+log = logging.getLogger(__name__)
 
 ID = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
 
@@ -44,7 +52,6 @@ CSP_DIRECTIVES = (
     "style-src 'self'",
     "img-src 'self'",
     "media-src 'self'",
-    "connect-src 'self'",
     "font-src 'self'",
     "object-src 'none'",
     "base-uri 'none'",
@@ -85,11 +92,43 @@ def embed_origin_problem(origin: str) -> str | None:
     return None
 
 
-def security_headers(embed_origins: Sequence[str] = ()) -> dict[str, str]:
-    """The headers of every page and asset; ``embed_origins`` may frame the pages besides us."""
+def websocket_source(origin: str) -> str | None:
+    """ws(s)://host[:port] for a node's http(s) origin (case and a trailing slash forgiven);
+    None when ``origin`` is not a plain origin a CSP can name (a path, a wildcard, user info,
+    an IPv6 address, a bad port, anything that is not a host name or IPv4 address)."""
+    if not isinstance(origin, str):
+        return None
+    candidate = origin.strip().lower()
+    if candidate.endswith("/"):
+        candidate = candidate[:-1]
+    if not _ORIGIN.fullmatch(candidate):
+        return None
+    scheme, rest = candidate.split("://", 1)
+    port = rest.rpartition(":")[2] if ":" in rest else None
+    if port is not None and not 0 < int(port) <= 65535:
+        return None
+    return f"{'wss' if scheme == 'https' else 'ws'}://{rest}"
+
+
+def connect_sources(origins: Iterable[str]) -> list[str]:
+    """The ``connect-src`` sources besides ``'self'`` for the cluster nodes' ``origins``: each
+    usable one as ws(s)://host[:port], once, in order; the rest are left out."""
+    sources: list[str] = []
+    for origin in origins:
+        source = websocket_source(origin)
+        if source is not None and source not in sources:
+            sources.append(source)
+    return sources
+
+
+def security_headers(embed_origins: Sequence[str] = (),
+                     connect: Sequence[str] = ()) -> dict[str, str]:
+    """The headers of every page and asset; ``embed_origins`` may frame the pages besides us;
+    ``connect``: WebSocket sources (from ``connect_sources``) the pages may open besides us."""
     frame_ancestors = " ".join(["'self'", *embed_origins])
+    connect_src = " ".join(["'self'", *connect])
     return {
-        "Content-Security-Policy": "; ".join([*CSP_DIRECTIVES,
+        "Content-Security-Policy": "; ".join([*CSP_DIRECTIVES, f"connect-src {connect_src}",
                                               f"frame-ancestors {frame_ancestors}"]),
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
@@ -126,14 +165,34 @@ def _load_assets(web_dir: Path) -> dict[str, tuple[bytes, str, str]]:
 
 
 def setup_web_routes(app: web.Application, web_dir: Path,
-                     embed_origins: Sequence[str] = ()) -> None:
+                     embed_origins: Sequence[str] = (),
+                     connect_origins: Callable[[], Iterable[str]] = lambda: []) -> None:
     """Serve the reference web client from ``web_dir`` on ``app``; pages may be framed by
-    ``embed_origins`` (checked by ``embed_origin_problem``) besides this origin."""
+    ``embed_origins`` (checked by ``embed_origin_problem``) besides this origin, and may open
+    WebSockets to the http(s) origins ``connect_origins()`` returns (the cluster's nodes, read
+    for every response) besides this origin."""
     for origin in embed_origins:  # the config loader refuses these already, with the reason
         problem = embed_origin_problem(origin)
         if problem:
             raise ValueError(f"not an embedding origin: {origin!r}: {problem}")
-    headers = security_headers(embed_origins)
+    embed = tuple(embed_origins)
+    cached: dict[tuple[str, ...], dict[str, str]] = {}  # the last list of origins -> headers
+    refused: set[str] = set()  # bad origins already logged
+
+    def headers_now() -> dict[str, str]:
+        origins = tuple(connect_origins())
+        headers = cached.get(origins)
+        if headers is None:
+            sources = connect_sources(origins)
+            for origin in origins:
+                if websocket_source(origin) is None and origin not in refused and len(refused) < 64:
+                    refused.add(origin)
+                    log.warning("not a node origin, left out of connect-src: %r", origin)
+            headers = security_headers(embed, sources)
+            cached.clear()
+            cached[origins] = headers
+        return headers
+
     for filename in PAGES.values():
         if not (web_dir / filename).is_file():
             raise FileNotFoundError(f"web client page missing: {web_dir / filename}")
@@ -157,7 +216,7 @@ def setup_web_routes(app: web.Application, web_dir: Path,
 
     async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
         if _is_web_path(request.path):
-            for name, value in headers.items():
+            for name, value in headers_now().items():
                 response.headers.setdefault(name, value)
 
     app.on_response_prepare.append(add_security_headers)

@@ -5,10 +5,17 @@
 // publish on; every other m-line carries one forwarded track, and the `tracks` message (sent just
 // before each offer) says whose. An m-line may be recycled for another participant in a later
 // offer, so tracks are placed by mid, never by stream id.
+//
+// In a cluster the node the page came from may not host the call: it answers the `join` with
+// `redirect` and closes. The call then opens the socket at the `url` it names with the same token
+// and the same `join`, with no visible change (at most MAX_REDIRECTS times for one join, then an
+// error). A reconnect after a dropped socket starts again at the page's own node, which redirects
+// to wherever the call lives by then (the node it was on may be gone).
 
 import { el, explain, parseMessage, publishLocalTracks, setBanner } from "./common.js";
 
 const RECONNECT_DELAYS = [1000, 2000, 4000, 8000, 8000];
+const MAX_REDIRECTS = 3; // redirects one join follows
 const DISCONNECTED_GRACE_MS = 8000;
 const DEGRADED_BANNER_AFTER_MS = 5000; // a reduced picture is told only once it lasts this long
 const SMALL_VIDEO_FROM = 4; // participants in the call from which pictures are sent at half size
@@ -41,6 +48,8 @@ export class SfuCall {
     this.published = false;
     this.sendLayers = null; // rid -> whether anyone receives that layer of our video (publish_layers)
     this.layers = {}; // participant id -> {rid, width, height} we receive of them, or null (paused)
+    this.nodeUrl = null; // the WebSocket URL the call's socket is on (another node after a redirect)
+    this.redirects = 0; // redirects followed for the current join
   }
 
   start() {
@@ -48,10 +57,26 @@ export class SfuCall {
     return this;
   }
 
-  connect() {
+  // The signaling socket of the node the page came from.
+  originUrl() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const ws = new WebSocket(`${scheme}//${location.host}/v1/ws`);
+    return `${scheme}//${location.host}/v1/ws`;
+  }
+
+  // Open the socket and join: at the page's own node, or at `url` when a redirect named it.
+  connect(url = null) {
+    if (url === null) this.redirects = 0; // a new join (start, reconnect) starts at our node
+    const target = url || this.originUrl();
+    let ws;
+    try {
+      ws = new WebSocket(target);
+    } catch (error) {
+      console.warn("sfu: could not open the signaling socket:", error && error.name);
+      this.connectionLost();
+      return;
+    }
     this.ws = ws;
+    this.nodeUrl = target;
     ws.onopen = () => {
       // the token goes in the first message, not the URL (URLs end up in proxy logs)
       this.send({ type: "auth", token: this.token });
@@ -60,6 +85,12 @@ export class SfuCall {
     ws.onmessage = (event) => {
       const message = parseMessage(event);
       if (!message) return;
+      if (message.type === "redirect") {
+        // at once, not queued: the node closes this socket right after, which must not count
+        // as a lost connection
+        if (ws === this.ws) this.onRedirect(message.url);
+        return;
+      }
       this.queue = this.queue.then(() => this.handle(message)).catch((error) => {
         console.error("sfu: signaling step failed:", error && error.name, error && error.message);
       });
@@ -359,6 +390,30 @@ export class SfuCall {
     }
   }
 
+  // {"type": "redirect", "url": "ws://host:port/v1/ws"}: the call lives on another node. Nothing
+  // on the page changes: the same token and join go there.
+  onRedirect(url) {
+    if (this.finished) return;
+    const next = redirectTarget(url);
+    const old = this.ws;
+    this.ws = null;
+    if (old) {
+      old.onclose = null;
+      old.onmessage = null;
+      old.close();
+    }
+    if (!next || this.redirects >= MAX_REDIRECTS) {
+      const code = next ? "too_many_redirects" : "bad_redirect";
+      console.warn(`sfu: ${code}:`, String(url).slice(0, 200));
+      this.finish();
+      if (this.options.onError) this.options.onError(code, explain(code, "", this.options.place));
+      return;
+    }
+    this.redirects += 1;
+    if (this.pc) this.resetMedia(); // (a join is answered before any media: normally nothing)
+    this.connect(next);
+  }
+
   onServerError(code, text) {
     if (code === "bad_request") {
       console.warn("sfu: the server refused a message:", text);
@@ -466,6 +521,22 @@ function capFramerate(encoding, small) {
     return true;
   }
   return false;
+}
+
+// A redirect's url when it is a WebSocket URL this page may open (wss: only from an https page),
+// else null.
+function redirectTarget(url) {
+  if (typeof url !== "string") return null;
+  let parsed;
+  try {
+    parsed = new URL(url);
+  } catch (error) {
+    return null;
+  }
+  const secure = location.protocol === "https:";
+  const allowed = secure ? ["wss:"] : ["ws:", "wss:"];
+  if (!allowed.includes(parsed.protocol) || !parsed.host || parsed.username || parsed.password) return null;
+  return parsed.href;
 }
 
 function describeLayer(layer) {

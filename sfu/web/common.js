@@ -146,6 +146,9 @@ export function explain(code, message = "", place = "this call") {
       return message || "The clinic's waiting area is closed right now.";
     case "media_failed":
       return "The video connection was lost. Please check your internet connection and reload the page.";
+    case "too_many_redirects":
+    case "bad_redirect":
+      return "The video service could not find where this call is running. Please reload the page in a minute.";
     case "network":
       return "The server could not be reached. Check your internet connection and try again.";
     case "bad_request":

@@ -44,6 +44,20 @@ def test_delivery_compares_counters_on_common_samples() -> None:
     assert (received, expected) == (295, 300)
 
 
+def test_calls_are_counted_on_the_node_they_ended_up_on() -> None:
+    a, b = "http://127.0.0.1:8091", "http://127.0.0.1:8092"
+    records = [
+        {"call": "room:r1", "node": a, "redirects": 0, "joined_at": 1.0},
+        {"call": "room:r1", "node": a, "redirects": 1, "joined_at": 1.0},
+        {"call": "room:r2", "node": b, "redirects": 1, "joined_at": 1.0},
+        {"call": "room:r3", "node": a, "redirects": 0, "joined_at": 1.0},
+        {"call": "room:r4", "node": None, "joined_at": None},  # refused
+    ]
+    assert load_report.by_node(records) == {
+        a: {"calls": 2, "participants": 3, "redirects": 1},
+        b: {"calls": 1, "participants": 1, "redirects": 1}}
+
+
 def test_window_delivery_counts_only_who_was_there_throughout() -> None:
     start = [("a", "room:r", 100, {"b": 90}), ("b", "room:r", 100, {"a": 95})]
     end = [("a", "room:r", 200, {"b": 190}), ("b", "room:r", 200, {"a": 190}),

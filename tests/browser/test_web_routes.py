@@ -87,3 +87,73 @@ def test_a_server_built_without_the_loader_refuses_a_bad_origin_too() -> None:
 
     with pytest.raises(ValueError, match="not an embedding origin"):
         Server(make_config(server={"embed_origins": ["https://portal.example; script-src *"]}))
+
+
+@pytest.mark.parametrize(("origin", "source"), [
+    ("http://127.0.0.1:8091", "ws://127.0.0.1:8091"),
+    ("https://node-2.clinic.example", "wss://node-2.clinic.example"),
+    ("HTTPS://Node-2.Clinic.Example:8443/", "wss://node-2.clinic.example:8443"),
+    ("http://10.0.0.7:8080", "ws://10.0.0.7:8080"),
+    ("http://localhost", "ws://localhost"),
+])
+def test_a_node_origin_becomes_its_websocket_source(origin: str, source: str) -> None:
+    from sfu.service.web import websocket_source
+
+    assert websocket_source(origin) == source
+
+
+@pytest.mark.parametrize("origin", [
+    "", "*", "http://*", "https://*.clinic.example", "ws://127.0.0.1:8091", "127.0.0.1:8091",
+    "http://127.0.0.1:8091/v1/ws", "http://127.0.0.1:8091?x", "http://127.0.0.1:8091#x",
+    "http://user@127.0.0.1:8091", "http://[::1]:8091", "http://127.0.0.1:0",
+    "http://127.0.0.1:99999", "http://127.0.0.1:8091; script-src *", "http://a b",
+    "http://a\r\nSet-Cookie: x=1", "http://a,b", "http://a'", "javascript:alert(1)",
+    "https://-bad-.example", "https://a..example",
+])
+def test_what_is_not_a_plain_origin_is_left_out(origin: str) -> None:
+    from sfu.service.web import connect_sources, websocket_source
+
+    assert websocket_source(origin) is None
+    assert connect_sources([origin, "http://127.0.0.1:8091"]) == ["ws://127.0.0.1:8091"]
+
+
+async def test_connect_src_follows_the_cluster_nodes_response_by_response() -> None:
+    """``connect_origins`` is read for every response: a node that joins or leaves the cluster
+    is in (or out of) the next page's policy; bad strings never reach the header."""
+    from aiohttp import web
+
+    from sfu.service.server import WEB_DIR
+    from sfu.service.web import setup_web_routes
+
+    nodes: list[str] = []
+    app = web.Application()
+    setup_web_routes(app, WEB_DIR, ["https://portal.clinic.example"],
+                     connect_origins=lambda: nodes)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+    async def directives(path: str) -> list[str]:
+        async with http.get(url + path) as response:
+            assert response.status == 200
+            return [d.strip() for d in response.headers["Content-Security-Policy"].split(";")]
+
+    try:
+        async with aiohttp.ClientSession() as http:
+            assert "connect-src 'self'" in await directives("/c/demo/rooms/team")
+            nodes[:] = ["http://127.0.0.1:8091", "https://node-2.clinic.example:8443",
+                        "http://127.0.0.1:8091/", "http://evil; script-src *",
+                        "http://a\r\nX-Injected: 1", "https://*.example"]
+            for path in ("/c/demo/rooms/team", "/c/demo", "/static/call.js"):
+                got = await directives(path)
+                assert [d for d in got if d.startswith("connect-src")] == [
+                    "connect-src 'self' ws://127.0.0.1:8091 wss://node-2.clinic.example:8443"]
+                assert got[-1] == "frame-ancestors 'self' https://portal.clinic.example"
+                assert "script-src 'self'" in got and len(got) == 11, got
+            nodes[:] = ["http://127.0.0.1:8092"]
+            got = await directives("/c/demo/dashboard")
+            assert "connect-src 'self' ws://127.0.0.1:8092" in got
+    finally:
+        await runner.cleanup()
