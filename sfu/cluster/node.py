@@ -84,6 +84,7 @@ class ClusterNode:
         self._closed = False
         self._cpu = (time.process_time(), time.monotonic())
         self._started = clock()
+        self._pubsub: Any = None
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -102,6 +103,7 @@ class ClusterNode:
         await self._heartbeat_once()
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         await pubsub.subscribe(self.keys.events)
+        self._pubsub = pubsub
         self._spawn(self._listen(pubsub))
         self._spawn(self._heartbeat())
         self._spawn(self._writer())
@@ -120,10 +122,18 @@ class ClusterNode:
         if self._closed:
             return
         self._closed = True
+        self._wake.set()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.aclose()
+        # redis-py may swallow a cancellation in the middle of a command; every loop here also
+        # ends once ``_closed`` is set, so the wait is short either way
+        _, pending = await asyncio.wait(tasks, timeout=5.0) if tasks else (set(), set())
+        for task in pending:
+            log.error("cluster: task %s did not stop", task.get_name())
         try:
             await self._hand_back()
         except (RedisError, OSError) as exc:
@@ -154,9 +164,11 @@ class ClusterNode:
         self._wake.set()
 
     async def _writer(self) -> None:
-        while True:
+        while not self._closed:
             await self._wake.wait()
             self._wake.clear()
+            if self._closed:
+                return
             try:
                 await self._flush()
             except (RedisError, OSError) as exc:
@@ -230,9 +242,11 @@ class ClusterNode:
 
     # -- what other nodes changed -------------------------------------------------------------------
     async def _listen(self, pubsub: Any) -> None:
-        while True:
+        while not self._closed:
             try:
                 async for message in pubsub.listen():
+                    if self._closed:
+                        return
                     if message.get("type") == "message":
                         await self._on_event(message.get("data", ""))
             except (RedisError, OSError) as exc:
@@ -311,7 +325,7 @@ class ClusterNode:
 
     # -- heartbeat ---------------------------------------------------------------------------------
     async def _heartbeat(self) -> None:
-        while True:
+        while not self._closed:
             await asyncio.sleep(self.settings.heartbeat)
             try:
                 await self._heartbeat_once()

@@ -128,7 +128,7 @@ class Server:
             try:
                 # connect_origins: the cluster's nodes (a join may be redirected to one)
                 setup_web_routes(app, WEB_DIR, self.config.server.embed_origins,
-                                 connect_origins=lambda: [])
+                                 connect_origins=self.cluster.node_origins if self.cluster is not None else (lambda: []))
             except FileNotFoundError as exc:
                 log.warning("reference web client not served: %s", exc)
         return app
