@@ -73,6 +73,8 @@ class ClusterNode:
         # what other nodes changed in a waiting list: the dashboard feed refreshes it
         self.on_waiting_area: Callable[[str], None] = lambda clinic: None
         self._applying = False  # applying another node's change: not ours to mirror back
+        self._leaving = False  # draining: the calls here move away, nothing more is mirrored
+        self._handed_back = False
         self._dirty_clinics: set[str] = set()  # clinic records to write
         self._dirty_areas: set[str] = set()  # waiting lists to write
         self._revocations: list[tuple[str, str]] = []
@@ -116,6 +118,24 @@ class ClusterNode:
         self.draining = True
         self._spawn(self._report())
 
+    async def leave(self) -> str | None:
+        """Drain: stop mirroring this node's registry (its calls are about to move), give its
+        spaces and placements back, report draining. The WebSocket URL of the least loaded
+        other live node, or None when there is none."""
+        self.draining = True
+        self._leaving = True
+        try:
+            await self._report()
+            if not self._handed_back:
+                self._handed_back = True
+                await self._hand_back(remove_node=False)
+        except (RedisError, OSError) as exc:
+            self.redis_errors += 1
+            log.warning("cluster: could not hand this node's calls back: %s", exc)
+            return None
+        others = [n for n in self.candidates() if n != self.id]
+        return self.ws_url(others[0]) if others else None
+
     async def close(self) -> None:
         """Leave the cluster: the spaces hosted here go back to the waiting list unplaced (their
         patients keep their place and rejoin on a live node), placements are given back."""
@@ -135,7 +155,11 @@ class ClusterNode:
         for task in pending:
             log.error("cluster: task %s did not stop", task.get_name())
         try:
-            await self._hand_back()
+            if not self._handed_back:
+                self._handed_back = True
+                await self._hand_back()
+            else:
+                await self._forget_node(self.id)
         except (RedisError, OSError) as exc:
             log.warning("cluster: could not hand back this node's calls: %s", exc)
         if self._http is not None:
@@ -150,7 +174,7 @@ class ClusterNode:
     # -- what this node's registry tells ------------------------------------------------------------
     def on_domain_event(self, event: ev.DomainEvent) -> None:
         """Mirror a change of this node's registry (the writer task does the writing)."""
-        if self._applying or self._closed:
+        if self._applying or self._closed or self._leaving:
             return
         if isinstance(event, ev.ClinicUpdated | ev.RoomUpdated | ev.RoomDeleted):
             self._dirty_clinics.add(event.clinic)
@@ -406,20 +430,24 @@ class ClusterNode:
     def _unplaced_key(self) -> str:
         return f"{self.keys.prefix}:unplaced"
 
-    async def _hand_back(self) -> None:
+    async def _hand_back(self, *, remove_node: bool = True) -> None:
         """On leaving: every placement here is freed and every space hosted here goes back to
         the list unplaced (this node's patients rejoin on another)."""
         for clinic in self.registry.clinics:
             self._written.pop(clinic.id, None)
         clinics = await self._unplace(self.id, await self.redis.smembers(self.keys.calls(self.id)))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.delete(self.keys.calls(self.id), self.keys.node(self.id))
-            pipe.zrem(self.keys.load, self.id)
-            pipe.hdel(self.keys.nodes, self.id)
-            await pipe.execute()
-        await self._publish({"t": "lost", "node": self.id})
+        if remove_node:
+            await self._forget_node(self.id)
         for clinic_id in sorted(clinics):
             await self._publish({"t": "wa", "c": clinic_id})
+
+    async def _forget_node(self, node_id: str) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(self.keys.calls(node_id), self.keys.node(node_id))
+            pipe.zrem(self.keys.load, node_id)
+            pipe.hdel(self.keys.nodes, node_id)
+            await pipe.execute()
+        await self._publish({"t": "lost", "node": node_id})
 
     async def _give_back_unused(self) -> None:
         """A call placed here that nobody joined (the redirected client never came, the room
@@ -484,6 +512,8 @@ class ClusterNode:
             except (RedisError, OSError) as exc:
                 self.redis_errors += 1
                 raise unavailable(f"the cluster's shared state is unreachable: {exc}") from exc
+            if host is None:
+                raise unavailable("no node of this service takes new calls right now")
             if host == self.id or await self.redis.exists(self.keys.node(host)):
                 return str(host)
             await self._take_over(str(host))  # placed on a node that stopped reporting

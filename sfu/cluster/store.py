@@ -26,17 +26,22 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # Place a call: the node it already lives on, or the candidate with the fewest calls placed
-# (ties: the first in the caller's order), recorded in one step so two nodes placing the same
-# call at once agree. KEYS: call key, load zset. ARGV: prefix, candidate node ids.
+# (ties: the first in the caller's order) among those whose load report is there and does not
+# say draining (the caller's view of the nodes may be a heartbeat old), recorded in one step so
+# two nodes placing the same call at once agree. KEYS: call key, load zset. ARGV: prefix,
+# candidate node ids.
 PLACE = """
 local host = redis.call('GET', KEYS[1])
 if host then return host end
-if #ARGV < 2 then return false end
 local best, best_score = nil, nil
 for i = 2, #ARGV do
-  local s = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[i]) or '0')
-  if best == nil or s < best_score then best, best_score = ARGV[i], s end
+  local report = redis.call('GET', ARGV[1] .. ':node:' .. ARGV[i])
+  if report and not cjson.decode(report).draining then
+    local s = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[i]) or '0')
+    if best == nil or s < best_score then best, best_score = ARGV[i], s end
+  end
 end
+if best == nil then return false end
 redis.call('SET', KEYS[1], best)
 redis.call('ZINCRBY', KEYS[2], 1, best)
 redis.call('SADD', ARGV[1] .. ':calls:' .. best, KEYS[1])

@@ -188,9 +188,31 @@ class Server:
             session.ended("server_shutdown")
 
     async def drain(self) -> None:
-        """Refuse new joins, tell everyone ``server_shutdown``, wait (bounded by the caller) for them to go."""
+        """Refuse new joins, tell everyone ``server_shutdown``, wait (bounded by the caller) for them to go.
+
+        In a cluster with other live nodes, the calls here move instead: this node gives its
+        spaces and placements back first, then every participant is sent ``redirect`` to a live
+        node, where their client joins again with the same token (the space keeps its place in
+        the waiting list; the call is placed on the least loaded node)."""
+        if self.cluster is not None and not self._closed:
+            await self._move_calls_away()
         self._end_everything()
         await self.calls.wait_empty()
+
+    async def _move_calls_away(self) -> None:
+        assert self.cluster is not None
+        self.draining = True
+        self.calls.draining = True  # no join here from now on
+        target = await self.cluster.leave()
+        if target is None:
+            return  # no other node: everyone hears server_shutdown
+        moved = 0
+        for session in list(self.sessions):
+            if session.participant is not None:
+                session.send({"type": "redirect", "url": target})
+                session.close_soon()
+                moved += 1
+        log.info("draining: %d participants sent to another node", moved)
 
     async def close(self) -> None:
         if self._closed:

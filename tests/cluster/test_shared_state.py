@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -228,3 +229,54 @@ async def test_a_node_leaving_hands_its_spaces_back_and_they_are_rejoined_elsewh
             assert space.patient_name == name  # from the patient's token: Redis never had it
         finally:
             await close_all([patient])
+
+
+async def test_draining_a_node_moves_its_calls_to_another_with_their_places_kept(
+        redis_url, clip):
+    prefix = "drain"
+    cfgs = []
+    for name in ("d1", "d2"):
+        cfg = make_config(media={"inactivity_timeout": 5.0})
+        cfgs.append(dataclasses.replace(cfg, cluster=ClusterSettings(
+            redis_url=redis_url, node_id=name, heartbeat=0.3, key_prefix=prefix)))
+    async with running_server(cfgs[1]) as d2:
+        d1_cm = running_server(cfgs[0])
+        d1 = await d1_cm.__aenter__()
+        clients: list[Client] = []
+        try:
+            await wait_for(lambda: len(d2.cluster.live) == 2 and len(d1.cluster.live) == 2, 5)
+            async with aiohttp.ClientSession() as http:
+                _, entry = await _json(http, "POST", f"{d1.url}/v1/clinics/demo/waiting-area",
+                                       body={"name": "Grace"})
+            assert d1.registry.get("demo").waiting_area.find(entry["space"]) is not None
+            since = d1.registry.get("demo").waiting_area.find(entry["space"]).waiting_since
+            patient = Client(d2.url, entry["token"], clip=clip)
+            doctor = Client(d2.url, staff(name="Dr Who"), clip=clip)
+            clients += [patient, doctor]
+            for client in (patient, doctor):
+                await client.join({"space": entry["space"]})
+                assert client.node_url == d1.url  # redirected to the host
+            await wait_for(receives_everyone([patient, doctor]), timeout=20)
+
+            seen = [len(client.messages) for client in (patient, doctor)]
+            await asyncio.wait_for(d1.drain(), timeout=10)  # SIGTERM's path
+            urls = set()
+            for client, since_index in zip((patient, doctor), seen, strict=True):
+                moved = await client.wait_message(lambda m: m["type"] == "redirect", timeout=5,
+                                                  since=since_index)
+                urls.add(moved["url"])
+            assert urls == {d2.url.replace("http://", "ws://") + "/v1/ws"}
+            # their clients join again where they were sent (the web client does it by itself)
+            patient2 = Client(d2.url, entry["token"], clip=clip)
+            doctor2 = Client(d2.url, staff(name="Dr Who"), clip=clip)
+            clients += [patient2, doctor2]
+            await patient2.join({"space": entry["space"]})
+            await doctor2.join({"space": entry["space"]})
+            assert patient2.node_url == doctor2.node_url == d2.url
+            await wait_for(receives_everyone([patient2, doctor2]), timeout=20)
+            space = d2.registry.get("demo").waiting_area.find(entry["space"])
+            assert space is not None and space.waiting_since == since
+            assert space.patient_name == "Grace" and space.status == "in_consultation"
+        finally:
+            await close_all(clients)
+            await d1_cm.__aexit__(None, None, None)
