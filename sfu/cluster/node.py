@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any
 
 import aiohttp
@@ -514,9 +514,10 @@ class ClusterNode:
                 raise unavailable(f"the cluster's shared state is unreachable: {exc}") from exc
             if host is None:
                 raise unavailable("no node of this service takes new calls right now")
-            if host == self.id or await self.redis.exists(self.keys.node(host)):
-                return str(host)
-            await self._take_over(str(host))  # placed on a node that stopped reporting
+            async with self._shared_state():
+                if host == self.id or await self.redis.exists(self.keys.node(host)):
+                    return str(host)
+                await self._take_over(str(host))  # placed on a node that stopped reporting
         raise unavailable("the node of this call was lost; try again in a moment")
 
     def ws_url(self, node: str) -> str:
@@ -532,7 +533,15 @@ class ClusterNode:
     async def route(self, claims: Claims, target: object) -> str | None:
         """Where a ``join`` goes: None to join here, or the WebSocket URL of the node hosting
         the call (the client is redirected there). 400/403 as the join itself would answer,
-        before anything is looked up; what does not exist is left to the local join's 404."""
+        before anything is looked up; what does not exist is left to the local join's 404;
+        503 ``unavailable`` when Redis cannot be reached."""
+        try:
+            return await self._route(claims, target)
+        except (RedisError, OSError) as exc:
+            self.redis_errors += 1
+            raise unavailable(f"the cluster's shared state is unreachable: {exc}") from exc
+
+    async def _route(self, claims: Claims, target: object) -> str | None:
         wanted, clinic_id = check_join_scope(claims, target)
         clinic = self.registry.find(clinic_id)
         if clinic is None:
@@ -568,22 +577,35 @@ class ClusterNode:
 
     async def space_host(self, clinic: str, space: str) -> tuple[SpaceRecord | None, str]:
         """A space's record and the node hosting it ("" when none)."""
-        text = await self.redis.hget(self.keys.spaces(clinic), space)
-        record = SpaceRecord.loads(text) if text else None
-        host = await self.redis.get(self.keys.call(clinic, "space", space))
+        async with self._shared_state():
+            text = await self.redis.hget(self.keys.spaces(clinic), space)
+            record = SpaceRecord.loads(text) if text else None
+            host = await self.redis.get(self.keys.call(clinic, "space", space))
         return record, str(host or "")
 
     async def forget_space(self, clinic: str, space: str) -> bool:
         """End a space no node hosts (staff ended it while its node was lost)."""
-        removed = await self.redis.hdel(self.keys.spaces(clinic), space)
-        await self.redis.zrem(self._unplaced_key, f"{clinic}/{space}")
+        async with self._shared_state():
+            removed = await self.redis.hdel(self.keys.spaces(clinic), space)
+            await self.redis.zrem(self._unplaced_key, f"{clinic}/{space}")
+            if removed:
+                await self._publish({"t": "wa", "c": clinic})
         if removed:
-            await self._publish({"t": "wa", "c": clinic})
             self.on_waiting_area(clinic)
         return bool(removed)
 
     async def count_spaces(self, clinic: str) -> int:
-        return int(await self.redis.hlen(self.keys.spaces(clinic)))
+        async with self._shared_state():
+            return int(await self.redis.hlen(self.keys.spaces(clinic)))
+
+    @contextlib.asynccontextmanager
+    async def _shared_state(self) -> AsyncIterator[None]:
+        """Redis commands a request waits on: 503 ``unavailable`` when Redis cannot be reached."""
+        try:
+            yield
+        except (RedisError, OSError) as exc:
+            self.redis_errors += 1
+            raise unavailable(f"the cluster's shared state is unreachable: {exc}") from exc
 
     # -- the shared waiting list ---------------------------------------------------------------------
     def local_spaces(self, clinic_id: str) -> list[dict[str, Any]]:
@@ -595,11 +617,8 @@ class ClusterNode:
         names their hosts hold in memory (a space whose node was lost shows no name and
         ``"reconnecting": true`` until someone rejoins it)."""
         area = self.registry.get(clinic_id).waiting_area
-        try:
+        async with self._shared_state():
             records = await self.redis.hgetall(self.keys.spaces(clinic_id))
-        except (RedisError, OSError) as exc:
-            self.redis_errors += 1
-            raise unavailable(f"the cluster's shared state is unreachable: {exc}") from exc
         parsed = {k: r for k, v in records.items() if (r := SpaceRecord.loads(v)) is not None}
         hosts = sorted({r.host for r in parsed.values() if r.host and r.host != self.id})
         remote: dict[str, dict[str, dict[str, Any]]] = {}

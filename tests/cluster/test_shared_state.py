@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -280,3 +281,41 @@ async def test_draining_a_node_moves_its_calls_to_another_with_their_places_kept
         finally:
             await close_all(clients)
             await d1_cm.__aexit__(None, None, None)
+
+
+async def test_without_redis_calls_here_go_on_and_what_needs_it_answers_unavailable(
+        tmp_path: Path, clip):
+    with redis_server(tmp_path) as own_redis:
+        cfg = make_config(media={"inactivity_timeout": 5.0})
+        cfg = dataclasses.replace(cfg, cluster=ClusterSettings(redis_url=own_redis, node_id="solo",
+                                                               heartbeat=0.3))
+        async with running_server(cfg) as node:
+            clients = [Client(node.url, staff(sub=f"s{i}"), clip=clip) for i in range(2)]
+            try:
+                for client in clients:
+                    await client.join({"room": "team"})
+                await wait_for(receives_everyone(clients), timeout=20)
+                r = aioredis.from_url(own_redis)
+                await r.shutdown(nosave=True)  # Redis goes away under the node
+                with contextlib.suppress(Exception):
+                    await r.aclose()
+                await wait_for(lambda: node.cluster.redis_errors > 0, timeout=5)
+                before = [c.received_from(o.participant or "", "audio").packets
+                          for c, o in ((clients[0], clients[1]), (clients[1], clients[0]))]
+                await wait_for(lambda: all(
+                    c.received_from(o.participant or "", "audio").packets > b + 50
+                    for (c, o), b in zip(((clients[0], clients[1]), (clients[1], clients[0])),
+                                         before, strict=True)), timeout=10)
+                async with aiohttp.ClientSession() as http:
+                    status, body = await _json(http, "GET",
+                                               f"{node.url}/v1/clinics/demo/waiting-area", staff())
+                    assert status == 503 and body["error"]["code"] == "unavailable"
+                    status, body = await _json(http, "POST",
+                                               f"{node.url}/v1/clinics/demo/waiting-area",
+                                               body={"name": "Pat"})
+                    assert status == 503 and body["error"]["code"] == "unavailable"
+                    assert node.registry.get("demo").waiting_area.spaces == []
+            finally:
+                await close_all(clients)
+        metrics_text = node.metrics.render().decode()
+        assert "sfu_cluster_redis_errors_total" in metrics_text
