@@ -98,6 +98,14 @@ class ClusterNode:
             raise RuntimeError(f"cluster: cannot reach Redis at {self.settings.redis_url}: {exc}"
                                ) from exc
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REMOTE_TIMEOUT))
+        # a previous run of this node (a crash, a restart quicker than the TTL) left calls
+        # placed here that this process does not have: back to the waiting list, like a lost node's
+        left = await self.redis.smembers(self.keys.calls(self.id))
+        if left:
+            log.warning("cluster: %d calls of this node's previous run go back to the waiting "
+                        "list", len(left))
+            for clinic_id in sorted(await self._unplace(self.id, left)):
+                await self._publish({"t": "wa", "c": clinic_id})
         await self.redis.zadd(self.keys.load, {self.id: 0}, nx=True)
         for clinic in self.registry.clinics:  # the config's clinics, unless the cluster has them
             await self.redis.hsetnx(self.keys.clinics, clinic.id, self._clinic_record(clinic.id))

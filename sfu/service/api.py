@@ -201,7 +201,10 @@ class _Api:
     async def get_clinic(self, request: web.Request) -> web.Response:
         clinic_id = request.match_info["clinic"]
         require_member(self.claims(request), clinic_id)
-        return web.json_response(self.registry.get(clinic_id).to_json())
+        body = self.registry.get(clinic_id).to_json()
+        if self.cluster is not None:  # every node's spaces, not only this one's
+            body["waiting_area"]["spaces"] = await self.cluster.count_spaces(clinic_id)
+        return web.json_response(body)
 
     async def put_room(self, request: web.Request) -> web.Response:
         clinic_id, room_id = request.match_info["clinic"], request.match_info["room"]

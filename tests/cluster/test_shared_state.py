@@ -319,3 +319,38 @@ async def test_without_redis_calls_here_go_on_and_what_needs_it_answers_unavaila
                 await close_all(clients)
         metrics_text = node.metrics.render().decode()
         assert "sfu_cluster_redis_errors_total" in metrics_text
+
+
+async def test_a_node_restarted_under_the_same_id_puts_its_old_calls_back_in_the_list(
+        redis_url, clip):
+    from sfu.cluster.store import Keys, SpaceRecord
+
+    keys = Keys("restart")
+    r = aioredis.from_url(redis_url, decode_responses=True)
+    space = "sp_leftbehind0001"
+    try:  # what a node "r1" that crashed a moment ago left in Redis
+        record = SpaceRecord(status="in_consultation", waiting_since=1_700_000_000.0,
+                             patient="pt_x", host="r1",
+                             participants=[{"id": "p_1", "role": "patient"}])
+        await r.hset(keys.spaces("demo"), space, record.dumps())
+        await r.set(keys.call("demo", "space", space), "r1")
+        await r.sadd(keys.calls("r1"), keys.call("demo", "space", space))
+    finally:
+        await r.aclose()
+    cfg = dataclasses.replace(make_config(), cluster=ClusterSettings(
+        redis_url=redis_url, node_id="r1", heartbeat=0.3, key_prefix="restart"))
+    async with running_server(cfg) as node:
+        body = await node.cluster.waiting_list("demo")
+        assert body["spaces"] == [{"space": space, "status": "waiting",
+                                   "waiting_since": "2023-11-14T22:13:20Z",
+                                   "patient": {"name": ""}, "participants": [],
+                                   "reconnecting": True}]
+        patient = Client(node.url, mint_token(SECRET, sub="pt_x", role="patient", clinic="demo",
+                                              space=space, name="Back Again", ttl=600), clip=clip)
+        try:
+            await patient.join({"space": space})
+            adopted = node.registry.get("demo").waiting_area.find(space)
+            assert adopted is not None and adopted.waiting_since == 1_700_000_000.0
+            assert adopted.patient_name == "Back Again"
+        finally:
+            await close_all([patient])
