@@ -33,7 +33,7 @@ from sfu.errors import ApiError
 from sfu.rooms import ClinicRegistry
 from sfu.rooms import events as ev
 from sfu.rooms.policy import check_join_scope
-from sfu.rooms.space import WAITING
+from sfu.rooms.space import ENDED_BY_STAFF, PATIENT_LEFT, WAITING
 from sfu.rooms.text import iso_time
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,8 @@ class ClusterNode:
         self.relayed = 0
         # what other nodes changed in a waiting list: the dashboard feed refreshes it
         self.on_waiting_area: Callable[[str], None] = lambda clinic: None
+        # a space no node hosted ended here (nobody rejoined it in time): (clinic, space, reason)
+        self.on_space_ended: Callable[[str, str, str], None] = lambda clinic, space, reason: None
         self._applying = False  # applying another node's change: not ours to mirror back
         self._leaving = False  # draining: the calls here move away, nothing more is mirrored
         self._handed_back = False
@@ -497,6 +499,7 @@ class ClusterNode:
                 await self.redis.hdel(self.keys.spaces(clinic_id), space_id)
                 await self._publish({"t": "wa", "c": clinic_id})
                 self.on_waiting_area(clinic_id)
+                self.on_space_ended(clinic_id, space_id, PATIENT_LEFT)
 
     # -- placement -----------------------------------------------------------------------------------
     def candidates(self) -> list[str]:
@@ -600,6 +603,7 @@ class ClusterNode:
                 await self._publish({"t": "wa", "c": clinic})
         if removed:
             self.on_waiting_area(clinic)
+            self.on_space_ended(clinic, space, ENDED_BY_STAFF)
         return bool(removed)
 
     async def count_spaces(self, clinic: str) -> int:

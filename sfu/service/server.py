@@ -77,6 +77,8 @@ class Server:
             self.registry, source=self.cluster.waiting_list if self.cluster is not None else None)
         if self.cluster is not None:
             self.cluster.on_waiting_area = self.feed.changed
+            self.cluster.on_space_ended = lambda clinic, space, reason: self.events.emit(
+                "consultation.ended", {"clinic": clinic, "space": space, "reason": reason})
         self._node_token: tuple[float, str] = (0.0, "")
         self.addresses = client_addresses(config)
         self._sockets: dict[str, int] = {}  # open WebSockets per client address

@@ -332,19 +332,29 @@ async def test_a_node_restarted_under_the_same_id_puts_its_old_calls_back_in_the
         record = SpaceRecord(status="in_consultation", waiting_since=1_700_000_000.0,
                              patient="pt_x", host="r1",
                              participants=[{"id": "p_1", "role": "patient"}])
-        await r.hset(keys.spaces("demo"), space, record.dumps())
-        await r.set(keys.call("demo", "space", space), "r1")
-        await r.sadd(keys.calls("r1"), keys.call("demo", "space", space))
+        for left in (space, "sp_leftbehind0002"):
+            await r.hset(keys.spaces("demo"), left, record.dumps())
+            await r.set(keys.call("demo", "space", left), "r1")
+            await r.sadd(keys.calls("r1"), keys.call("demo", "space", left))
     finally:
         await r.aclose()
     cfg = dataclasses.replace(make_config(), cluster=ClusterSettings(
         redis_url=redis_url, node_id="r1", heartbeat=0.3, key_prefix="restart"))
     async with running_server(cfg) as node:
+        events: list[tuple[str, dict[str, Any]]] = []
+        node.event_listeners.append(lambda name, payload: events.append((name, payload)))
         body = await node.cluster.waiting_list("demo")
-        assert body["spaces"] == [{"space": space, "status": "waiting",
-                                   "waiting_since": "2023-11-14T22:13:20Z",
-                                   "patient": {"name": ""}, "participants": [],
-                                   "reconnecting": True}]
+        assert sorted(body["spaces"], key=lambda s: s["space"]) == [
+            {"space": left, "status": "waiting", "waiting_since": "2023-11-14T22:13:20Z",
+             "patient": {"name": ""}, "participants": [], "reconnecting": True}
+            for left in (space, "sp_leftbehind0002")]
+        async with aiohttp.ClientSession() as http:  # staff end one nobody hosts
+            status, _ = await _json(http, "POST", f"{node.url}/v1/clinics/demo/waiting-area/"
+                                    "sp_leftbehind0002/end", staff())
+        assert status == 204
+        assert ("consultation.ended", {"clinic": "demo", "space": "sp_leftbehind0002",
+                                       "reason": "ended_by_staff"}) in events
+        assert [s["space"] for s in (await node.cluster.waiting_list("demo"))["spaces"]] == [space]
         patient = Client(node.url, mint_token(SECRET, sub="pt_x", role="patient", clinic="demo",
                                               space=space, name="Back Again", ttl=600), clip=clip)
         try:
