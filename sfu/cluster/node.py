@@ -39,6 +39,7 @@ from sfu.rooms.text import iso_time
 log = logging.getLogger(__name__)
 
 UNUSED_PLACEMENT = 10.0  # a call placed here that nobody joined for this long is given back
+HOUSEKEEPING_BEATS = 5  # placements nobody uses and spaces nobody rejoined: every 5 heartbeats
 REMOTE_TIMEOUT = 2.0  # a request to another node (relay, names) gives up after this long
 CLUSTER_HEADER = "X-SFU-Cluster"  # a node's own token on requests between nodes
 
@@ -89,6 +90,7 @@ class ClusterNode:
         self._cpu = (time.process_time(), time.monotonic())
         self._started = clock()
         self._pubsub: Any = None
+        self._beats = 0
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -380,8 +382,10 @@ class ClusterNode:
             elif node_id != self.id:
                 await self._take_over(node_id)
         self.live = live
-        await self._give_back_unused()
-        await self._expire_unplaced()
+        self._beats += 1
+        if self._beats % HOUSEKEEPING_BEATS == 0:  # neither is urgent: every few heartbeats
+            await self._give_back_unused()
+            await self._expire_unplaced()
 
     async def _report(self) -> None:
         participants, calls = self._load()

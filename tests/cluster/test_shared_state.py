@@ -139,7 +139,9 @@ async def test_entries_are_spread_and_any_node_lists_ends_and_invites(nodes):
         assert status == 200 and [n["id"] for n in body["nodes"]] == ["n1", "n2"]
 
 
-async def test_a_room_lives_on_one_node_whichever_node_people_join_through(nodes, clip):
+async def test_a_room_lives_on_one_node_whichever_node_people_join_through(nodes, clip,
+                                                                           monkeypatch):
+    monkeypatch.setattr("sfu.cluster.node.UNUSED_PLACEMENT", 1.0)
     n1, n2 = nodes
     clients = [Client(n.url, staff(sub=f"s{i}"), clip=clip) for i, n in enumerate([n1, n2, n2])]
     try:
@@ -151,10 +153,17 @@ async def test_a_room_lives_on_one_node_whichever_node_people_join_through(nodes
         assert len(host.calls.by_key) == 1 and sum(len(n.calls.by_key) for n in nodes) == 1
     finally:
         await close_all(clients)
-    # the emptied room is given back after a while; the next join may land anywhere
+    # the emptied room is given back after a while (UNUSED_PLACEMENT); the next join may land
+    # anywhere
     key = f"{n1.cluster.keys.call('demo', 'room', 'team')}"
     await wait_for(lambda: not host.calls.by_key, timeout=10)
     assert await n1.cluster.redis.get(key) == host.cluster.id
+    for _ in range(100):
+        if await n1.cluster.redis.get(key) is None:
+            break
+        await asyncio.sleep(0.1)
+    assert await n1.cluster.redis.get(key) is None
+    assert await n1.cluster.redis.zscore(n1.cluster.keys.load, host.cluster.id) == 0
 
 
 async def test_a_revoked_invite_is_refused_and_put_out_on_every_node(nodes, clip):
