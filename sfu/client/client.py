@@ -140,6 +140,9 @@ class Client:
     # lowest rid the smallest; the server's ``publish_layers`` turns layers off and on. One
     # stream, as without it, when the offer does not ask.
     simulcast: Renditions | None = None
+    # A ``redirect`` in the middle of a call (its node drains and the call moves) is followed as
+    # the web client does: a new socket to ``url``, the same token and join, new media.
+    follow_moves: bool = True
 
     def __post_init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
@@ -175,6 +178,8 @@ class Client:
         self.target: dict[str, str] | None = None  # the last join's
         self.node_url = self.url  # http(s)://host:port of the node the socket is on
         self.redirects = 0  # redirects the last join followed
+        self.moves = 0  # calls moved to another node mid-call (a redirect after joined)
+        self._move_task: asyncio.Task[None] | None = None
         self._socket_from = 0  # index in ``messages`` of the current socket's first message
         self.rtcp_ssrc = 0x5EED0000 | (id(self) & 0xFFFF)
         self.estimate = ReceiveEstimate(self.remb_settings)
@@ -287,6 +292,29 @@ class Client:
         await self.connect()
         return await self.join(self.target, timeout)
 
+    async def _move(self, url: object) -> None:
+        """The call moved to another node (``redirect`` after ``joined``): join it there."""
+        try:
+            ws_url = redirect_url(url)
+            if ws_url is None or self.target is None:
+                self.error = ClientError("bad_redirect", f"not a WebSocket URL: {url!r}")
+                return
+            await self._drop_socket()
+            await self._reset_media()
+            self.participant = None
+            self.error = None
+            self.ended = None
+            await self._open(ws_url)
+            await self.join(self.target)
+            self.moves += 1
+        except ClientError as exc:
+            self.error = exc
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            self.error = ClientError("closed", f"the call's new node did not take it: {exc}")
+        finally:
+            self._move_task = None
+            self._changed.set()
+
     async def precall(self, seconds: float = 3.0, timeout: float = 20.0) -> dict[str, Any]:
         """Run the server's pre-call link test; the test's peer connection is closed after."""
         if self._ws is None:
@@ -380,6 +408,9 @@ class Client:
             elif kind == "precall_upload" and self.send_precall_upload and self._upload_task is None:
                 self._upload_task = asyncio.ensure_future(
                     self._upload(data.get("kbps"), data.get("seconds")))
+            elif (kind == "redirect" and self.participant is not None and self.follow_moves
+                  and self._move_task is None and not self._closed):
+                self._move_task = asyncio.ensure_future(self._move(data.get("url")))
             elif kind == "error":
                 self.error = ClientError(data["code"], data.get("message", ""))
             elif kind == "ended":
@@ -817,6 +848,11 @@ class Client:
         if self._closed:
             return
         self._closed = True
+        move = self._move_task
+        if move is not None:
+            move.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await move
         await self._drop_socket()
         await self._stop_tasks()
         if self._pc is not None:

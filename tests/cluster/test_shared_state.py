@@ -276,14 +276,11 @@ async def test_draining_a_node_moves_its_calls_to_another_with_their_places_kept
                                                   since=since_index)
                 urls.add(moved["url"])
             assert urls == {d2.url.replace("http://", "ws://") + "/v1/ws"}
-            # their clients join again where they were sent (the web client does it by itself)
-            patient2 = Client(d2.url, entry["token"], clip=clip)
-            doctor2 = Client(d2.url, staff(name="Dr Who"), clip=clip)
-            clients += [patient2, doctor2]
-            await patient2.join({"space": entry["space"]})
-            await doctor2.join({"space": entry["space"]})
-            assert patient2.node_url == doctor2.node_url == d2.url
-            await wait_for(receives_everyone([patient2, doctor2]), timeout=20)
+            # their clients join again where they were sent, by themselves (as the web client)
+            await wait_for(lambda: patient.moves == doctor.moves == 1, timeout=10)
+            assert patient.node_url == doctor.node_url == d2.url
+            assert patient.error is None and doctor.error is None
+            await wait_for(receives_everyone([patient, doctor]), timeout=20)
             space = d2.registry.get("demo").waiting_area.find(entry["space"])
             assert space is not None and space.waiting_since == since
             assert space.patient_name == "Grace" and space.status == "in_consultation"
