@@ -78,11 +78,13 @@ class ClusterNode:
         self._applying = False  # applying another node's change: not ours to mirror back
         self._leaving = False  # draining: the calls here move away, nothing more is mirrored
         self._handed_back = False
-        self._dirty_clinics: set[str] = set()  # clinic records to write
+        # changes of clinics to write, in order: (clinic, "name" | "room" | "hours", room id)
+        self._clinic_ops: list[tuple[str, str, str]] = []
+        self._flushing: set[str] = set()  # clinics whose changes are being written
         self._dirty_areas: set[str] = set()  # waiting lists to write
         self._revocations: list[tuple[str, str]] = []
         self._written: dict[str, dict[str, str]] = {}  # clinic -> space -> record as written
-        self._written_clinic: dict[str, str] = {}
+        self._written_hours: dict[str, tuple[bool, str]] = {}  # clinic -> (closed, message)
         self._unused_since: dict[str, float] = {}  # placement key -> first seen unused
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -112,7 +114,10 @@ class ClusterNode:
                 await self._publish({"t": "wa", "c": clinic_id})
         await self.redis.zadd(self.keys.load, {self.id: 0}, nx=True)
         for clinic in self.registry.clinics:  # the config's clinics, unless the cluster has them
-            await self.redis.hsetnx(self.keys.clinics, clinic.id, self._clinic_record(clinic.id))
+            if not await self.redis.exists(self.keys.clinic(clinic.id)):
+                await self.redis.hset(self.keys.clinic(clinic.id),
+                                      mapping=self._clinic_record(clinic.id).fields())
+            await self.redis.sadd(self.keys.clinics, clinic.id)
         await self._load_clinics()
         await self._heartbeat_once()
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
@@ -188,11 +193,13 @@ class ClusterNode:
         """Mirror a change of this node's registry (the writer task does the writing)."""
         if self._applying or self._closed or self._leaving:
             return
-        if isinstance(event, ev.ClinicUpdated | ev.RoomUpdated | ev.RoomDeleted):
-            self._dirty_clinics.add(event.clinic)
+        if isinstance(event, ev.ClinicUpdated):
+            self._clinic_ops.append((event.clinic, "name", ""))
+        elif isinstance(event, ev.RoomUpdated | ev.RoomDeleted):
+            self._clinic_ops.append((event.clinic, "room", event.room))
         elif isinstance(event, ev.WaitingAreaChanged):
             self._dirty_areas.add(event.clinic)
-            self._dirty_clinics.add(event.clinic)  # opening hours (written only when changed)
+            self._clinic_ops.append((event.clinic, "hours", ""))  # written only when changed
         elif isinstance(event, ev.InviteRevoked):
             self._revocations.append((event.clinic, event.sub))
         else:
@@ -214,18 +221,12 @@ class ClusterNode:
                 self._wake.set()
 
     async def _flush(self) -> None:
-        clinics, self._dirty_clinics = self._dirty_clinics, set()
+        ops, self._clinic_ops = self._clinic_ops, []
         areas, self._dirty_areas = self._dirty_areas, set()
         revoked, self._revocations = self._revocations, []
+        self._flushing = {clinic for clinic, _, _ in ops}
         try:
-            for clinic_id in sorted(clinics):
-                if self.registry.find(clinic_id) is None:
-                    continue
-                record = self._clinic_record(clinic_id)
-                if self._written_clinic.get(clinic_id) != record:
-                    await self.redis.hset(self.keys.clinics, clinic_id, record)
-                    self._written_clinic[clinic_id] = record
-                    await self._publish({"t": "clinic", "c": clinic_id})
+            changed = await self._write_clinic_ops(ops)
             for clinic_id, invite in revoked:
                 clinic = self.registry.find(clinic_id)
                 until = clinic.revocations().get(invite) if clinic is not None else None
@@ -234,11 +235,47 @@ class ClusterNode:
                     await self._publish({"t": "revoke", "c": clinic_id, "i": invite, "e": until})
             for clinic_id in sorted(areas):
                 await self._write_area(clinic_id)
+            for clinic_id in sorted(changed):
+                await self._publish({"t": "clinic", "c": clinic_id})
+            self._flushing = set()
+            for clinic_id in sorted(changed):  # what others changed meanwhile, merged
+                await self._reload_clinic(clinic_id)
         except BaseException:
-            self._dirty_clinics |= clinics
+            self._clinic_ops[:0] = ops
             self._dirty_areas |= areas
             self._revocations[:0] = revoked
             raise
+        finally:
+            self._flushing = set()
+
+    async def _write_clinic_ops(self, ops: list[tuple[str, str, str]]) -> set[str]:
+        """Write each change of a clinic as the one field it changed (a whole record written by
+        two nodes at once lost one's rooms). The clinics that changed."""
+        changed: set[str] = set()
+        for clinic_id, what, room_id in ops:
+            clinic = self.registry.find(clinic_id)
+            if clinic is None:
+                continue
+            key = self.keys.clinic(clinic_id)
+            if what == "name":
+                await self.redis.hset(key, "name", clinic.name)
+                await self.redis.sadd(self.keys.clinics, clinic_id)
+            elif what == "room":
+                room = clinic.find_room(room_id)
+                if room is None:
+                    await self.redis.hdel(key, f"room:{room_id}")
+                else:
+                    await self.redis.hset(key, f"room:{room_id}", room.name)
+            else:
+                area = clinic.waiting_area
+                hours = (area.closed, area.closed_message)
+                if self._written_hours.get(clinic_id) == hours:
+                    continue
+                await self.redis.hset(key, mapping={"closed": "1" if area.closed else "0",
+                                                    "message": area.closed_message})
+                self._written_hours[clinic_id] = hours
+            changed.add(clinic_id)
+        return changed
 
     async def _write_area(self, clinic_id: str) -> None:
         """This node's spaces of one clinic as records: what changed is written, what ended is
@@ -267,11 +304,11 @@ class ClusterNode:
             del written[space_id]
         await self._publish({"t": "wa", "c": clinic_id})
 
-    def _clinic_record(self, clinic_id: str) -> str:
+    def _clinic_record(self, clinic_id: str) -> ClinicRecord:
         clinic = self.registry.get(clinic_id)
         area = clinic.waiting_area
         return ClinicRecord(name=clinic.name, rooms={r.id: r.name for r in clinic.rooms},
-                            closed=area.closed, message=area.closed_message).dumps()
+                            closed=area.closed, message=area.closed_message)
 
     async def _publish(self, event: dict[str, Any]) -> None:
         await self.redis.publish(self.keys.events, json.dumps({**event, "n": self.id}))
@@ -305,19 +342,25 @@ class ClusterNode:
         if kind == "wa" and isinstance(clinic, str):
             self.on_waiting_area(clinic)
         elif kind == "clinic" and isinstance(clinic, str):
-            text = await self.redis.hget(self.keys.clinics, clinic)
-            record = ClinicRecord.loads(text) if text else None
-            if record is not None:
-                self._apply_clinic(clinic, record)
+            await self._reload_clinic(clinic)
         elif kind == "revoke" and isinstance(clinic, str):
             self._apply_revocation(clinic, str(event.get("i", "")), float(event.get("e", 0)))
 
+    async def _reload_clinic(self, clinic_id: str) -> None:
+        """Apply what Redis says of one clinic, unless this node has changes of it not yet
+        written (their write reloads it after)."""
+        if self._pending(clinic_id):
+            return
+        record = ClinicRecord.from_fields(await self.redis.hgetall(self.keys.clinic(clinic_id)))
+        if record is not None and not self._pending(clinic_id):  # (none came in meanwhile)
+            self._apply_clinic(clinic_id, record)
+
+    def _pending(self, clinic_id: str) -> bool:
+        return clinic_id in self._flushing or any(c == clinic_id for c, _, _ in self._clinic_ops)
+
     async def _load_clinics(self) -> None:
-        records = await self.redis.hgetall(self.keys.clinics)
-        for clinic_id, text in records.items():
-            record = ClinicRecord.loads(text)
-            if record is not None:
-                self._apply_clinic(clinic_id, record)
+        for clinic_id in sorted(await self.redis.smembers(self.keys.clinics)):
+            await self._reload_clinic(clinic_id)
             revoked = await self.redis.hgetall(self.keys.revoked(clinic_id))
             for invite, until in revoked.items():
                 with contextlib.suppress(ValueError):
@@ -342,7 +385,8 @@ class ClusterNode:
                 area.close(record.message)
             elif not record.closed and area.closed:
                 area.open()
-            self._written_clinic[clinic_id] = self._clinic_record(clinic_id)
+            self._written_hours[clinic_id] = (clinic.waiting_area.closed,
+                                              clinic.waiting_area.closed_message)
         except ApiError as exc:  # a record another node wrote that this one cannot take
             log.warning("cluster: clinic %s from Redis not applied: %s", clinic_id, exc.message)
         finally:

@@ -10,7 +10,10 @@ key                            type    holds
 ``P:load``                     zset    node id -> calls placed on it (the placement's measure)
 ``P:calls:<node>``             set     the call keys placed on the node
 ``P:call:<clinic>:<kind>:<id>``string  the node a call (``space`` or ``room``) lives on
-``P:clinics``                  hash    clinic id -> {name, rooms {id: name}, closed, message}
+``P:clinics``                  set     the clinic ids
+``P:clinic:<clinic>``          hash    ``name``, ``closed`` ("1"/"0"), ``message``, ``room:<id>``
+                                       -> the room's name: one field each, so two nodes changing
+                                       one clinic at once (two rooms made) both keep theirs
 ``P:spaces:<clinic>``          hash    space id -> {status, waiting_since, patient, host,
                                        participants [{id, role}], lost_at}; never a name
 ``P:revoked:<clinic>``         hash    revoked guest invite id -> until when (epoch s)
@@ -85,6 +88,9 @@ class Keys:
             return None
         return parts[2], parts[3], parts[4]
 
+    def clinic(self, clinic: str) -> str:
+        return f"{self.prefix}:clinic:{clinic}"
+
     def spaces(self, clinic: str) -> str:
         return f"{self.prefix}:spaces:{clinic}"
 
@@ -129,18 +135,18 @@ class ClinicRecord:
     closed: bool = False
     message: str = ""
 
-    def dumps(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+    def fields(self) -> dict[str, str]:
+        """The clinic's hash."""
+        return {"name": self.name, "closed": "1" if self.closed else "0", "message": self.message,
+                **{f"room:{k}": v for k, v in self.rooms.items()}}
 
     @classmethod
-    def loads(cls, text: str | bytes) -> ClinicRecord | None:
-        try:
-            raw: Any = json.loads(text)
-            return cls(name=str(raw["name"]),
-                       rooms={str(k): str(v) for k, v in dict(raw.get("rooms", {})).items()},
-                       closed=bool(raw.get("closed", False)), message=str(raw.get("message", "")))
-        except (ValueError, KeyError, TypeError, AttributeError):
+    def from_fields(cls, fields: dict[str, str]) -> ClinicRecord | None:
+        if "name" not in fields:
             return None
+        return cls(name=fields["name"],
+                   rooms={k[len("room:"):]: v for k, v in fields.items() if k.startswith("room:")},
+                   closed=fields.get("closed") == "1", message=fields.get("message", ""))
 
 
 @dataclass
