@@ -618,11 +618,15 @@ class ClusterNode:
             host = await self.place(clinic_id, "space", wanted.space)
             if host == self.id:
                 await self.redis.zrem(self._unplaced_key, f"{clinic_id}/{wanted.space}")
-                clinic.waiting_area.adopt(
+                adopted = clinic.waiting_area.find(wanted.space) is None
+                space = clinic.waiting_area.adopt(  # (or the one a join meanwhile adopted)
                     wanted.space, patient_sub=record.patient, waiting_since=record.waiting_since,
-                    patient_name=claims.name if claims.role == PATIENT else "", now=self.clock())
-                log.info("cluster: space %s of clinic %s is hosted here now", wanted.space,
-                         clinic_id)
+                    patient_name="", now=self.clock())
+                if claims.role == PATIENT and not space.patient_name and claims.name:
+                    space.patient_name = claims.name
+                if adopted:
+                    log.info("cluster: space %s of clinic %s is hosted here now", wanted.space,
+                             clinic_id)
                 return None
         else:
             assert wanted.room is not None
