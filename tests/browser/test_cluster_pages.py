@@ -11,7 +11,6 @@ to either user, and the space keeps its place in the waiting list.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,15 +19,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from sfu.auth import mint_token
-from sfu.cluster import ClusterSettings
 from tests.browser.test_patient_consultation import (
     new_page,
     rtp_stats,
     screenshot,
     wait_for_live_video,
 )
-from tests.cluster.nodes import redis_server
-from tests.conftest import SECRET, make_config, running_server
+from tests.cluster.nodes import node_config, redis_server
+from tests.conftest import SECRET, running_server
 from tests.integration.helpers import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(150)]
@@ -43,10 +41,7 @@ async def two_nodes(tmp_path: Path) -> AsyncIterator[list[Any]]:
         nodes = []
         try:
             for name in ("n1", "n2"):
-                cfg = dataclasses.replace(
-                    make_config(media={"inactivity_timeout": 10.0}),
-                    cluster=ClusterSettings(redis_url=redis_url, node_id=name, heartbeat=0.3))
-                cm = running_server(cfg)
+                cm = running_server(node_config(redis_url, name, inactivity_timeout=10.0))
                 nodes.append(await cm.__aenter__())
                 stack.append(cm)
             await wait_for(lambda: all(len(n.cluster.live) == 2 for n in nodes), timeout=5)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,6 +77,17 @@ class Node:
     def log_tail(self, lines: int = 30) -> str:
         text = self.log.read_text(errors="replace").splitlines()
         return "\n".join(f"[{self.name}] {line}" for line in text[-lines:])
+
+
+def node_config(redis_url: str, node_id: str, prefix: str = "sfu", heartbeat: float = 0.3,
+                **media: object) -> Any:
+    """The tests' config (``make_config``) of an in-process cluster node."""
+    from sfu.cluster import ClusterSettings
+    from tests.conftest import make_config
+
+    cfg = make_config(media={"inactivity_timeout": 5.0, **media})
+    return dataclasses.replace(cfg, cluster=ClusterSettings(
+        redis_url=redis_url, node_id=node_id, heartbeat=heartbeat, key_prefix=prefix))
 
 
 def start_node(name: str, redis_url: str, directory: Path, *, heartbeat: float = 0.5,

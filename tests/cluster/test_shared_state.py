@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,8 @@ import redis.asyncio as aioredis
 
 from sfu.auth import mint_token
 from sfu.client.client import Client, ClientError
-from sfu.cluster import ClusterSettings
-from tests.cluster.nodes import redis_server
-from tests.conftest import SECRET, make_config, running_server
+from tests.cluster.nodes import node_config, redis_server
+from tests.conftest import SECRET, running_server
 from tests.integration.helpers import close_all, receives_everyone, wait_for
 
 pytestmark = pytest.mark.timeout(90)
@@ -47,10 +45,7 @@ async def nodes(redis_url: str, request: pytest.FixtureRequest) -> AsyncIterator
     stack = []
     try:
         for name in ("n1", "n2"):
-            cfg = make_config(media={"inactivity_timeout": 5.0})
-            cfg = dataclasses.replace(cfg, cluster=ClusterSettings(
-                redis_url=redis_url, node_id=name, heartbeat=0.3, key_prefix=prefix))
-            cm = running_server(cfg)
+            cm = running_server(node_config(redis_url, name, prefix))
             servers.append(await cm.__aenter__())
             stack.append(cm)
         await wait_for(lambda: all(len(s.cluster.live) == 2 for s in servers), timeout=5)
@@ -209,12 +204,7 @@ async def test_a_join_with_a_bad_target_or_scope_is_refused_before_any_lookup(no
 
 async def test_a_node_leaving_hands_its_spaces_back_and_they_are_rejoined_elsewhere(
         redis_url, tmp_path: Path, clip):
-    prefix = "leave"
-    cfgs = []
-    for name in ("m1", "m2"):
-        cfg = make_config(media={"inactivity_timeout": 5.0})
-        cfgs.append(dataclasses.replace(cfg, cluster=ClusterSettings(
-            redis_url=redis_url, node_id=name, heartbeat=0.3, key_prefix=prefix)))
+    cfgs = [node_config(redis_url, name, "leave") for name in ("m1", "m2")]
     async with running_server(cfgs[1]) as m2:
         m1_cm = running_server(cfgs[0])
         m1 = await m1_cm.__aenter__()
@@ -243,12 +233,7 @@ async def test_a_node_leaving_hands_its_spaces_back_and_they_are_rejoined_elsewh
 
 async def test_draining_a_node_moves_its_calls_to_another_with_their_places_kept(
         redis_url, clip):
-    prefix = "drain"
-    cfgs = []
-    for name in ("d1", "d2"):
-        cfg = make_config(media={"inactivity_timeout": 5.0})
-        cfgs.append(dataclasses.replace(cfg, cluster=ClusterSettings(
-            redis_url=redis_url, node_id=name, heartbeat=0.3, key_prefix=prefix)))
+    cfgs = [node_config(redis_url, name, "drain") for name in ("d1", "d2")]
     async with running_server(cfgs[1]) as d2:
         d1_cm = running_server(cfgs[0])
         d1 = await d1_cm.__aenter__()
@@ -292,9 +277,7 @@ async def test_draining_a_node_moves_its_calls_to_another_with_their_places_kept
 async def test_without_redis_calls_here_go_on_and_what_needs_it_answers_unavailable(
         tmp_path: Path, clip):
     with redis_server(tmp_path) as own_redis:
-        cfg = make_config(media={"inactivity_timeout": 5.0})
-        cfg = dataclasses.replace(cfg, cluster=ClusterSettings(redis_url=own_redis, node_id="solo",
-                                                               heartbeat=0.3))
+        cfg = node_config(own_redis, "solo")
         async with running_server(cfg) as node:
             clients = [Client(node.url, staff(sub=f"s{i}"), clip=clip) for i in range(2)]
             try:
@@ -344,8 +327,7 @@ async def test_a_node_restarted_under_the_same_id_puts_its_old_calls_back_in_the
             await r.sadd(keys.calls("r1"), keys.call("demo", "space", left))
     finally:
         await r.aclose()
-    cfg = dataclasses.replace(make_config(), cluster=ClusterSettings(
-        redis_url=redis_url, node_id="r1", heartbeat=0.3, key_prefix="restart"))
+    cfg = node_config(redis_url, "r1", "restart")
     async with running_server(cfg) as node:
         events: list[tuple[str, dict[str, Any]]] = []
         node.event_listeners.append(lambda name, payload: events.append((name, payload)))
