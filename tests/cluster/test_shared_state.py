@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -379,3 +380,19 @@ async def test_rooms_made_at_once_on_two_nodes_are_all_kept(nodes):
         except AssertionError:
             raise AssertionError([sorted(r.id for r in n.registry.get("demo").rooms)
                                   for n in nodes]) from None
+
+
+async def test_a_node_whose_event_loop_stalls_past_the_ttl_is_not_taken_for_lost(nodes):
+    """A join burst saturated a worker's loop: it reported every 3-5 s and another node took its
+    live calls for lost. The report is kept alive by a thread of its own."""
+    n1, n2 = nodes
+    async with aiohttp.ClientSession() as http:
+        status, entry = await _json(http, "POST", f"{n1.url}/v1/clinics/demo/waiting-area",
+                                    body={"name": "Pat"})
+    assert status == 201
+    host = next(n for n in nodes if n.registry.get("demo").waiting_area.find(entry["space"]))
+    time.sleep(3 * n1.config.cluster.ttl)  # noqa: ASYNC251 - both nodes' loops stall (one loop)
+    await asyncio.sleep(3 * n1.config.cluster.heartbeat)  # their heartbeats look at each other
+    assert all(len(n.cluster.live) == 2 for n in nodes)
+    record, placed_on = await n1.cluster.space_host("demo", entry["space"])
+    assert placed_on == host.cluster.id and record is not None and record.host == host.cluster.id
