@@ -32,6 +32,7 @@ import contextlib
 import json
 import math
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -83,8 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
     p.add_argument("--load-workers", type=int,
                    help="bench.load's --workers (default: its own choice)")
-    p.add_argument("--video-kbps", type=int, default=500, help="bench.load's --video-kbps")
     p.add_argument("--clip-seconds", type=float, default=10.0, help="bench.load's --clip-seconds")
+    p.add_argument("--load-args", default="",
+                   help="more bench.load options, one string (e.g. \"--renditions off "
+                        "--video-kbps 300\")")
     p.add_argument("--clip-dir", help="bench.load's --clip-dir")
     p.add_argument("--log-dir", help="keep every run's server, Redis and load logs and the load "
                                      "reports here (default: a temporary directory, removed)")
@@ -163,6 +166,8 @@ def run_figures(samples: list[dict[str, Any]], *, rooms: int, people: int,
     mid = min((s for s in samples[window[0]:window[1] + 1] if s["rooms"] is not None),
               key=lambda s: abs(s["t"] - mid_t), default=None)
     red = redis_delta(a["redis"], b["redis"])
+    packets = (b["forwarded"] - a["forwarded"]
+               if a.get("forwarded") is not None and b.get("forwarded") is not None else None)
 
     def per_cm(value: float | None) -> float | None:
         return None if value is None else value / rooms / minutes
@@ -170,6 +175,9 @@ def run_figures(samples: list[dict[str, Any]], *, rooms: int, people: int,
     return {
         "window": [round(a["t"], 2), round(b["t"], 2)], "window_seconds": seconds,
         "cpu_seconds": cpu, "cpu_per_consultation_minute": per_cm(cpu),
+        # the figure that does not depend on the bitrates the publishers settled at
+        "forwarded_per_second": None if packets is None else packets / seconds,
+        "cpu_us_per_packet": None if not packets else 1e6 * cpu / packets,
         "worker_cpu_percent": {n: 100 * v / seconds for n, v in sorted(per_worker.items())},
         "rooms_per_worker": dict(sorted(mid["rooms"].items())) if mid is not None else None,
         "participants_per_worker": (dict(sorted(mid["per_node"].items()))
@@ -193,7 +201,9 @@ def summarize(runs: list[dict[str, Any]], modes: list[int]) -> dict[str, Any]:
         red = [r["redis_per_consultation_minute"] for r in mine
                if r["redis_per_consultation_minute"] is not None]
         delivered = [r["delivered_ratio"] for r in mine if r["delivered_ratio"] is not None]
+        us = [r["cpu_us_per_packet"] for r in mine if r.get("cpu_us_per_packet") is not None]
         per[str(n)] = {
+            "cpu_us_per_packet": statistics.median(us) if us else None,
             "runs": len(mine),
             "cpu_per_consultation_minute": statistics.median(
                 r["cpu_per_consultation_minute"] for r in mine),
@@ -248,18 +258,20 @@ def _f(value: Any, digits: int = 2) -> str:
 
 def render_table(report: dict[str, Any]) -> str:
     lines = [f"{'run':>3} {'N':>2}  {'rooms per worker':<22} {'delivered':>9} {'window s':>8} "
-             f"{'CPU s/cons-min':>14} {'worker CPU %':<14} {'Redis cmds/cons-min':>19}"]
+             f"{'CPU s/cons-min':>14} {'us/packet':>9} {'worker CPU %':<14} "
+             f"{'Redis cmds/cons-min':>19}"]
     for r in report["runs"]:
         rooms = ", ".join(f"{k} {v:g}" for k, v in (r.get("rooms_per_worker") or {}).items())
         cpu = " ".join(f"{v:.0f}" for v in (r.get("worker_cpu_percent") or {}).values())
         lines.append(
             f"{r['round']:>3} {r['n']:>2}  {rooms or '-':<22} {_f(r['delivered_ratio'], 4):>9} "
             f"{_f(r.get('window_seconds'), 1):>8} {_f(r.get('cpu_per_consultation_minute'), 3):>14} "
-            f"{cpu or '-':<14} {_f(r.get('redis_per_consultation_minute'), 1):>19}")
+            f"{_f(r.get('cpu_us_per_packet'), 1):>9} {cpu or '-':<14} {_f(r.get('redis_per_consultation_minute'), 1):>19}")
     lines.append("")
     for n, m in report["summary"]["per_n"].items():
         lines.append(f"median N={n}: {_f(m['cpu_per_consultation_minute'], 3)} CPU s per "
-                     f"consultation-minute, {_f(m['redis_per_consultation_minute'], 1)} Redis "
+                     f"consultation-minute ({_f(m['cpu_us_per_packet'], 1)} us per packet "
+                     f"forwarded), {_f(m['redis_per_consultation_minute'], 1)} Redis "
                      f"commands per consultation-minute, delivery >= "
                      f"{_f(m['delivered_ratio_min'], 4)} ({m['runs']} runs)")
     for name, ratio in report["summary"]["cpu_ratio"].items():
@@ -358,14 +370,16 @@ async def sample_once(session: aiohttp.ClientSession, nodes: Nodes, redis_client
                                      for _, port in nodes.procs.values()))
     per_node: dict[str, float] = {}
     rooms: dict[str, float] = {}
+    forwarded = 0.0
     for node, (status, text) in zip(nodes.procs, answers, strict=True):
         if status != 200:
             continue
         m = parse_metrics(text)
         per_node[node] = sum(v for k, v in m.items() if k.startswith("sfu_participants{"))
         rooms[node] = m.get('sfu_rooms{kind="room"}', 0.0)
+        forwarded += sum(v for k, v in m.items() if k.startswith("sfu_rtp_packets_forwarded_total"))
     complete = len(per_node) == len(nodes.procs)
-    return {"t": t, "cpu": cpu,
+    return {"t": t, "cpu": cpu, "forwarded": forwarded if complete else None,
             "participants": sum(per_node.values()) if complete else None,
             "per_node": per_node if complete else None, "rooms": rooms if complete else None,
             "redis": await read_redis(redis_client) if redis_client is not None else None}
@@ -490,13 +504,13 @@ async def run_one(args: argparse.Namespace, n: int, round_: int, workdir: Path) 
         load_cmd = [sys.executable, "-m", "bench.load", "--url", f"http://{HOST}:{port}",
                     "--secret", SECRET, "--clinic", CLINIC, "--scenario", "meetings",
                     "--rooms", str(args.rooms), "--people", str(args.people),
-                    "--seconds", str(args.seconds), "--video-kbps", str(args.video_kbps),
-                    "--clip-seconds", str(args.clip_seconds), "--quiet",
+                    "--seconds", str(args.seconds), "--clip-seconds", str(args.clip_seconds), "--quiet",
                     "--json", str(report_path)]
         if args.load_workers is not None:
             load_cmd += ["--workers", str(args.load_workers)]
         if args.clip_dir:
             load_cmd += ["--clip-dir", args.clip_dir]
+        load_cmd += shlex.split(args.load_args)
         with (workdir / "load.log").open("wb") as out:
             load = await asyncio.create_subprocess_exec(
                 *load_cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
@@ -536,6 +550,7 @@ async def run_one(args: argparse.Namespace, n: int, round_: int, workdir: Path) 
         "delivered_ratio": load_report.get("delivered_ratio"),
         "failures": load_report.get("failures"),
         "join_p95": (load_report.get("join_seconds") or {}).get("p95"),
+        "video_kbps_p50": ((load_report.get("stream_kbps") or {}).get("video") or {}).get("p50"),
         "load_nodes": load_report.get("nodes"),
         "load_exit": code,
         "samples": samples,
