@@ -59,6 +59,10 @@ HOST = "127.0.0.1"
 DELIVERY_MIN = 0.99
 RATIO_MAX = 1.10
 TOP_COMMANDS = 6
+# what else is kept from the servers' /metrics (summed over the nodes), to explain a delivery
+# under 99 %: packets dropped and why, videos paused, quality changes, NACKs, the loop's lag
+WATCHED = ("sfu_rtp_packets_dropped", "sfu_video_layer_receivers", "sfu_quality_changes",
+           "sfu_nack", "sfu_pli", "sfu_rtp_retransmitted", "sfu_event_loop_lag_seconds")
 START_TIMEOUT = 90.0  # a loaded machine imports aiortc slowly, twice at once
 STOP_TIMEOUT = 40.0  # the supervisor's own bound is drain + close + 2 s per worker
 
@@ -78,9 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "other round")
     p.add_argument("--rooms", type=int, default=8, help="meeting rooms (consultations)")
     p.add_argument("--people", type=int, default=6, help="people per room")
-    p.add_argument("--seconds", type=float, default=60.0, help="length of each load run")
-    p.add_argument("--settle", type=float, default=2.0,
-                   help="the window starts this long after the last participant joined")
+    p.add_argument("--seconds", type=float, default=70.0, help="length of each load run")
+    p.add_argument("--settle", type=float, default=10.0,
+                   help="the window starts this long after the last participant joined (a "
+                        "six-person call's downlink estimates take about 10 s to ramp up from "
+                        "300 kbit/s: until then videos are reduced or paused)")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
     p.add_argument("--load-workers", type=int,
                    help="bench.load's --workers (default: its own choice)")
@@ -187,7 +193,21 @@ def run_figures(samples: list[dict[str, Any]], *, rooms: int, people: int,
         "redis_per_second": None if red["commands"] is None else red["commands"] / seconds,
         "redis_top": [[k, v, v / rooms / minutes] for k, v in red["top"]],
         "redis_cpu_seconds": red["cpu_seconds"],
+        # counters: their growth over the window; gauges: mid-window
+        "server_metrics": _watched(a, b, mid),
     }
+
+
+def _watched(a: dict[str, Any], b: dict[str, Any], mid: dict[str, Any] | None) -> dict[str, float]:
+    if not a.get("watched") or not b.get("watched"):
+        return {}
+    out = {}
+    for k, v in sorted(b["watched"].items()):
+        if "_total" in k or "_bucket" in k or k.endswith(("_count", "_sum")):
+            out[k] = v - a["watched"].get(k, 0.0)
+        elif mid is not None and mid.get("watched"):
+            out[k] = mid["watched"].get(k, math.nan)
+    return {k: v for k, v in out.items() if v and "_bucket" not in k}
 
 
 def summarize(runs: list[dict[str, Any]], modes: list[int]) -> dict[str, Any]:
@@ -371,6 +391,7 @@ async def sample_once(session: aiohttp.ClientSession, nodes: Nodes, redis_client
     per_node: dict[str, float] = {}
     rooms: dict[str, float] = {}
     forwarded = 0.0
+    watched: dict[str, float] = {}
     for node, (status, text) in zip(nodes.procs, answers, strict=True):
         if status != 200:
             continue
@@ -378,8 +399,12 @@ async def sample_once(session: aiohttp.ClientSession, nodes: Nodes, redis_client
         per_node[node] = sum(v for k, v in m.items() if k.startswith("sfu_participants{"))
         rooms[node] = m.get('sfu_rooms{kind="room"}', 0.0)
         forwarded += sum(v for k, v in m.items() if k.startswith("sfu_rtp_packets_forwarded_total"))
+        for k, v in m.items():
+            if k.startswith(WATCHED) and "_created" not in k:
+                watched[k] = watched.get(k, 0.0) + v
     complete = len(per_node) == len(nodes.procs)
     return {"t": t, "cpu": cpu, "forwarded": forwarded if complete else None,
+            "watched": watched if complete else None,
             "participants": sum(per_node.values()) if complete else None,
             "per_node": per_node if complete else None, "rooms": rooms if complete else None,
             "redis": await read_redis(redis_client) if redis_client is not None else None}
