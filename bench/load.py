@@ -161,12 +161,7 @@ async def prepare(args: argparse.Namespace, rooms: list[str]) -> None:
     rooms the plan needs."""
     base = args.url.rstrip("/")
     admin = mint_token(args.secret, sub="bench-load", role=ADMIN, clinic=args.clinic, ttl=3600)
-    # One connection, so every request reaches the same node of a cluster whose nodes share a
-    # port (`sfu serve --workers N`): rooms created at once on two nodes are lost today (each
-    # node writes the clinic's whole record to Redis, the last write wins, and the other node then
-    # deletes the rooms missing from it; see docs/load-testing.md, "Cluster").
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15),
-                                     connector=aiohttp.TCPConnector(limit=1)) as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
         try:
             async with session.get(f"{base}/healthz") as resp:
                 if resp.status != 200:
@@ -198,9 +193,8 @@ async def cleanup(args: argparse.Namespace, rooms: list[str]) -> None:
     base = args.url.rstrip("/")
     admin = mint_token(args.secret, sub="bench-load", role=ADMIN, clinic=args.clinic, ttl=3600)
     with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15),
-                                         connector=aiohttp.TCPConnector(limit=1)) as session:
-            for room in rooms:  # one connection, one node: as ``prepare``
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+            for room in rooms:
                 await _api(session, "DELETE", f"{base}/v1/clinics/{args.clinic}/rooms/{room}",
                            admin)
 
