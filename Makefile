@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run run-cluster test test-fast fuzz bench load lint browser turn redis clean
+.PHONY: install run run-cluster test test-fast fuzz bench bench-cluster load lint browser turn redis clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,11 @@ bench: $(STAMP)
 
 load: $(STAMP)
 	$(BIN)/python -m bench.load $(ARGS)
+
+# CPU per consultation on N workers against one server, and Redis commands (docs/load-testing.md,
+# "Cluster"): `make bench-cluster ARGS="--repeat 3 --json cluster.json"`.
+bench-cluster: $(STAMP) redis
+	$(BIN)/python -m bench.cluster $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check sfu tests bench
