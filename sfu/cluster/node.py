@@ -143,7 +143,7 @@ class ClusterNode:
         if self.draining or self._closed:
             return
         self.draining = True
-        self._spawn(self._report())
+        self._spawn(self._report_now())
 
     async def leave(self) -> str | None:
         """Drain: stop mirroring this node's registry (its calls are about to move), give its
@@ -465,6 +465,15 @@ class ClusterNode:
             pipe.set(self.keys.node(self.id), self._report_text, px=int(self.settings.ttl * 1000))
             pipe.hset(self.keys.nodes, self.id, self.url)
             await pipe.execute()
+
+    async def _report_now(self) -> None:
+        """``_report`` in a task of its own: a failure is counted and logged (the thread reports
+        again within a heartbeat), never left in the task."""
+        try:
+            await self._report()
+        except (RedisError, OSError) as exc:
+            self.redis_errors += 1
+            log.warning("cluster: load report failed: %s", exc)
 
     def _keep_alive(self) -> None:
         """The keep-alive thread: the load report, refreshed every heartbeat whatever the event

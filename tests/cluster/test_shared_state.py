@@ -305,6 +305,10 @@ async def test_without_redis_calls_here_go_on_and_what_needs_it_answers_unavaila
                                                body={"name": "Pat"})
                     assert status == 503 and body["error"]["code"] == "unavailable"
                     assert node.registry.get("demo").waiting_area.spaces == []
+                # draining reports at once, in a task: its failure is logged, not left in it
+                errors = node.cluster.redis_errors
+                node.cluster.set_draining()
+                await wait_for(lambda: node.cluster.redis_errors > errors, timeout=5)
             finally:
                 await close_all(clients)
         metrics_text = node.metrics.render().decode()
