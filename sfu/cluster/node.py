@@ -531,13 +531,9 @@ class ClusterNode:
                 continue
             record.host, record.status, record.participants, record.lost_at = "", WAITING, [], now
             await self.redis.hset(self.keys.spaces(clinic_id), space_id, record.dumps())
-            await self.redis.zadd(self._unplaced_key, {f"{clinic_id}/{space_id}": now})
+            await self.redis.zadd(self.keys.unplaced, {f"{clinic_id}/{space_id}": now})
             clinics.add(clinic_id)
         return clinics
-
-    @property
-    def _unplaced_key(self) -> str:
-        return f"{self.keys.prefix}:unplaced"
 
     async def _hand_back(self, *, remove_node: bool = True) -> None:
         """On leaving: every placement here is freed and every space hosted here goes back to
@@ -586,10 +582,10 @@ class ClusterNode:
     async def _expire_unplaced(self) -> None:
         """A space nobody rejoined within the reconnect grace after its node was lost ends."""
         grace = self.registry.waiting_area_settings.reconnect_grace
-        due = await self.redis.zrangebyscore(self._unplaced_key, "-inf", self.clock() - grace,
+        due = await self.redis.zrangebyscore(self.keys.unplaced, "-inf", self.clock() - grace,
                                              start=0, num=20)
         for member in due:
-            if not await self.redis.zrem(self._unplaced_key, member):
+            if not await self.redis.zrem(self.keys.unplaced, member):
                 continue  # another node took it
             clinic_id, _, space_id = member.partition("/")
             text = await self.redis.hget(self.keys.spaces(clinic_id), space_id)
@@ -668,7 +664,7 @@ class ClusterNode:
                 return None
             host = await self.place(clinic_id, "space", wanted.space)
             if host == self.id:
-                await self.redis.zrem(self._unplaced_key, f"{clinic_id}/{wanted.space}")
+                await self.redis.zrem(self.keys.unplaced, f"{clinic_id}/{wanted.space}")
                 adopted = clinic.waiting_area.find(wanted.space) is None
                 space = clinic.waiting_area.adopt(  # (or the one a join meanwhile adopted)
                     wanted.space, patient_sub=record.patient, waiting_since=record.waiting_since,
@@ -701,7 +697,7 @@ class ClusterNode:
         """End a space no node hosts (staff ended it while its node was lost)."""
         async with self._shared_state():
             removed = await self.redis.hdel(self.keys.spaces(clinic), space)
-            await self.redis.zrem(self._unplaced_key, f"{clinic}/{space}")
+            await self.redis.zrem(self.keys.unplaced, f"{clinic}/{space}")
             if removed:
                 await self._publish({"t": "wa", "c": clinic})
         if removed:

@@ -17,6 +17,7 @@ key                            type    holds
 ``P:spaces:<clinic>``          hash    space id -> {status, waiting_since, patient, host,
                                        participants [{id, role}], lost_at}; never a name
 ``P:revoked:<clinic>``         hash    revoked guest invite id -> until when (epoch s)
+``P:unplaced``                 zset    "<clinic>/<space>" no node hosts -> since when
 ``P:lost:<node>``              string  the lock of the node that hands a lost node's calls back
 ``P:events``                   pubsub  what changed (see ``ClusterNode._on_event``)
 =============================  ======  ======================================================
@@ -64,6 +65,11 @@ return 0
 """
 
 
+def _compact(record: Any) -> str:
+    """A record dataclass as compact JSON, keys sorted (the same record, the same text)."""
+    return json.dumps(asdict(record), separators=(",", ":"), sort_keys=True)
+
+
 class Keys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -71,6 +77,7 @@ class Keys:
         self.load = f"{prefix}:load"
         self.clinics = f"{prefix}:clinics"
         self.events = f"{prefix}:events"
+        self.unplaced = f"{prefix}:unplaced"
 
     def node(self, node: str) -> str:
         return f"{self.prefix}:node:{node}"
@@ -84,7 +91,7 @@ class Keys:
     def parse_call(self, key: str) -> tuple[str, str, str] | None:
         """(clinic, kind, id) of a call key; ids never hold ':' (``valid_id``)."""
         parts = key.split(":")
-        if len(parts) != 5 or f"{parts[0]}" != self.prefix or parts[1] != "call":
+        if len(parts) != 5 or parts[0] != self.prefix or parts[1] != "call":
             return None
         return parts[2], parts[3], parts[4]
 
@@ -113,7 +120,7 @@ class SpaceRecord:
     lost_at: float = 0.0
 
     def dumps(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+        return _compact(self)
 
     @classmethod
     def loads(cls, text: str | bytes) -> SpaceRecord | None:
@@ -161,7 +168,7 @@ class NodeLoad:
     started: float = 0.0
 
     def dumps(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+        return _compact(self)
 
     @classmethod
     def loads(cls, text: str | bytes) -> NodeLoad | None:
